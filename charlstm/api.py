@@ -1,0 +1,91 @@
+"""The Python API: load a trained model and use it, or train one, without the CLI.
+
+    import charlstm
+    lm = charlstm.load("checkpoints/pystdlib-lstm2x256")   # a run folder or a .pt file
+    for chunk in lm.generate("def ", length=100, seed=1):  # streams text
+        print(chunk, end="")
+    text = lm.sample("import ", length=200, temperature=0.8, seed=1)
+
+    result = charlstm.train("my.txt", preset="tiny", max_steps=100)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from . import checkpoint, sampling
+from .device import choose_device
+from .errors import CheckpointError
+from .model import CharRNN, ModelConfig
+from .training import TrainingCallback, TrainResult
+from .vocab import Vocabulary
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A generator seeded with `seed`, or from fresh OS entropy when seed is None."""
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+class LanguageModel:
+    """A trained model with its vocabulary, ready to generate text."""
+
+    def __init__(self, model: CharRNN, vocab: Vocabulary, checkpoint_data: dict | None = None):
+        self.model, self.vocab = model.eval(), vocab
+        self.checkpoint = checkpoint_data or {}
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(self, prime: str = "", length: int = 1000, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None,
+                 seed: int | None = None) -> Iterator[str]:
+        """Stream a continuation of `prime`, one character at a time (length 0: endless)."""
+        generator = make_generator(seed, self.device)
+        for chars in sampling.generate(self.model, self.vocab, prime, length, temperature,
+                                       top_k, top_p, 1, generator):
+            yield chars[0]
+
+    def sample(self, prime: str = "", length: int = 200, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None,
+               seed: int | None = None) -> str:
+        """A whole continuation of `prime` as one string (the prime not included)."""
+        return "".join(self.generate(prime, length, temperature, top_k, top_p, seed))
+
+
+def load(path: str | Path, device: str = "auto") -> LanguageModel:
+    """Load a checkpoint file, or a run folder's best.pt (else last.pt)."""
+    data = checkpoint.load(Path(path))
+    try:
+        config = ModelConfig.from_dict(data["model_config"])
+        vocab = Vocabulary.from_dict(data["vocab"])
+        model = CharRNN(config)
+        model.load_state_dict(data["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} has a damaged model or vocabulary: "
+                              f"{str(exc).splitlines()[0]}") from exc
+    return LanguageModel(model.to(choose_device(device)), vocab, data)
+
+
+def train(corpus: str | None = None, out: str | Path | None = None, resume: bool = False,
+          preset: str | None = None, callback: TrainingCallback | None = None,
+          corpora_dir: str | Path = "corpora", checkpoints_dir: str | Path = "checkpoints",
+          lossy: bool = False, **settings) -> TrainResult:
+    """Train (or resume) a run; `settings` are ModelConfig and TrainConfig fields."""
+    from .runs import make_trainer  # runs imports training, which imports this package
+
+    trainer = make_trainer(corpus, Path(out) if out else None, resume, preset, settings,
+                           callback, Path(corpora_dir), Path(checkpoints_dir), lossy)
+    return trainer.fit()

@@ -1,0 +1,555 @@
+"""The `charlstm` command line: train, sample, info and corpus.
+
+The only module that reads the environment, prints, and picks exit codes: 0 success,
+1 runtime failure, 2 usage error, 130 interrupted (143 terminated). Expected failures are
+one line on stderr; CHARLSTM_DEBUG=1 shows the traceback. stdout carries only the product
+(generated text, tables asked for); progress and diagnostics go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+from typer.core import TyperGroup
+
+try:  # typer 0.2x carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # older typer uses click itself
+    from click import exceptions as click_exceptions
+
+from . import __version__, checkpoint, corpus as corpora
+from .api import load, make_generator
+from .errors import CharlstmError, UsageError
+from .presets import DEFAULT_PRESET, PRESETS
+from .progress import TrainingDisplay, format_duration, format_loss
+from .runs import make_trainer
+from .sampling import check_options, check_prime, generate
+
+HELP = {"help_option_names": ["-h", "--help"]}
+DATA, MODEL, OPTIM, CKPT, OUTPUT = "Data", "Model", "Optimization", "Checkpointing", "Output"
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class PipeClosed(Exception):
+    """The reader of stdout went away (`| head`): stop quietly."""
+
+
+class CharlstmGroup(TyperGroup):
+    """Turns every failure into one line on stderr and an exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        try:
+            result = super().main(args=args, prog_name=prog_name or "charlstm",
+                                  complete_var=complete_var, standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else 0
+        except click_exceptions.NoArgsIsHelpError as exc:
+            if exc.format_message().strip():  # rich help has been printed already
+                print(exc.format_message())
+            code = 0
+        except click_exceptions.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "charlstm"
+            _fail(f"{exc.format_message()} (see '{where} --help')", exc.ctx and where)
+            code = 2
+        except typer.Abort:
+            code = 130
+        except PipeClosed:
+            _silence_stdout()
+            code = 0
+        except CharlstmError as exc:
+            if os.environ.get("CHARLSTM_DEBUG"):
+                raise
+            _fail(str(exc))
+            code = exc.exit_code
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if os.environ.get("CHARLSTM_DEBUG"):
+                raise
+            message = str(exc).strip().splitlines()
+            _fail(f"internal error: {type(exc).__name__}: {message[0] if message else ''} "
+                  "(set CHARLSTM_DEBUG=1 to see the traceback)")
+            code = 1
+        sys.exit(code)
+
+
+def _fail(message: str, where: str | None = None) -> None:
+    print(f"{where or 'charlstm'}: error: {message}", file=sys.stderr, flush=True)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+app = typer.Typer(
+    cls=CharlstmGroup, context_settings=HELP, no_args_is_help=True,
+    help="Train character-level recurrent language models (LSTM, GRU, RNN) on any text, "
+         "and sample from them.\n\nQuick start: 'charlstm train' trains on a built-in "
+         "corpus; 'charlstm sample checkpoints/RUN' writes text.",
+    pretty_exceptions_enable=False)
+corpus_app = typer.Typer(cls=CharlstmGroup, context_settings=HELP, no_args_is_help=True,
+                         help="List, download and prepare corpora.")
+app.add_typer(corpus_app, name="corpus")
+
+
+def corpora_dir() -> Path:
+    return Path(os.environ.get("CHARLSTM_CORPORA", "corpora"))
+
+
+def checkpoints_dir() -> Path:
+    return Path(os.environ.get("CHARLSTM_CHECKPOINTS", "checkpoints"))
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"charlstm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more to stderr."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        stream=sys.stderr, format="charlstm: %(message)s")
+
+
+# ----------------------------------------------------------------------------- train
+
+DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s|ms)?", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '10m', '1h30m', '2.5m' -> seconds."""
+    cleaned = text.strip().lower().replace(" ", "")
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
+    total, position = 0.0, 0
+    for match in DURATION.finditer(cleaned):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * units[match.group(2)]
+        position = match.end()
+    if not cleaned or position != len(cleaned) or total <= 0:
+        raise UsageError(f"--time takes a duration like 90s, 10m or 1h30m, not {text!r}")
+    return total
+
+
+@app.command(context_settings=HELP, epilog=(
+    "Examples:\n\n"
+    "  charlstm train                        # built-in corpus, default 'small' model\n\n"
+    "  charlstm train my.txt --time 10m      # your text, a 10-minute budget\n\n"
+    "  charlstm train my.txt --preset medium --dropout 0.3\n\n"
+    "  charlstm train my.txt --out checkpoints/mine --resume   # continue a run\n\n"
+    "  cat *.md | charlstm train - --max-steps 500"))
+def train(
+    corpus: Optional[str] = typer.Argument(
+        None, help="A text file, '-' for stdin, or a known corpus name "
+                   "(default: pystdlib, built from Python's own sources).",
+        show_default=False),
+    val_frac: Optional[float] = typer.Option(None, "--val-frac", rich_help_panel=DATA,
+                                             help="Last fraction held out for validation "
+                                                  "(default: 0.1)"),
+    shuffle: Optional[bool] = typer.Option(None, "--shuffle/--no-shuffle", rich_help_panel=DATA,
+                                           help="Train on random windows instead of "
+                                                "contiguous streams (default: no-shuffle)"),
+    bptt_warmup: Optional[int] = typer.Option(None, "--bptt-warmup", rich_help_panel=DATA,
+                                              help="Characters run without gradient to build "
+                                                   "the state where none is carried (epoch "
+                                                   "starts, --shuffle) (default: 0)"),
+    lossy: bool = typer.Option(False, "--lossy", rich_help_panel=DATA,
+                               help="Replace invalid UTF-8 bytes with U+FFFD instead of "
+                                    "failing."),
+    preset: Optional[str] = typer.Option(None, "--preset", rich_help_panel=MODEL,
+                                         help=f"Model and schedule for a budget: "
+                                              f"{', '.join(PRESETS)} (default: {DEFAULT_PRESET})"),
+    model: Optional[str] = typer.Option(None, "--model", rich_help_panel=MODEL,
+                                        help="Recurrent cell: lstm, gru or rnn (default: lstm)"),
+    num_layers: Optional[int] = typer.Option(None, "--num-layers", rich_help_panel=MODEL,
+                                             help="Stacked recurrent layers (from the preset)"),
+    hidden_size: Optional[int] = typer.Option(None, "--hidden-size", rich_help_panel=MODEL,
+                                              help="Units per layer (from the preset)"),
+    embed_size: Optional[int] = typer.Option(None, "--embed-size", rich_help_panel=MODEL,
+                                             help="Character embedding size (from the preset)"),
+    dropout: Optional[float] = typer.Option(None, "--dropout", rich_help_panel=MODEL,
+                                            help="Dropout between layers and before the head "
+                                                 "(from the preset)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", rich_help_panel=OPTIM,
+                                             help="Parallel streams per step (from the preset)"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", rich_help_panel=OPTIM,
+                                          help="Characters backpropagated per step (from the preset)"),
+    lr: Optional[float] = typer.Option(None, "--lr", rich_help_panel=OPTIM,
+                                       help="Peak learning rate (AdamW) (from the preset)"),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", rich_help_panel=OPTIM,
+                                               help="Linear learning-rate warm-up steps; "
+                                                    "cosine decay follows (default: 100)"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", rich_help_panel=OPTIM,
+                                                 help="AdamW weight decay (default: 0.01)"),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", rich_help_panel=OPTIM,
+                                              help="Global gradient norm cap, 0 = off "
+                                                   "(default: 1.0)"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", rich_help_panel=OPTIM,
+                                            help="Stop after this many steps (from the preset)"),
+    epochs: Optional[float] = typer.Option(None, "--epochs", rich_help_panel=OPTIM,
+                                           help="Stop after this many passes over the data"),
+    time_budget: Optional[str] = typer.Option(None, "--time", rich_help_panel=OPTIM,
+                                              help="Stop after this wall-clock time: 90s, "
+                                                   "10m, 1h30m"),
+    seed: Optional[int] = typer.Option(None, "--seed", rich_help_panel=OPTIM,
+                                       help="Seed for initialisation, dropout and data "
+                                            "order (default: 1337)"),
+    device: Optional[str] = typer.Option(None, "--device", rich_help_panel=OPTIM,
+                                         help="auto, cpu, cuda, cuda:N or mps (default: auto)"),
+    precision: Optional[str] = typer.Option(None, "--precision", rich_help_panel=OPTIM,
+                                            help="auto, fp32 or bf16 autocast; auto measures "
+                                                 "on CPUs (default: auto)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", rich_help_panel=CKPT,
+                                       help="Run folder (default: checkpoints/CORPUS-MODEL)"),
+    resume: bool = typer.Option(False, "--resume", rich_help_panel=CKPT,
+                                help="Continue the run in --out (or the latest default-named "
+                                     "run) from its last.pt."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", rich_help_panel=CKPT,
+                                             help="Steps between evaluations and checkpoints "
+                                                  "(from the preset)"),
+    sample_every: Optional[int] = typer.Option(None, "--sample-every", rich_help_panel=OUTPUT,
+                                               help="Steps between milestone samples, 0 = at "
+                                                    "each evaluation (default: 0)"),
+    sample_length: Optional[int] = typer.Option(None, "--sample-length", rich_help_panel=OUTPUT,
+                                                help="Characters per milestone sample, 0 = none "
+                                                     "(default: 200)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=OUTPUT,
+                               help="No progress bar or samples; evaluations only."),
+) -> int:
+    """Train a model on a corpus, showing progress and samples on stderr."""
+    settings = dict(
+        val_frac=val_frac, shuffle=shuffle, bptt_warmup=bptt_warmup, model=model,
+        num_layers=num_layers, hidden_size=hidden_size, embed_size=embed_size,
+        dropout=dropout, batch_size=batch_size, seq_len=seq_len, lr=lr,
+        warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+        max_steps=max_steps, epochs=epochs, seed=seed, device=device, precision=precision,
+        eval_every=eval_every, sample_every=sample_every, sample_length=sample_length,
+        time_limit=parse_duration(time_budget) if time_budget is not None else None,
+    )
+    display = TrainingDisplay(show_samples=not quiet, live=False if quiet else None)
+    trainer = make_trainer(corpus, out, resume, preset, settings, display, corpora_dir(),
+                           checkpoints_dir(), lossy, sys.stdin.buffer if corpus == "-" else None,
+                           _byte_progress("encoding corpus"))
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        if len(received) == 1:
+            trainer.request_stop()
+            display.write("charlstm: stopping: saving a checkpoint first "
+                          "(press Ctrl-C twice more to quit without saving)")
+        elif len(received) >= 3:
+            raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, on_signal) for s in EXIT_INTERRUPTED}
+    try:
+        result = trainer.fit()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    run = result.run_dir
+    if result.reason == "already finished":
+        print(f"charlstm: {run} already finished at step {result.step:,}; raise --max-steps, "
+              "--epochs or --time to train further", file=sys.stderr)
+        return 0
+    if result.reason == "interrupted":
+        print(f"charlstm: stopped at step {result.step:,}; saved {run / 'last.pt'}\n"
+              f"charlstm: resume with: charlstm train --out {run} --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED.get(received[0] if received else signal.SIGINT, 130)
+    best = format_loss(result.best_val_loss)
+    print(f"charlstm: done after {result.step:,} steps ({result.reason.replace('_', ' ')}); "
+          f"best validation loss {best}\n"
+          f"charlstm: sample with: charlstm sample {run}", file=sys.stderr)
+    return 0
+
+
+def _byte_progress(description: str):
+    """A tqdm byte counter on stderr for long reads, shown only on a terminal."""
+    state: dict = {}
+
+    def update(done: int, total: int | None) -> None:
+        if not sys.stderr.isatty() or (total or 0) < 20_000_000:
+            return
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, unit="B", unit_scale=True, leave=False,
+                                      desc=description, file=sys.stderr)
+        bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
+
+    return update
+
+
+# ----------------------------------------------------------------------------- sample
+
+
+class StdoutWriter:
+    """Streams text to stdout, flushing often enough to watch and rarely enough to be fast."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.last_flush = interval, time.monotonic()
+
+    def write(self, text: str) -> None:
+        try:
+            sys.stdout.write(text)
+            now = time.monotonic()
+            if now - self.last_flush >= self.interval:
+                sys.stdout.flush()
+                self.last_flush = now
+        except BrokenPipeError:
+            raise PipeClosed from None
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise PipeClosed from None
+
+
+def _read_stdin_text(what: str) -> str:
+    if sys.stdin is None:
+        return ""
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} on standard input is not valid UTF-8 "
+                         f"(byte offset {exc.start})") from None
+
+
+def _read_prime(prime: str | None, prime_file: str | None) -> str:
+    if prime is not None and prime_file is not None:
+        raise UsageError("give --prime or --prime-file, not both")
+    if prime is not None:
+        return prime
+    if prime_file == "-":
+        return _read_stdin_text("the prime")
+    if prime_file is not None:
+        try:
+            return Path(prime_file).read_text("utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"no such prime file: {prime_file}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read prime file {prime_file}: {exc}") from None
+    if sys.stdin is not None and not sys.stdin.isatty():
+        return _read_stdin_text("the prime")
+    return ""
+
+
+@app.command(context_settings=HELP, epilog=(
+    "Examples:\n\n"
+    "  charlstm sample checkpoints/pystdlib-lstm2x256 -n 500\n\n"
+    "  charlstm sample RUN/best.pt -t 0.7 -p 'ROMEO:' | tee romeo.txt\n\n"
+    "  echo 'def main(' | charlstm sample RUN -n 300 --seed 7\n\n"
+    "  charlstm sample RUN -n 0 | head -c 10000     # endless, until the pipe closes"))
+def sample(
+    checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT",
+                                           help="A .pt file, or a run folder (uses its "
+                                                "best.pt, else last.pt)."),
+    length: int = typer.Option(1000, "--length", "-n",
+                               help="Characters to generate per sample; 0 = endless."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t",
+                                      help="Below 1 safer, above 1 wilder; 0 = always the "
+                                           "likeliest character."),
+    top_k: Optional[int] = typer.Option(None, "--top-k",
+                                        help="Sample only among the k likeliest characters."),
+    top_p: Optional[float] = typer.Option(None, "--top-p",
+                                          help="Sample only among the likeliest characters "
+                                               "whose probabilities add up to p, in (0, 1]."),
+    prime: Optional[str] = typer.Option(None, "--prime", "-p",
+                                        help="Text to start from (also read from stdin when "
+                                             "stdin is not a terminal)."),
+    prime_file: Optional[str] = typer.Option(None, "--prime-file",
+                                             help="Read the prime from a file, '-' = stdin."),
+    echo: bool = typer.Option(True, "--echo/--no-echo",
+                              help="Print the prime before its continuation."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s",
+                                       help="Make the sample reproducible (default: random)."),
+    num_samples: int = typer.Option(1, "--num-samples", "-N",
+                                    help="Samples generated together as one batch; printed "
+                                         "one after another, separated by a blank line."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """Generate text from a trained model; only the text goes to stdout."""
+    check_options(temperature, top_k, top_p, length, num_samples)
+    if seed is not None and not 0 <= seed < 2**64:
+        raise UsageError(f"--seed must be in [0, 2**64), not {seed}")
+    if length == 0 and num_samples > 1:
+        raise UsageError("endless sampling (--length 0) streams one sample; "
+                         "drop --num-samples or give a --length")
+    if num_samples > 100_000:
+        raise UsageError(f"--num-samples {num_samples:,} is more than 100,000 per run")
+    lm = load(checkpoint_path, device)
+    text = _read_prime(prime, prime_file)
+    check_prime(text, lm.vocab)
+    generator = make_generator(seed, lm.device)
+    out = StdoutWriter()
+    if echo:
+        out.write(text)
+    rest: list[list[str]] = [[] for _ in range(num_samples - 1)]
+    last = text
+    for chars in generate(lm.model, lm.vocab, text, length, temperature, top_k, top_p,
+                          num_samples, generator):
+        out.write(chars[0])
+        last = chars[0]
+        for column, char in zip(rest, chars[1:]):
+            column.append(char)
+    if not last.endswith("\n"):
+        out.write("\n")
+    for column in rest:
+        body = "".join(column)
+        out.write("\n" + (text if echo else "") + body + ("" if body.endswith("\n") else "\n"))
+    out.flush()
+
+
+# ----------------------------------------------------------------------------- info
+
+
+@app.command(context_settings=HELP, epilog=(
+    "Examples:\n\n  charlstm info checkpoints/pystdlib-lstm2x256\n\n"
+    "  charlstm info RUN/last.pt --json | jq .best_val_loss"))
+def info(
+    checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT",
+                                           help="A .pt file or a run folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead."),
+) -> None:
+    """Show a checkpoint's model, vocabulary, corpus and training history."""
+    path = checkpoint.find(checkpoint_path)
+    data = checkpoint.load(path)
+    model, train = data["model_config"], data.get("train_config", {})
+    history = data.get("history", [])
+    best = data.get("best_val_loss")
+    best_step = next((r["step"] for r in history if r.get("val_loss") == best), None)
+    summary = {
+        "path": str(path), "format_version": data["format_version"],
+        "charlstm_version": data.get("charlstm_version"), "model": model,
+        "parameters": sum(t.numel() for t in data["model"].values()),
+        "vocab_size": len(data["vocab"]["chars"]), "vocab": data["vocab"]["chars"],
+        "corpus": data.get("corpus"), "train": train, "step": data.get("step"),
+        "elapsed": data.get("elapsed"), "precision": data.get("precision"),
+        "best_val_loss": best, "best_step": best_step, "history": history,
+    }
+    if as_json:
+        print(json.dumps(summary))
+        return
+    console = Console(highlight=False, soft_wrap=True)
+    corpus = data.get("corpus") or {}
+    limit = train.get("max_steps")
+    lines = [
+        ("checkpoint", f"{path} (format {data['format_version']}, charlstm "
+                       f"{data.get('charlstm_version', '?')})"),
+        ("model", f"{model['model']}, {model['num_layers']} layers x {model['hidden_size']} "
+                  f"units, embedding {model['embed_size']}, dropout {model['dropout']} "
+                  f"({summary['parameters'] / 1e6:.2f}M parameters)"),
+        ("vocabulary", f"{summary['vocab_size']} characters"),
+        ("corpus", f"{corpus.get('source', '?')}: {corpus.get('characters', 0):,} characters, "
+                   f"sha256 {str(corpus.get('sha256', ''))[:12]}"),
+        ("training", f"step {data.get('step', 0):,}" + (f" of {limit:,}" if limit else "")
+                     + f", {format_duration(data.get('elapsed') or 0)}, batch "
+                       f"{train.get('batch_size')} x {train.get('seq_len')}, lr "
+                       f"{train.get('lr')}, precision {data.get('precision')}"),
+        ("best validation", format_loss(best) + (f" at step {best_step:,}" if best_step else "")),
+    ]
+    for key, value in lines:
+        console.print(f"{key:<16} {value}", markup=False)
+    if history:
+        table = Table(box=box.SIMPLE, title="history", title_justify="left")
+        for column in ("step", "epoch", "train loss", "val loss", "val bits/char", "time"):
+            table.add_column(column, justify="right")
+        for r in history:
+            val = r.get("val_loss")
+            table.add_row(f"{r['step']:,}", f"{r.get('epoch', 0):.2f}",
+                          f"{r['train_loss']:.4f}",
+                          "n/a" if val is None else f"{val:.4f}" + (" *" if r.get("best") else ""),
+                          "n/a" if val is None else f"{r['val_bpc']:.3f}",
+                          format_duration(r.get("elapsed", 0)))
+        console.print(table)
+
+
+# ----------------------------------------------------------------------------- corpus
+
+
+@corpus_app.command("list", context_settings=HELP)
+def corpus_list() -> None:
+    """Show the built-in and downloadable corpora and whether each is here."""
+    table = Table(box=box.SIMPLE)
+    for column in ("name", "size", "here", "description"):
+        table.add_column(column)
+    folder = corpora_dir()
+    default = folder / f"{corpora.DEFAULT_CORPUS}.txt"
+    table.add_row(corpora.DEFAULT_CORPUS, "~2 MB",
+                  str(default) if default.exists() else "built on first use",
+                  "built-in default: Python standard-library sources, made locally")
+    for name, entry in corpora.registry().items():
+        local = folder / f"{name}.txt"
+        table.add_row(name, f"{entry['size'] / 1e6:.1f} MB",
+                      str(local) if local.exists() else f"no: charlstm corpus get {name}",
+                      entry["description"])
+    Console(highlight=False, soft_wrap=True).print(table)
+
+
+@corpus_app.command("get", context_settings=HELP, epilog=(
+    "Examples:\n\n  charlstm corpus get tinyshakespeare\n\n"
+    "  charlstm corpus get tinyshakespeare --from ~/data/input.txt   # a local copy"))
+def corpus_get(
+    name: str = typer.Argument(..., help="A name from 'charlstm corpus list'."),
+    source: Optional[str] = typer.Option(None, "--from",
+                                         help="Fetch from this URL or local file instead; "
+                                              "the checksum is still verified."),
+) -> None:
+    """Download a known corpus into corpora/ and verify its checksum; prints its path."""
+    if name == corpora.DEFAULT_CORPUS:
+        path = corpora.build_default_corpus(corpora_dir())
+    else:
+        bar: dict = {}
+
+        def progress(done: int, total: int | None) -> None:
+            if "bar" not in bar:
+                bar["bar"] = tqdm(total=total, unit="B", unit_scale=True, desc=name,
+                                  file=sys.stderr, leave=False,
+                                  disable=not sys.stderr.isatty())
+            bar["bar"].update(done - bar["bar"].n)
+
+        try:
+            path = corpora.download(name, corpora_dir(), source, progress)
+        finally:
+            if "bar" in bar:
+                bar["bar"].close()
+    print(path)
+
+
+@corpus_app.command("prepare", context_settings=HELP)
+def corpus_prepare(
+    corpus: str = typer.Argument(..., help="A text file, '-' or a known corpus name."),
+    lossy: bool = typer.Option(False, "--lossy", help="Replace invalid UTF-8 bytes."),
+) -> None:
+    """Encode a corpus into its token cache now (training would do it on first use)."""
+    data = corpora.encode(corpus, corpora_dir(), lossy, _byte_progress("encoding"),
+                          sys.stdin.buffer if corpus == "-" else None)
+    print(f"{data.source}: {len(data.tokens):,} characters, vocabulary {len(data.vocab)} "
+          f"({data.vocab.dtype.name}), sha256 {data.sha256[:12]}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,351 @@
+"""Corpora: finding the text to train on, and encoding it once into a token array.
+
+A corpus argument is a file path, `-` for standard input, or the name of a known corpus:
+the built-in default (`pystdlib`, assembled from the Python standard library's sources, so
+it needs no network) or an entry of the registry in `corpora/registry.json`, fetched with
+`download`. Text is UTF-8, modelled as Unicode code points.
+
+`encode` turns a text into a `Corpus`: its vocabulary and a compact integer array of token
+ids (uint8/uint16/uint32 by vocabulary size) that training reads through a memory map. The
+file is streamed in chunks twice (a histogram pass for the vocabulary, then an encoding
+pass through a lookup table), never held as one Python string, and the result is cached
+under `corpora/cache/`, keyed by the file's path, size and modification time.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import sysconfig
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+import numpy as np
+
+from .errors import CorpusError, UsageError
+from .files import FILE_MODE, write_atomically
+from .vocab import MAX_CODE_POINT, Vocabulary
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CORPUS = "pystdlib"
+CHUNK_BYTES = 8 << 20
+CACHE_FORMAT = 1
+
+# Progress callbacks receive (bytes done, bytes in all or None when unknown).
+Progress = Callable[[int, "int | None"], None]
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """An encoded corpus: what training and evaluation read."""
+
+    name: str  # a short name for run folders and messages
+    source: str  # where the text came from: a path, "-", or a known corpus name
+    sha256: str  # of the UTF-8 bytes, to tell later whether a resume sees the same text
+    vocab: Vocabulary
+    tokens: np.ndarray  # (N,) token ids, usually a read-only memory map
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "sha256": self.sha256,
+            "characters": int(len(self.tokens)),
+        }
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+def registry() -> dict[str, dict]:
+    """The known downloadable corpora: name -> {description, url, size, sha256}."""
+    text = resources.files("charlstm.corpora").joinpath("registry.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def known_names() -> list[str]:
+    return [DEFAULT_CORPUS, *registry()]
+
+
+def resolve(spec: str | None, corpora_dir: Path) -> Path | None:
+    """The file a corpus argument names, or None for standard input.
+
+    A path that exists wins over a known name; the default corpus is built on first use.
+    """
+    if spec is None:
+        spec = DEFAULT_CORPUS
+    if spec == "-":
+        return None
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        raise UsageError(f"corpus {spec!r} is a directory; give a text file")
+    if path.exists():
+        return path
+    if spec == DEFAULT_CORPUS:
+        return build_default_corpus(corpora_dir)
+    if spec in registry():
+        local = corpora_dir / f"{spec}.txt"
+        if not local.exists():
+            raise UsageError(
+                f"corpus {spec!r} is not downloaded yet; run: charlstm corpus get {spec}"
+            )
+        return local
+    raise UsageError(
+        f"no such file or known corpus: {spec!r} (known: {', '.join(known_names())})"
+    )
+
+
+def default_corpus_files() -> list[tuple[str, Path]]:
+    """The standard-library modules that make up the default corpus, in a fixed order.
+
+    Tests, demos and vendored packages are left out, and so is any file with non-ASCII
+    text, which keeps the vocabulary to printable ASCII plus tab and newline. The order is
+    by a hash of each module's relative path: a deterministic mix of the whole library
+    rather than its first letters.
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "idlelib", "lib2to3", "turtledemo",
+            "ensurepip", "pydoc_data", "__pycache__", "encodings"}
+    chosen = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if any(part in skip or part.startswith(("test", "config-")) for part in rel.parts):
+            continue
+        chosen.append((rel.as_posix(), path))
+    return sorted(chosen, key=lambda item: hashlib.sha256(item[0].encode()).hexdigest())
+
+
+def build_default_corpus(corpora_dir: Path, target_bytes: int = 2_000_000) -> Path:
+    """Write (once) the built-in corpus: about 2 MB of Python standard-library source."""
+    path = corpora_dir / f"{DEFAULT_CORPUS}.txt"
+    if path.exists():
+        return path
+    parts, total = [], 0
+    for rel, source in default_corpus_files():
+        try:
+            text = source.read_text("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if not text.isascii() or not text.strip():
+            continue
+        piece = f"# ---- {rel} ----\n{text.rstrip()}\n\n"
+        parts.append(piece)
+        total += len(piece)
+        if total >= target_bytes:
+            break
+    if not parts:
+        raise CorpusError("could not find the Python standard library's sources")
+    log.info("built the default corpus from %d standard-library modules", len(parts))
+    write_atomically(path, "".join(parts).encode("utf-8"))
+    return path
+
+
+# --------------------------------------------------------------------------- download
+
+
+def download(name: str, corpora_dir: Path, source: str | None = None,
+             progress: Progress | None = None) -> Path:
+    """Fetch a registry corpus into `corpora_dir/NAME.txt` and verify its checksum.
+
+    `source` replaces the registry URL: another URL (http, https, file) or a local path,
+    e.g. a copy already on disk. Nothing is left behind when the checksum does not match.
+    """
+    entries = registry()
+    if name not in entries:
+        raise UsageError(f"unknown corpus {name!r} (downloadable: {', '.join(entries)})")
+    entry = entries[name]
+    target = corpora_dir / f"{name}.txt"
+    if target.exists() and _sha256_of(target) == entry["sha256"]:
+        return target
+    url = source or entry["url"]
+    if source and Path(source).expanduser().exists():
+        url = Path(source).expanduser().resolve().as_uri()
+    corpora_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=corpora_dir, prefix=f".{name}.", suffix=".part")
+    os.chmod(tmp, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=30) as response:
+                    total = response.length or entry.get("size")
+                    done = 0
+                    while chunk := response.read(1 << 16):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise CorpusError(f"could not download {name} from {url}: {reason}") from exc
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != entry["sha256"]:
+            raise CorpusError(
+                f"download of {name} from {url} has the wrong checksum "
+                f"(sha256 {digest.hexdigest()[:16]}…, expected {entry['sha256'][:16]}…); "
+                "nothing was kept"
+            )
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode(spec: str | None, corpora_dir: Path, lossy: bool = False,
+           progress: Progress | None = None, stdin: BinaryIO | None = None) -> Corpus:
+    """Resolve a corpus argument and return it encoded, from the cache when it can."""
+    path = resolve(spec, corpora_dir)
+    cache_dir = corpora_dir / "cache"
+    if path is None:
+        data = (stdin or sys.stdin.buffer).read()
+        return _encode_bytes(data, "stdin", "-", lossy)
+    name, source = path.stem, spec or DEFAULT_CORPUS
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise CorpusError(f"cannot read corpus {path}: {exc.strerror}") from exc
+    if not path.is_file():
+        raise UsageError(f"corpus {path} is not a regular file")
+    key_text = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{lossy}|{CACHE_FORMAT}"
+    key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
+    tokens_path = cache_dir / f"{path.stem}-{key}.tokens"
+    meta_path = tokens_path.with_suffix(".json")
+    cached = _load_cached(meta_path, tokens_path, name, source)
+    if cached is not None:
+        return cached
+    try:
+        with open(path, "rb") as f:
+            counts, sha256, n_chars = _histogram(f, str(path), lossy, stat.st_size, progress)
+            if n_chars == 0:
+                raise UsageError(f"corpus {path} is empty")
+            vocab = Vocabulary.from_counts(counts)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            f.seek(0)
+            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
+            os.chmod(tmp, FILE_MODE)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for ids in _encoded_chunks(f, str(path), lossy, vocab):
+                        out.write(ids.tobytes())
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, tokens_path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+    except OSError as exc:
+        raise CorpusError(f"cannot read or cache corpus {path}: {exc}") from exc
+    meta = {"format": CACHE_FORMAT, "source_path": str(path.resolve()), "sha256": sha256,
+            "characters": n_chars, "dtype": vocab.dtype.name, "vocab": vocab.to_dict()}
+    write_atomically(meta_path, json.dumps(meta).encode("utf-8"))
+    return Corpus(name, source, sha256, vocab, _memmap(tokens_path, vocab.dtype, n_chars))
+
+
+def _encode_bytes(data: bytes, name: str, source: str, lossy: bool) -> Corpus:
+    f = io.BytesIO(data)
+    counts, sha256, n_chars = _histogram(f, "standard input", lossy, len(data), None)
+    if n_chars == 0:
+        raise UsageError("the corpus on standard input is empty")
+    vocab = Vocabulary.from_counts(counts)
+    f.seek(0)
+    tokens = np.concatenate(list(_encoded_chunks(f, "standard input", lossy, vocab)))
+    return Corpus(name, source, sha256, vocab, tokens)
+
+
+def _load_cached(meta_path: Path, tokens_path: Path, name: str, source: str) -> Corpus | None:
+    try:
+        meta = json.loads(meta_path.read_text("utf-8"))
+        if meta.get("format") != CACHE_FORMAT:
+            return None
+        vocab = Vocabulary.from_dict(meta["vocab"])
+        expected = meta["characters"] * vocab.dtype.itemsize
+        if tokens_path.stat().st_size != expected:
+            return None
+        return Corpus(name, source, meta["sha256"], vocab,
+                      _memmap(tokens_path, vocab.dtype, meta["characters"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _memmap(path: Path, dtype: np.dtype, length: int) -> np.ndarray:
+    return np.memmap(path, dtype=dtype, mode="r", shape=(length,))
+
+
+def _code_point_chunks(f: BinaryIO, label: str, lossy: bool,
+                       on_bytes: Callable[[bytes], None] | None = None) -> Iterator[np.ndarray]:
+    """Decode a UTF-8 stream chunk by chunk into arrays of code points."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace" if lossy else "strict")
+    offset = 0  # bytes read before the current chunk
+    while True:
+        chunk = f.read(CHUNK_BYTES)
+        if on_bytes is not None and chunk:
+            on_bytes(chunk)
+        pending = len(decoder.getstate()[0])
+        try:
+            text = decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as exc:
+            where = offset - pending + exc.start
+            bad = exc.object[exc.start:exc.start + 4].hex(" ")
+            raise CorpusError(
+                f"{label} is not valid UTF-8: {exc.reason} at byte offset {where} "
+                f"(bytes {bad}); is it a text file? (--lossy replaces invalid bytes)"
+            ) from None
+        if text:
+            yield np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        if not chunk:
+            return
+        offset += len(chunk)
+
+
+def _histogram(f: BinaryIO, label: str, lossy: bool, total: int | None,
+               progress: Progress | None) -> tuple[np.ndarray, str, int]:
+    """First pass: how often each code point occurs, the sha256, and the length."""
+    counts = np.zeros(MAX_CODE_POINT, dtype=np.int64)
+    digest = hashlib.sha256()
+    done = 0
+
+    def seen(chunk: bytes) -> None:
+        nonlocal done
+        digest.update(chunk)
+        done += len(chunk)
+        if progress:
+            progress(done, total)
+
+    n_chars = 0
+    for code_points in _code_point_chunks(f, label, lossy, seen):
+        counts += np.bincount(code_points, minlength=MAX_CODE_POINT)
+        n_chars += len(code_points)
+    return counts, digest.hexdigest(), n_chars
+
+
+def _encoded_chunks(f: BinaryIO, label: str, lossy: bool,
+                    vocab: Vocabulary) -> Iterator[np.ndarray]:
+    """Second pass: the token ids, chunk by chunk, through a code point lookup table."""
+    table = vocab.lookup_table()
+    for code_points in _code_point_chunks(f, label, lossy):
+        yield table[code_points]
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

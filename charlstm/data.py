@@ -1,0 +1,167 @@
+"""Batches for truncated backpropagation through time (TBPTT).
+
+Training runs in one of two modes.
+
+Contiguous streams (the default, as in char-rnn, torch-rnn and word_language_model): the
+training split is cut into `batch_size` contiguous streams; step k feeds characters
+[k*seq_len, (k+1)*seq_len) of every stream, and the trainer carries each stream's hidden
+state from one step to the next (detached), so the model sees context far beyond
+`seq_len`. The carried state is missing at the start of each epoch; there, when
+`bptt_warmup` > 0, the `bptt_warmup` characters just before each stream's start are run
+without gradient to build it. Each epoch shifts the streams by an offset drawn from the
+seed, so epochs do not cut the text at the same places.
+
+Random windows (`shuffle`): every step draws `batch_size` windows of `bptt_warmup +
+seq_len + 1` characters at random; the first `bptt_warmup` only build the hidden state
+(no gradient), the next `seq_len` are trained on. This is TBPTT(k1, k2) with
+k1 = bptt_warmup + seq_len steps run and only the last k2 = seq_len backpropagated.
+
+Every draw comes from a generator seeded by (seed, epoch) or (seed, step), so the batch
+sequence is a pure function of the position and a resume continues it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+IGNORE_INDEX = -100  # targets with this id are padding and carry no loss
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # (B, T) token ids
+    targets: torch.Tensor  # (B, T) the next token of each input
+    warmup: torch.Tensor | None  # (B, W) context to run without gradient first, or None
+    fresh: bool  # True when the carried hidden state must be dropped before this batch
+
+
+def _long(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(array, dtype=np.int64))
+
+
+class TrainBatches:
+    """The training batch sequence over tokens[:end], resumable from `state_dict`."""
+
+    def __init__(self, tokens: np.ndarray, end: int, batch_size: int, seq_len: int,
+                 bptt_warmup: int = 0, shuffle: bool = False, seed: int = 0):
+        self.tokens, self.end = tokens, end
+        self.batch_size, self.seq_len, self.warmup = batch_size, seq_len, bptt_warmup
+        self.shuffle, self.seed = shuffle, seed
+        needed = self.min_characters(batch_size, seq_len, bptt_warmup, shuffle)
+        if end < needed:
+            raise UsageError(
+                f"the training split has {end:,} characters, too few for batch size "
+                f"{batch_size} x sequence length {seq_len}"
+                + (f" with {bptt_warmup} warm-up characters" if bptt_warmup else "")
+                + f" (needs at least {needed:,}); use a longer corpus or lower "
+                "--batch-size / --seq-len"
+            )
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self._starts = self._stream_starts(0)
+
+    @staticmethod
+    def min_characters(batch_size: int, seq_len: int, bptt_warmup: int, shuffle: bool) -> int:
+        if shuffle:
+            return bptt_warmup + seq_len + 1
+        # the largest epoch offset is seq_len - 1; every stream needs one full step
+        return bptt_warmup + (seq_len - 1) + batch_size * seq_len + 1
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Steps in one pass over the training split (in shuffle mode, in characters)."""
+        if self.shuffle:
+            return max(1, self.end // (self.batch_size * self.seq_len))
+        return self._stream_len(self.seq_len - 1) // self.seq_len
+
+    def _stream_len(self, offset: int) -> int:
+        return (self.end - 1 - self.warmup - offset) // self.batch_size
+
+    def _stream_starts(self, epoch: int) -> np.ndarray:
+        offset = int(np.random.default_rng([self.seed, epoch]).integers(self.seq_len))
+        base = self.warmup + offset
+        return base + np.arange(self.batch_size) * self._stream_len(offset)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+        self._starts = self._stream_starts(self.epoch)
+
+    @property
+    def epochs_done(self) -> float:
+        return self.epoch + self.step_in_epoch / self.steps_per_epoch
+
+    def next(self) -> Batch:
+        if self.shuffle:
+            return self._random_windows()
+        if self.step_in_epoch >= self.steps_per_epoch:
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self._starts = self._stream_starts(self.epoch)
+        fresh = self.step_in_epoch == 0
+        offsets = np.arange(self.seq_len + 1)
+        positions = self._starts[:, None] + self.step_in_epoch * self.seq_len + offsets
+        chunk = self.tokens[positions]  # (B, T+1)
+        warmup = None
+        if fresh and self.warmup:
+            warmup = _long(self.tokens[self._starts[:, None] - self.warmup
+                                       + np.arange(self.warmup)])
+        self.step_in_epoch += 1
+        return Batch(_long(chunk[:, :-1]), _long(chunk[:, 1:]), warmup, fresh)
+
+    def _random_windows(self) -> Batch:
+        step = self.epoch * self.steps_per_epoch + self.step_in_epoch
+        rng = np.random.default_rng([self.seed, 1, step])
+        span = self.warmup + self.seq_len + 1
+        starts = rng.integers(0, self.end - span + 1, size=self.batch_size)
+        chunk = self.tokens[starts[:, None] + np.arange(span)]  # (B, W+T+1)
+        self.step_in_epoch += 1
+        if self.step_in_epoch >= self.steps_per_epoch:
+            self.epoch += 1
+            self.step_in_epoch = 0
+        warmup = _long(chunk[:, :self.warmup]) if self.warmup else None
+        body = chunk[:, self.warmup:]
+        return Batch(_long(body[:, :-1]), _long(body[:, 1:]), warmup, True)
+
+
+def eval_batches(tokens: np.ndarray, start: int, end: int, num_streams: int,
+                 seq_len: int, warmup: int = 0
+                 ) -> tuple[torch.Tensor | None, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """Batches that predict every character of tokens[start:end] exactly once.
+
+    The span is cut into `num_streams` contiguous streams, each read in `seq_len` slices
+    with its hidden state carried along; the `warmup` characters before each stream
+    (from the text before it, which may be the training split) build its first state.
+    Returns (warmup (S, W) or None, iterator of (inputs (S, T), targets (S, T))); targets
+    past the end of a stream are IGNORE_INDEX.
+    """
+    if start < 1 or end <= start:
+        raise ValueError("evaluation needs at least one character before and in the span")
+    n = end - start
+    streams = max(1, min(num_streams, n))
+    length = -(-n // streams)
+    first_target = start + np.arange(streams) * length  # (S,)
+    stream_end = np.minimum(first_target + length, end)
+    warm = min(warmup, start - 1)
+    context = None
+    if warm > 0:
+        first_input = np.minimum(first_target, end - 1) - 1
+        context = _long(tokens[first_input[:, None] - warm + np.arange(warm)])
+
+    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for k in range(0, length, seq_len):
+            positions = first_target[:, None] + k + np.arange(min(seq_len, length - k))
+            valid = positions < stream_end[:, None]
+            clamped = np.minimum(positions, end - 1)
+            targets = np.where(valid, tokens[clamped].astype(np.int64), IGNORE_INDEX)
+            yield _long(tokens[clamped - 1]), _long(targets)
+
+    return context, chunks()

@@ -1,0 +1,60 @@
+"""Choosing where and in what precision to run: the device and autocast settings.
+
+`auto` picks CUDA, then Apple MPS, then the CPU. Precision `auto` picks bf16 autocast on
+CUDA GPUs that support it; on a CPU it is decided by measuring (see training), because only
+CPUs with native bf16 matrix units (AMX, for example) run bf16 faster than fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import UsageError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def choose_device(requested: str = "auto") -> torch.device:
+    kind = requested.split(":")[0]
+    if kind not in DEVICES:
+        raise UsageError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), "
+                         f"not {requested!r}")
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA GPU here")
+    if kind == "mps" and not _mps_available():
+        raise UsageError("--device mps was asked for, but torch sees no Apple MPS device here")
+    return torch.device(requested)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def precision_without_measuring(requested: str, device: torch.device) -> str | None:
+    """The precision to use, or None when only a measurement can tell (CPU auto)."""
+    if requested not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return None
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """The context to run the forward pass in."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

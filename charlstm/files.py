@@ -1,0 +1,54 @@
+"""Writing files so that a crash never leaves half of one.
+
+The data goes to a temporary file in the same folder, is flushed and fsynced, and then
+renamed over the target with `os.replace`, which is atomic on POSIX and Windows: a reader
+sees the old file or the new one, never a mix. The folder is fsynced too, so the rename
+itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; give them the usual permissions
+FILE_MODE = 0o666 & ~_current_umask()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically; on any error the old file is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        os.chmod(tmp, FILE_MODE)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # folders cannot be opened on some platforms (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

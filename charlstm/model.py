@@ -1,0 +1,116 @@
+"""The character-level recurrent language model.
+
+Embedding -> stacked LSTM | GRU | tanh RNN (torch.nn's fused modules: cuDNN on GPUs,
+oneDNN on CPUs) with dropout between layers -> dropout -> linear head over the vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import IGNORE_INDEX
+from .errors import UsageError
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+# The recurrent state is (h, c) for an LSTM and h for a GRU or RNN, each (num_layers, B, H).
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int  # characters in the vocabulary (the input and output size)
+    model: str = "lstm"  # recurrent cell: lstm, gru or rnn (tanh)
+    num_layers: int = 2  # stacked recurrent layers
+    hidden_size: int = 256  # units per recurrent layer
+    embed_size: int = 64  # size of each character's input embedding
+    dropout: float = 0.1  # between recurrent layers and before the head, during training
+
+    def __post_init__(self) -> None:
+        if self.model not in CELLS:
+            raise UsageError(f"--model must be one of {', '.join(CELLS)}, not {self.model!r}")
+        for name in ("vocab_size", "num_layers", "hidden_size", "embed_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, "
+                                 f"not {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UsageError(f"--dropout must be in [0, 1), not {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class CharRNN(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.embed_size)
+        self.rnn = CELLS[config.model](
+            config.embed_size, config.hidden_size, config.num_layers, batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        self._init_forget_bias()
+
+    def _init_forget_bias(self) -> None:
+        """Start LSTM forget gates open (bias 1), so early gradients flow through time."""
+        if self.config.model != "lstm":
+            return
+        h = self.config.hidden_size
+        with torch.no_grad():
+            for layer in range(self.config.num_layers):
+                # torch orders the gates i, f, g, o; the two biases add up
+                getattr(self.rnn, f"bias_ih_l{layer}")[h:2 * h].fill_(1.0)
+                getattr(self.rnn, f"bias_hh_l{layer}")[h:2 * h].fill_(0.0)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, state=None, targets: torch.Tensor | None = None):
+        """idx (B, T) token ids -> (logits (B, T, V), mean loss or None, new state)."""
+        x = self.embed(idx)  # (B, T, E)
+        out, state = self.rnn(x, state)  # (B, T, H)
+        logits = self.head(self.drop(out))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                   ignore_index=IGNORE_INDEX)
+        return logits, loss, state
+
+    def initial_state(self, batch_size: int, device=None):
+        """The zero state for `batch_size` streams."""
+        c = self.config
+        zeros = torch.zeros(c.num_layers, batch_size, c.hidden_size, device=device)
+        return (zeros, zeros.clone()) if c.model == "lstm" else zeros
+
+
+def detach_state(state):
+    """The state as values only: gradients stop here (the 'truncated' in TBPTT)."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def state_to_list(state) -> list[torch.Tensor]:
+    """A state as a plain list of tensors (for checkpoints)."""
+    if state is None:
+        return []
+    return [s.detach().cpu() for s in (state if isinstance(state, tuple) else (state,))]
+
+
+def state_from_list(tensors: list[torch.Tensor], model: str, device=None):
+    if not tensors:
+        return None
+    moved = [t.to(device) for t in tensors]
+    return tuple(moved) if model == "lstm" else moved[0]

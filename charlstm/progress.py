@@ -1,0 +1,116 @@
+"""What a user watches while training: a progress bar, evaluations and milestone samples.
+
+Part of the command line: everything here goes to stderr, so stdout stays free for the
+product. On a terminal a tqdm bar shows step, loss, speed, learning rate and ETA; when
+stderr is not a terminal (a log file, CI) plain lines are written instead.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import TextIO
+
+from tqdm import tqdm
+
+from .training import StepStats, TrainingCallback, TrainResult
+
+PLAIN_REPORT_SECONDS = 10.0  # how often plain (non-terminal) output reports progress
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def format_loss(nats: float | None) -> str:
+    if nats is None:
+        return "n/a"
+    return f"{nats:.4f} nats ({nats / math.log(2):.3f} bits/char)"
+
+
+class TrainingDisplay(TrainingCallback):
+    def __init__(self, stream: TextIO | None = None, show_samples: bool = True,
+                 live: bool | None = None):
+        self.stream = stream or sys.stderr
+        self.show_samples = show_samples
+        self.live = self.stream.isatty() if live is None else live
+        self.bar: tqdm | None = None
+        self.total_steps: int | None = None
+        self.time_limit: float | None = None
+        self.last_plain_report = 0.0
+
+    def write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def on_start(self, info: dict) -> None:
+        model, train, corpus = info["model"], info["train"], info["corpus"]
+        self.total_steps = train["max_steps"]
+        self.time_limit = train["time_limit"]
+        limits = []
+        if train["max_steps"]:
+            limits.append(f"{train['max_steps']:,} steps")
+        if train["epochs"]:
+            limits.append(f"{train['epochs']:g} epochs")
+        if train["time_limit"]:
+            limits.append(format_duration(train["time_limit"]))
+        resumed = f", resuming at step {info['step']:,}" if info["step"] else ""
+        self.write(
+            f"charlstm: training a {model['model']} {model['num_layers']}x"
+            f"{model['hidden_size']} ({info['parameters'] / 1e6:.2f}M parameters) on "
+            f"{corpus['name']}: {info['train_chars']:,} training + {info['val_chars']:,} "
+            f"validation characters, vocabulary {info['vocab_size']}\n"
+            f"charlstm: batch {train['batch_size']} x {train['seq_len']} characters, "
+            f"lr {train['lr']:g}, until {' or '.join(limits)}{resumed}; "
+            f"device {info['device']}, precision {info['precision_note']}\n"
+            f"charlstm: writing {info['run_dir']}/ (Ctrl-C saves and stops)")
+        if self.live:
+            self.bar = tqdm(total=self.total_steps, initial=info["step"], file=self.stream,
+                            unit="step", dynamic_ncols=True, leave=False,
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
+                                       "[{elapsed}<{remaining}{postfix}]"
+                            if self.total_steps else None)
+        self.last_plain_report = time.monotonic()
+
+    def on_step(self, stats: StepStats) -> None:
+        speed = f"{stats.chars_per_sec / 1000:.1f}k chars/s"
+        if self.bar is not None:
+            self.bar.update(stats.step - self.bar.n)
+            postfix = f"loss {stats.loss:.3f}, {speed}, lr {stats.lr:.2e}"
+            if self.time_limit:
+                left = max(self.time_limit - stats.elapsed, 0)
+                postfix += f", {format_duration(left)} left"
+            self.bar.set_postfix_str(postfix, refresh=True)
+            return
+        now = time.monotonic()
+        if now - self.last_plain_report >= PLAIN_REPORT_SECONDS:
+            self.last_plain_report = now
+            of = f"/{self.total_steps:,}" if self.total_steps else ""
+            self.write(f"step {stats.step:,}{of}  loss {stats.loss:.4f}  {speed}  "
+                       f"lr {stats.lr:.2e}  epoch {stats.epoch:.2f}  "
+                       f"{format_duration(stats.elapsed)}")
+
+    def on_eval(self, record: dict) -> None:
+        best = "  (best so far)" if record["best"] else ""
+        self.write(f"step {record['step']:,}: train loss {record['train_loss']:.4f}, "
+                   f"validation {format_loss(record['val_loss'])}{best}  "
+                   f"[{format_duration(record['elapsed'])}]")
+
+    def on_sample(self, step: int, text: str) -> None:
+        if not self.show_samples:
+            return
+        rule = "-" * 24
+        self.write(f"{rule} sample at step {step:,} {rule}\n{text}\n{rule * 2}{'-' * 20}")
+
+    def on_end(self, result: TrainResult) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

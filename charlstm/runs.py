@@ -1,0 +1,133 @@
+"""Run folders and run settings: what a `train` request turns into.
+
+A run lives in one folder (`checkpoints/<corpus>-<model><layers>x<hidden>` unless `out`
+names another) holding `last.pt`, `best.pt`, `config.json` and `metrics.jsonl`. Settings
+are layered: the preset's, then (when resuming) the run's own saved ones, then whatever the
+caller gave explicitly. A resumed run keeps its architecture and its corpus; asking for a
+different one is a usage error rather than a silent restart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import BinaryIO
+
+from . import checkpoint, corpus as corpora
+from .errors import UsageError
+from .model import ModelConfig
+from .presets import DEFAULT_PRESET, preset as get_preset
+from .training import Trainer, TrainConfig, TrainingCallback
+
+ARCHITECTURE = ("model", "num_layers", "hidden_size", "embed_size")
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+LIMITS = ("max_steps", "epochs", "time_limit")
+
+
+def split_settings(settings: dict) -> tuple[dict, dict]:
+    """Explicit settings (None = not given) split into model and training ones."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    unknown = set(given) - MODEL_FIELDS - TRAIN_FIELDS
+    if unknown:
+        raise UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return ({k: v for k, v in given.items() if k in MODEL_FIELDS},
+            {k: v for k, v in given.items() if k in TRAIN_FIELDS})
+
+
+def _with_limits(train: dict, explicit: dict) -> dict:
+    """Explicit limits replace all earlier ones: `--time 5m` alone means no step limit."""
+    merged = {**train, **explicit}
+    if any(k in explicit for k in LIMITS):
+        for key in LIMITS:
+            merged[key] = explicit.get(key)
+    return merged
+
+
+def default_run_name(corpus_name: str, model: dict) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", corpus_name).strip("-.") or "corpus"
+    return f"{stem}-{model['model']}{model['num_layers']}x{model['hidden_size']}"
+
+
+def _numbered(base: Path) -> list[Path]:
+    """base, base-2, base-3, ... that exist, in that order."""
+    found, n = [], 1
+    while True:
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if not candidate.exists():
+            return found
+        found.append(candidate)
+        n += 1
+
+
+def make_trainer(corpus: str | None = None, out: Path | None = None, resume: bool = False,
+                 preset: str | None = None, settings: dict | None = None,
+                 callback: TrainingCallback | None = None,
+                 corpora_dir: Path = Path("corpora"),
+                 checkpoints_dir: Path = Path("checkpoints"),
+                 lossy: bool = False, stdin: BinaryIO | None = None,
+                 corpus_progress: corpora.Progress | None = None) -> Trainer:
+    """Build the Trainer for a new run, or for resuming one from its last.pt."""
+    model_given, train_given = split_settings(settings or {})
+    chosen = get_preset(preset or DEFAULT_PRESET)
+    if preset:  # a preset named on a resume must agree with the run, like explicit flags
+        model_given = {**chosen["model"], **model_given}
+    model_settings = {"model": "lstm", **chosen["model"], **model_given}
+
+    saved = None
+    if resume:
+        run_dir = _run_to_resume(out, corpus, model_settings, checkpoints_dir)
+        saved = checkpoint.load(run_dir / "last.pt")
+        saved_model = saved["model_config"]
+        for key in ARCHITECTURE:
+            if key in model_given and model_given[key] != saved_model.get(key):
+                raise UsageError(
+                    f"--{key.replace('_', '-')} {model_given[key]} differs from the run's "
+                    f"{saved_model.get(key)}; a resumed run keeps its architecture "
+                    "(start a new run with another --out instead)")
+        model_config = ModelConfig.from_dict({**saved_model, **model_given})
+        train_config = TrainConfig.from_dict(_with_limits(saved["train_config"], train_given))
+        data = corpora.encode(corpus or saved["corpus"]["source"], corpora_dir, lossy,
+                              corpus_progress, stdin)
+        if data.sha256 != saved["corpus"]["sha256"]:
+            raise UsageError(
+                f"the corpus {data.source!r} is not the text this run was trained on "
+                f"({saved['corpus']['source']!r}, sha256 {saved['corpus']['sha256'][:12]}…)")
+    else:
+        train_config = TrainConfig.from_dict(_with_limits(chosen["train"], train_given))
+        data = corpora.encode(corpus, corpora_dir, lossy, corpus_progress, stdin)
+        model_config = ModelConfig(vocab_size=len(data.vocab), **model_settings)
+        run_dir = _new_run_dir(out, data.name, model_settings, checkpoints_dir)
+    return Trainer(data, model_config, train_config, run_dir, callback, saved)
+
+
+def _new_run_dir(out: Path | None, corpus_name: str, model: dict, checkpoints_dir: Path) -> Path:
+    if out is not None:
+        if (Path(out) / "last.pt").exists():
+            raise UsageError(f"{out} already holds a run; add --resume to continue it, "
+                             "or choose another --out")
+        return Path(out)
+    base = checkpoints_dir / default_run_name(corpus_name, model)
+    taken = _numbered(base)
+    if not taken:
+        return base
+    return base.with_name(f"{base.name}-{len(taken) + 1}")
+
+
+def _run_to_resume(out: Path | None, corpus: str | None, model: dict,
+                   checkpoints_dir: Path) -> Path:
+    if out is not None:
+        run_dir = Path(out)
+        if run_dir.suffix == ".pt":
+            run_dir = run_dir.parent
+    else:
+        name = "stdin" if corpus == "-" else Path(corpus or corpora.DEFAULT_CORPUS).stem
+        base = checkpoints_dir / default_run_name(name, model)
+        runs = [r for r in _numbered(base) if (r / "last.pt").exists()]
+        if not runs:
+            raise UsageError(f"nothing to resume: no run at {base}; name it with --out")
+        run_dir = max(runs, key=lambda r: (r / "last.pt").stat().st_mtime)
+    if not (run_dir / "last.pt").exists():
+        raise UsageError(f"nothing to resume: {run_dir} has no last.pt")
+    return run_dir

@@ -1,0 +1,105 @@
+"""Generating text from a trained model, one character at a time.
+
+`generate` primes the model with some text, then repeatedly picks the next character from
+the model's distribution (scaled by temperature, optionally cut to the top k characters or
+the smallest set whose probability reaches top p) and feeds it back in. It yields the new
+characters as they come, so callers can stream them. All randomness comes from an explicit
+`torch.Generator`, so a seed reproduces a sample and sampling never disturbs other RNGs.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from .errors import UsageError
+from .model import CharRNN
+from .vocab import Vocabulary
+
+
+def check_options(temperature: float, top_k: int | None, top_p: float | None,
+                  length: int, num_samples: int) -> None:
+    if not temperature >= 0:  # also catches NaN
+        raise UsageError(f"temperature must be 0 or more, not {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"top-k must be at least 1, not {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise UsageError(f"top-p must be in (0, 1], not {top_p}")
+    if length < 0:
+        raise UsageError(f"length must be 0 (endless) or more, not {length}")
+    if num_samples < 1:
+        raise UsageError(f"the number of samples must be at least 1, not {num_samples}")
+
+
+def check_prime(prime: str, vocab: Vocabulary) -> None:
+    unknown = vocab.unknown(prime)
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown[:10]) + (" …" if len(unknown) > 10 else "")
+        raise UsageError(f"the prime has {len(unknown)} character(s) the model never saw: "
+                         f"{shown}")
+
+
+def pick(logits: torch.Tensor, temperature: float, top_k: int | None = None,
+         top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits (N, V) -> the chosen id of each row (N,)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (N, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a character once the more likely ones already reach top_p on their own
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.inference_mode()
+def generate(model: CharRNN, vocab: Vocabulary, prime: str = "", length: int = 1000,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             num_samples: int = 1, generator: torch.Generator | None = None
+             ) -> Iterator[list[str]]:
+    """Yield one list of `num_samples` new characters per step; `length` 0 is endless.
+
+    Without a prime, the first character is drawn from the corpus's character frequencies.
+    """
+    check_options(temperature, top_k, top_p, length, num_samples)
+    check_prime(prime, vocab)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        if prime:
+            ids = torch.tensor([vocab.encode(prime)], device=device)  # (1, P)
+            logits, _, state = model(ids.expand(num_samples, -1))
+            logits = logits[:, -1]  # (N, V)
+        else:
+            counts = torch.tensor(vocab.counts or [1] * len(vocab), dtype=torch.float,
+                                  device=device)
+            logits = counts.log().expand(num_samples, -1)
+            state = None
+        produced = 0
+        while length == 0 or produced < length:
+            next_ids = pick(logits, temperature, top_k, top_p, generator)  # (N,)
+            yield [vocab.chars[i] for i in next_ids.tolist()]
+            produced += 1
+            if length and produced == length:
+                break
+            logits, _, state = model(next_ids[:, None], state)
+            logits = logits[:, -1]
+    finally:
+        model.train(was_training)
+
+
+def sample(model: CharRNN, vocab: Vocabulary, prime: str = "", length: int = 200,
+           **options) -> list[str]:
+    """The whole text of each sample (prime excluded), as a list of strings."""
+    if length == 0:
+        raise UsageError("sample() needs a finite length; use generate() to stream")
+    columns = list(generate(model, vocab, prime, length, **options))
+    return ["".join(chars) for chars in zip(*columns)] if columns else [""]

@@ -1,0 +1,444 @@
+"""Training: the optimisation loop, evaluation, milestone samples and checkpoints.
+
+`Trainer` owns one run. It reports through a `TrainingCallback` (progress, evaluations,
+samples, the end) and logs through `logging`; it never prints. Everything that decides
+what the next step does (model, optimizer, step, data position, carried hidden state, RNG
+states, elapsed time, metrics) goes into the checkpoint, so a resumed run continues
+exactly where the saved one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from . import __version__, checkpoint
+from .corpus import Corpus
+from .data import TrainBatches, eval_batches
+from .device import autocast, choose_device, precision_without_measuring
+from .errors import CheckpointError, UsageError
+from .files import write_atomically
+from .model import CharRNN, ModelConfig, detach_state, state_from_list, state_to_list
+from .sampling import sample
+
+log = logging.getLogger(__name__)
+
+LN2 = math.log(2)
+EVAL_STREAMS = 64  # parallel streams when evaluating: a big batch, few cold starts
+EVAL_WARMUP = 128  # characters before each evaluation stream that build its state
+LOG_EVERY = 10  # steps between progress reports (each one reads the loss off the device)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # parallel streams per step
+    seq_len: int = 64  # characters per stream per step, backpropagated through
+    bptt_warmup: int = 0  # characters run without gradient where no state is carried
+    shuffle: bool = False  # random windows instead of contiguous streams
+    lr: float = 3e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # the cosine schedule ends at lr * min_lr_ratio
+    warmup_steps: int = 100  # steps of linear learning-rate warm-up
+    weight_decay: float = 0.01  # AdamW decay of weight matrices and embeddings
+    grad_clip: float = 1.0  # cap on the global gradient norm; 0 turns clipping off
+    max_steps: int | None = 2000  # stop after this many steps
+    epochs: float | None = None  # stop after this many passes over the training split
+    time_limit: float | None = None  # stop after this many wall-clock seconds
+    eval_every: int = 250  # steps between evaluations (and checkpoints)
+    sample_every: int = 0  # steps between milestone samples; 0 = at each evaluation
+    sample_length: int = 200  # characters per milestone sample
+    val_frac: float = 0.1  # the last fraction of the corpus held out for validation
+    seed: int = 1337  # seeds initialisation, dropout and data order
+    device: str = "auto"  # auto, cpu, cuda[:N] or mps
+    precision: str = "auto"  # auto, fp32 or bf16 (autocast)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len", "eval_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, "
+                                 f"not {getattr(self, name)}")
+        for name in ("bptt_warmup", "warmup_steps", "sample_every", "sample_length"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, "
+                                 f"not {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be positive, not {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise UsageError(f"--min-lr-ratio must be in [0, 1], not {self.min_lr_ratio}")
+        if not self.weight_decay >= 0 or not self.grad_clip >= 0:
+            raise UsageError("--weight-decay and --grad-clip must be 0 or more")
+        if not 0 <= self.val_frac < 1:
+            raise UsageError(f"--val-frac must be in [0, 1), not {self.val_frac}")
+        for name in ("max_steps", "epochs", "time_limit"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                flag = "--time" if name == "time_limit" else f"--{name.replace('_', '-')}"
+                raise UsageError(f"{flag} must be positive, not {value}")
+        if self.max_steps is None and self.epochs is None and self.time_limit is None:
+            raise UsageError("give at least one of --max-steps, --epochs or --time")
+        if not 0 <= self.seed < 2**63:
+            raise UsageError(f"--seed must be in [0, 2**63), not {self.seed}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class StepStats:
+    step: int
+    epoch: float  # passes over the training split so far
+    loss: float  # mean training loss (nats per character) since the last report
+    lr: float
+    chars_per_sec: float
+    elapsed: float  # wall-clock seconds of the run so far, evaluations and resumes included
+
+
+@dataclass
+class TrainResult:
+    step: int
+    reason: str  # "max_steps", "epochs", "time", "interrupted" or "already finished"
+    run_dir: Path
+    best_val_loss: float | None
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path | None:
+        path = self.run_dir / "best.pt"
+        return path if path.exists() else None
+
+
+class TrainingCallback:
+    """Receives what a run does; override what you need (the default ignores all)."""
+
+    def on_start(self, info: dict) -> None: ...
+
+    def on_step(self, stats: StepStats) -> None: ...
+
+    def on_eval(self, record: dict) -> None: ...
+
+    def on_sample(self, step: int, text: str) -> None: ...
+
+    def on_end(self, result: TrainResult) -> None: ...
+
+
+def split_point(length: int, val_frac: float) -> int:
+    """Where the validation split starts: the last `val_frac` of the corpus, at least 1."""
+    if val_frac == 0:
+        return length
+    return length - max(1, min(length - 1, round(length * val_frac)))
+
+
+class Trainer:
+    def __init__(self, corpus: Corpus, model_config: ModelConfig, config: TrainConfig,
+                 run_dir: Path, callback: TrainingCallback | None = None,
+                 resume_from: dict | None = None):
+        self.corpus, self.config, self.run_dir = corpus, config, Path(run_dir)
+        self.model_config = model_config
+        self.callback = callback or TrainingCallback()
+        self.device = choose_device(config.device)
+        if model_config.vocab_size != len(corpus.vocab):
+            raise UsageError("the model's vocabulary size does not match the corpus")
+        tokens = corpus.tokens
+        self.val_start = split_point(len(tokens), config.val_frac)
+        torch.manual_seed(config.seed)
+        self.model = CharRNN(model_config).to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.batches = TrainBatches(tokens, self.val_start, config.batch_size, config.seq_len,
+                                    config.bptt_warmup, config.shuffle, config.seed)
+        self.step = 0
+        self.elapsed = 0.0
+        self.history: list[dict] = []
+        self.best_val_loss: float | None = None
+        self.hidden = None
+        self.precision = precision_without_measuring(config.precision, self.device)
+        self.precision_note = "" if self.precision is None else f"{config.precision}"
+        self._stop_requested = False
+        if resume_from is not None:
+            self._restore(resume_from)
+        if self.precision is None:
+            self.precision, self.precision_note = self._measure_precision()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for param in self.model.parameters():
+            (decay if param.dim() >= 2 else no_decay).append(param)
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99))
+
+    def _measure_precision(self) -> tuple[str, str]:
+        """On a CPU, use bf16 autocast only if it measures clearly faster than fp32."""
+        times = {}
+        cfg = self.config
+        x = torch.randint(len(self.corpus.vocab), (cfg.batch_size, cfg.seq_len))
+        with torch.random.fork_rng(devices=[]):
+            for precision in ("fp32", "bf16", "fp32", "bf16"):
+                started = time.perf_counter()
+                for _ in range(2):
+                    with autocast(self.device, precision):
+                        _, loss, _ = self.model(x, None, x)
+                    loss.backward()
+                times[precision] = time.perf_counter() - started  # the second round counts
+        self.model.zero_grad(set_to_none=True)
+        speedup = times["fp32"] / times["bf16"]
+        if speedup >= 1.3:
+            return "bf16", f"bf16 (measured {speedup:.1f}x faster than fp32 on this CPU)"
+        return "fp32", f"fp32 (bf16 measured {speedup:.1f}x the speed of fp32 on this CPU)"
+
+    def _restore(self, saved: dict) -> None:
+        try:
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.batches.load_state_dict(saved["data"])
+            self.step = int(saved["step"])
+            self.elapsed = float(saved["elapsed"])
+            self.history = list(saved["history"])
+            self.best_val_loss = saved.get("best_val_loss")
+            self.hidden = state_from_list(saved["hidden"], self.model_config.model, self.device)
+            torch.set_rng_state(saved["rng"]["torch"])
+            if self.device.type == "cuda" and saved["rng"].get("cuda"):
+                torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"the checkpoint cannot resume this run: {exc}") from exc
+        if self.config.precision == "auto" and saved.get("precision"):
+            self.precision = saved["precision"]
+            self.precision_note = f"{self.precision} (as the run was started)"
+
+    # ------------------------------------------------------------------ the loop
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current step and save (safe from a signal)."""
+        self._stop_requested = True
+
+    def _progress(self) -> float:
+        """How far through the run we are, in [0, 1], by whichever limit comes first."""
+        cfg, done = self.config, 0.0
+        if cfg.max_steps:
+            done = max(done, self.step / cfg.max_steps)
+        if cfg.epochs:
+            done = max(done, self.batches.epochs_done / cfg.epochs)
+        if cfg.time_limit:
+            done = max(done, self.elapsed / cfg.time_limit)
+        return min(done, 1.0)
+
+    def _limit_reached(self) -> str | None:
+        cfg = self.config
+        if cfg.max_steps and self.step >= cfg.max_steps:
+            return "max_steps"
+        if cfg.epochs and self.batches.epochs_done >= cfg.epochs:
+            return "epochs"
+        if cfg.time_limit and self.elapsed >= cfg.time_limit:
+            return "time"
+        return None
+
+    def learning_rate(self) -> float:
+        """Linear warm-up, then cosine decay from lr to lr * min_lr_ratio over the run."""
+        cfg = self.config
+        floor = cfg.lr * cfg.min_lr_ratio
+        cosine = floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * self._progress()))
+        if cfg.warmup_steps and self.step < cfg.warmup_steps:
+            return cosine * (self.step + 1) / cfg.warmup_steps
+        return cosine
+
+    def info(self) -> dict:
+        cfg = self.config
+        return {
+            "run_dir": str(self.run_dir), "corpus": self.corpus.describe(),
+            "vocab_size": len(self.corpus.vocab), "train_chars": self.val_start,
+            "val_chars": len(self.corpus.tokens) - self.val_start,
+            "parameters": self.model.num_parameters(), "device": str(self.device),
+            "precision": self.precision, "precision_note": self.precision_note,
+            "model": self.model_config.to_dict(), "train": cfg.to_dict(),
+            "step": self.step, "steps_per_epoch": self.batches.steps_per_epoch,
+        }
+
+    def fit(self) -> TrainResult:
+        """Train until a limit is reached or a stop is requested; always save on the way out."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.run_dir / "config.json",
+                         json.dumps(self.info(), indent=2).encode("utf-8"))
+        self._rewrite_metrics()
+        if self._limit_reached():
+            result = self._result("already finished")
+            self.callback.on_end(result)
+            return result
+        self.callback.on_start(self.info())
+        self.model.train()
+        cfg = self.config
+        started, elapsed_before = time.monotonic(), self.elapsed
+        report_sum = torch.zeros((), device=self.device)  # losses since the last report
+        eval_sum = torch.zeros((), device=self.device)  # losses since the last evaluation
+        report_steps = eval_steps = 0
+        report_started = started
+        reason = None
+        while reason is None:
+            if self._stop_requested:
+                reason = "interrupted"
+                break
+            loss = self._train_step()
+            report_sum += loss
+            eval_sum += loss
+            report_steps += 1
+            eval_steps += 1
+            self.step += 1
+            now = time.monotonic()
+            self.elapsed = elapsed_before + (now - started)
+            reason = self._limit_reached()
+            if self.step % LOG_EVERY == 0 or reason is not None:
+                speed = report_steps * cfg.batch_size * cfg.seq_len / max(now - report_started,
+                                                                          1e-9)
+                self.callback.on_step(StepStats(
+                    self.step, self.batches.epochs_done, report_sum.item() / report_steps,
+                    self.optimizer.param_groups[0]["lr"], speed, self.elapsed))
+                report_sum.zero_()
+                report_steps = 0
+            if self.step % cfg.eval_every == 0 or reason is not None:
+                self._evaluate_and_save(eval_sum.item() / eval_steps, reason)
+                eval_sum.zero_()
+                eval_steps = 0
+            elif cfg.sample_every and self.step % cfg.sample_every == 0:
+                self._milestone_sample()
+            if report_steps == 0 or self.step % cfg.eval_every == 0:
+                report_started = time.monotonic()  # speed counts training, not evaluation
+        if reason == "interrupted":
+            self._save(best=False)
+        result = self._result(reason)
+        self.callback.on_end(result)
+        return result
+
+    def _train_step(self) -> torch.Tensor:
+        batch = self.batches.next()
+        if batch.fresh:
+            self.hidden = None
+            if batch.warmup is not None:
+                with torch.no_grad(), autocast(self.device, self.precision):
+                    _, _, self.hidden = self.model(batch.warmup.to(self.device))
+        self.optimizer.param_groups[0]["lr"] = lr = self.learning_rate()
+        self.optimizer.param_groups[1]["lr"] = lr
+        inputs = batch.inputs.to(self.device, non_blocking=True)
+        targets = batch.targets.to(self.device, non_blocking=True)
+        with autocast(self.device, self.precision):
+            _, loss, hidden = self.model(inputs, detach_state(self.hidden), targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.hidden = detach_state(hidden)
+        return loss.detach()
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean loss in nats per character over the whole validation split (None if none)."""
+        tokens = self.corpus.tokens
+        if self.val_start >= len(tokens):
+            return None
+        warmup, chunks = eval_batches(tokens, self.val_start, len(tokens), EVAL_STREAMS,
+                                      max(self.config.seq_len, 256), EVAL_WARMUP)
+        was_training = self.model.training
+        self.model.eval()
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
+        try:
+            with autocast(self.device, self.precision):
+                state = None
+                if warmup is not None:
+                    _, _, state = self.model(warmup.to(self.device))
+                for inputs, targets in chunks:
+                    targets = targets.to(self.device)
+                    logits, _, state = self.model(inputs.to(self.device), state)
+                    total += torch.nn.functional.cross_entropy(
+                        logits.float().flatten(0, 1), targets.flatten(),
+                        ignore_index=-100, reduction="sum")
+                    count += int((targets != -100).sum())
+        finally:
+            self.model.train(was_training)
+        return total.item() / count
+
+    def _milestone_sample(self) -> None:
+        if not self.config.sample_length:
+            return
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + self.step)
+        text = sample(self.model, self.corpus.vocab, "", self.config.sample_length,
+                      temperature=0.8, generator=generator)[0]
+        self.callback.on_sample(self.step, text)
+
+    def _evaluate_and_save(self, train_loss: float, reason: str | None) -> None:
+        val_loss = self.evaluate()
+        improved = val_loss is not None and (self.best_val_loss is None
+                                             or val_loss < self.best_val_loss)
+        if improved:
+            self.best_val_loss = val_loss
+        record = {
+            "step": self.step, "epoch": round(self.batches.epochs_done, 4),
+            "train_loss": train_loss, "train_bpc": train_loss / LN2,
+            "val_loss": val_loss, "val_bpc": None if val_loss is None else val_loss / LN2,
+            "best": improved, "lr": self.optimizer.param_groups[0]["lr"],
+            "elapsed": round(self.elapsed, 3),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.history.append(record)
+        self._save(best=improved)
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        self.callback.on_eval(record)
+        every = self.config.sample_every
+        if every == 0 or self.step % every == 0 or reason is not None:
+            self._milestone_sample()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "charlstm_version": __version__,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model_config": self.model_config.to_dict(),
+            "train_config": self.config.to_dict(),
+            "vocab": self.corpus.vocab.to_dict(),
+            "corpus": self.corpus.describe(),
+            "precision": self.precision,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "data": self.batches.state_dict(),
+            "hidden": state_to_list(self.hidden),
+            "rng": rng,
+            "history": self.history,
+            "best_val_loss": self.best_val_loss,
+        }
+
+    def _save(self, best: bool) -> None:
+        paths = [self.run_dir / "last.pt"] + ([self.run_dir / "best.pt"] if best else [])
+        checkpoint.save(self.state_dict(), *paths)
+        log.info("saved %s", ", ".join(str(p) for p in paths))
+
+    def _rewrite_metrics(self) -> None:
+        """metrics.jsonl mirrors the history of the checkpoint the run continues from."""
+        lines = "".join(json.dumps(record) + "\n" for record in self.history)
+        write_atomically(self.run_dir / "metrics.jsonl", lines.encode("utf-8"))
+
+    def _result(self, reason: str) -> TrainResult:
+        return TrainResult(self.step, reason, self.run_dir, self.best_val_loss, self.history)

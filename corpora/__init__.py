@@ -1,0 +1,1 @@
+"""Installed as `charlstm.corpora`: carries registry.json, the downloadable corpora."""
