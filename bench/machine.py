@@ -1,0 +1,38 @@
+"""What every benchmark records beside its numbers: date, machine, and software versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe() -> str:
+    import torch
+
+    import charlstm
+
+    return (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {cpu_model()}, "
+            f"{os.cpu_count()} cores; Python {platform.python_version()}, torch "
+            f"{torch.__version__} ({torch.get_num_threads()} threads), charlstm "
+            f"{charlstm.__version__}")
+
+
+def append(section: str, command: str, body: str) -> None:
+    """Add one result block to bench/RESULTS.md."""
+    block = f"\n### {section}\n\n- command: `{command}`\n- when and where: {describe()}\n\n{body}\n"
+    with open(RESULTS, "a", encoding="utf-8") as f:
+        f.write(block)
