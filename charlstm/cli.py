@@ -440,7 +440,8 @@ def info(
     model, train = data["model_config"], data.get("train_config", {})
     history = data.get("history", [])
     best = data.get("best_val_loss")
-    best_step = next((r["step"] for r in history if r.get("val_loss") == best), None)
+    best_step = next((r["step"] for r in history
+                      if best is not None and r.get("val_loss") == best), None)
     summary = {
         "path": str(path), "format_version": data["format_version"],
         "charlstm_version": data.get("charlstm_version"), "model": model,

@@ -147,7 +147,11 @@ def build_default_corpus(corpora_dir: Path, target_bytes: int = 2_000_000) -> Pa
     if not parts:
         raise CorpusError("could not find the Python standard library's sources")
     log.info("built the default corpus from %d standard-library modules", len(parts))
-    write_atomically(path, "".join(parts).encode("utf-8"))
+    try:
+        write_atomically(path, "".join(parts).encode("utf-8"))
+    except OSError as exc:
+        raise CorpusError(f"cannot write the default corpus to {path}: "
+                          f"{exc.strerror or exc}") from exc
     return path
 
 
@@ -254,7 +258,10 @@ def encode(spec: str | None, corpora_dir: Path, lossy: bool = False,
         raise CorpusError(f"cannot read or cache corpus {path}: {exc}") from exc
     meta = {"format": CACHE_FORMAT, "source_path": str(path.resolve()), "sha256": sha256,
             "characters": n_chars, "dtype": vocab.dtype.name, "vocab": vocab.to_dict()}
-    write_atomically(meta_path, json.dumps(meta).encode("utf-8"))
+    try:
+        write_atomically(meta_path, json.dumps(meta).encode("utf-8"))
+    except OSError as exc:
+        raise CorpusError(f"cannot cache corpus {path}: {exc.strerror or exc}") from exc
     return Corpus(name, source, sha256, vocab, _memmap(tokens_path, vocab.dtype, n_chars))
 
 

@@ -165,6 +165,8 @@ class Trainer:
         self.history: list[dict] = []
         self.best_val_loss: float | None = None
         self.hidden = None
+        # training loss summed since the last evaluation, kept so a resume reports the same
+        self.eval_loss_sum, self.eval_loss_steps = 0.0, 0
         self.precision = precision_without_measuring(config.precision, self.device)
         self.precision_note = "" if self.precision is None else f"{config.precision}"
         self._stop_requested = False
@@ -212,6 +214,7 @@ class Trainer:
             self.history = list(saved["history"])
             self.best_val_loss = saved.get("best_val_loss")
             self.hidden = state_from_list(saved["hidden"], self.model_config.model, self.device)
+            self.eval_loss_sum, self.eval_loss_steps = saved["eval_loss"]
             torch.set_rng_state(saved["rng"]["torch"])
             if self.device.type == "cuda" and saved["rng"].get("cuda"):
                 torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
@@ -271,10 +274,14 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Train until a limit is reached or a stop is requested; always save on the way out."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.run_dir / "config.json",
-                         json.dumps(self.info(), indent=2).encode("utf-8"))
-        self._rewrite_metrics()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_atomically(self.run_dir / "config.json",
+                             json.dumps(self.info(), indent=2).encode("utf-8"))
+            self._rewrite_metrics()
+        except OSError as exc:
+            raise CheckpointError(f"cannot write to the run folder {self.run_dir}: "
+                                  f"{exc.strerror or exc}") from exc
         if self._limit_reached():
             result = self._result("already finished")
             self.callback.on_end(result)
@@ -283,20 +290,18 @@ class Trainer:
         self.model.train()
         cfg = self.config
         started, elapsed_before = time.monotonic(), self.elapsed
-        report_sum = torch.zeros((), device=self.device)  # losses since the last report
-        eval_sum = torch.zeros((), device=self.device)  # losses since the last evaluation
-        report_steps = eval_steps = 0
+        # float64 sums of float32 losses are exact here, so a window split by a resume adds
+        # up to the same bits as an uninterrupted one
+        report_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        report_steps = 0
         report_started = started
         reason = None
         while reason is None:
             if self._stop_requested:
                 reason = "interrupted"
                 break
-            loss = self._train_step()
-            report_sum += loss
-            eval_sum += loss
+            report_sum += self._train_step()
             report_steps += 1
-            eval_steps += 1
             self.step += 1
             now = time.monotonic()
             self.elapsed = elapsed_before + (now - started)
@@ -304,20 +309,28 @@ class Trainer:
             if self.step % LOG_EVERY == 0 or reason is not None:
                 speed = report_steps * cfg.batch_size * cfg.seq_len / max(now - report_started,
                                                                           1e-9)
+                report_loss = report_sum.item()
+                self.eval_loss_sum += report_loss
+                self.eval_loss_steps += report_steps
                 self.callback.on_step(StepStats(
-                    self.step, self.batches.epochs_done, report_sum.item() / report_steps,
+                    self.step, self.batches.epochs_done, report_loss / report_steps,
                     self.optimizer.param_groups[0]["lr"], speed, self.elapsed))
                 report_sum.zero_()
                 report_steps = 0
             if self.step % cfg.eval_every == 0 or reason is not None:
-                self._evaluate_and_save(eval_sum.item() / eval_steps, reason)
-                eval_sum.zero_()
-                eval_steps = 0
+                if report_steps:  # fold in the steps since the last report
+                    self.eval_loss_sum += report_sum.item()
+                    self.eval_loss_steps += report_steps
+                    report_sum.zero_()
+                    report_steps = 0
+                self._evaluate_and_save(reason)
             elif cfg.sample_every and self.step % cfg.sample_every == 0:
                 self._milestone_sample()
             if report_steps == 0 or self.step % cfg.eval_every == 0:
                 report_started = time.monotonic()  # speed counts training, not evaluation
         if reason == "interrupted":
+            self.eval_loss_sum += report_sum.item()
+            self.eval_loss_steps += report_steps
             self._save(best=False)
         result = self._result(reason)
         self.callback.on_end(result)
@@ -382,7 +395,9 @@ class Trainer:
                       temperature=0.8, generator=generator)[0]
         self.callback.on_sample(self.step, text)
 
-    def _evaluate_and_save(self, train_loss: float, reason: str | None) -> None:
+    def _evaluate_and_save(self, reason: str | None) -> None:
+        train_loss = self.eval_loss_sum / max(self.eval_loss_steps, 1)
+        self.eval_loss_sum, self.eval_loss_steps = 0.0, 0
         val_loss = self.evaluate()
         improved = val_loss is not None and (self.best_val_loss is None
                                              or val_loss < self.best_val_loss)
@@ -398,8 +413,12 @@ class Trainer:
         }
         self.history.append(record)
         self._save(best=improved)
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise CheckpointError(f"cannot append to {self.run_dir / 'metrics.jsonl'}: "
+                                  f"{exc.strerror or exc}") from exc
         self.callback.on_eval(record)
         every = self.config.sample_every
         if every == 0 or self.step % every == 0 or reason is not None:
@@ -425,6 +444,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "data": self.batches.state_dict(),
             "hidden": state_to_list(self.hidden),
+            "eval_loss": [self.eval_loss_sum, self.eval_loss_steps],
             "rng": rng,
             "history": self.history,
             "best_val_loss": self.best_val_loss,
