@@ -183,7 +183,7 @@ def download(name: str, corpora_dir: Path, source: str | None = None,
         with os.fdopen(fd, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=30) as response:
-                    total = response.length or entry.get("size")
+                    total = getattr(response, "length", None) or entry.get("size")
                     done = 0
                     while chunk := response.read(1 << 16):
                         out.write(chunk)

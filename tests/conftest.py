@@ -11,8 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import charlstm
+
+# One thread: tiny models gain nothing from more, and on a 2-core machine the CLI tests'
+# subprocesses would otherwise fight this process's threads (10x slowdowns were seen).
+torch.set_num_threads(1)
 
 TINY_TEXT = (
     "the quick brown fox jumps over the lazy dog.\n"
