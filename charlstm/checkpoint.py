@@ -71,10 +71,8 @@ def load(path: Path) -> dict:
                               "or damaged)") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile,
             AttributeError, TypeError, KeyError, IndexError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt?): {first_line}"
-        ) from exc
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt, "
+                              "or not a checkpoint at all)") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a charlstm checkpoint (it looks like a plain state_dict or "

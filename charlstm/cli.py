@@ -494,20 +494,20 @@ def info(
 @corpus_app.command("list", context_settings=HELP)
 def corpus_list() -> None:
     """Show the built-in and downloadable corpora and whether each is here."""
-    table = Table(box=box.SIMPLE)
-    for column in ("name", "size", "here", "description"):
-        table.add_column(column)
     folder = corpora_dir()
     default = folder / f"{corpora.DEFAULT_CORPUS}.txt"
-    table.add_row(corpora.DEFAULT_CORPUS, "~2 MB",
-                  str(default) if default.exists() else "built on first use",
-                  "built-in default: Python standard-library sources, made locally")
+    rows = [(corpora.DEFAULT_CORPUS, "~2 MB",
+             str(default) if default.exists() else "built on first use",
+             "built-in default: Python standard-library sources, made locally")]
     for name, entry in corpora.registry().items():
         local = folder / f"{name}.txt"
-        table.add_row(name, f"{entry['size'] / 1e6:.1f} MB",
-                      str(local) if local.exists() else f"no: charlstm corpus get {name}",
-                      entry["description"])
-    Console(highlight=False, soft_wrap=True).print(table)
+        rows.append((name, f"{entry['size'] / 1e6:.1f} MB",
+                     str(local) if local.exists() else f"not here: charlstm corpus get {name}",
+                     entry["description"]))
+    # plain aligned columns, never cut, so the output greps and pipes well
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
 
 
 @corpus_app.command("get", context_settings=HELP, epilog=(
