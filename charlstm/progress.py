@@ -44,6 +44,7 @@ class TrainingDisplay(TrainingCallback):
         self.total_steps: int | None = None
         self.time_limit: float | None = None
         self.last_plain_report = 0.0
+        self.last_val_loss: float | None = None
 
     def write(self, text: str) -> None:
         if self.bar is not None:
@@ -63,8 +64,10 @@ class TrainingDisplay(TrainingCallback):
         if train["time_limit"]:
             limits.append(format_duration(train["time_limit"]))
         resumed = f", resuming at step {info['step']:,}" if info["step"] else ""
+        cell = model["model"].upper()
+        article = "a" if cell == "GRU" else "an"  # an LSTM, an RNN, a GRU
         self.write(
-            f"charlstm: training a {model['model']} {model['num_layers']}x"
+            f"charlstm: training {article} {cell} {model['num_layers']}x"
             f"{model['hidden_size']} ({info['parameters'] / 1e6:.2f}M parameters) on "
             f"{corpus['name']}: {info['train_chars']:,} training + {info['val_chars']:,} "
             f"validation characters, vocabulary {info['vocab_size']}\n"
@@ -99,6 +102,7 @@ class TrainingDisplay(TrainingCallback):
                        f"{format_duration(stats.elapsed)}")
 
     def on_eval(self, record: dict) -> None:
+        self.last_val_loss = record["val_loss"]
         best = "  (best so far)" if record["best"] else ""
         self.write(f"step {record['step']:,}: train loss {record['train_loss']:.4f}, "
                    f"validation {format_loss(record['val_loss'])}{best}  "
@@ -107,8 +111,10 @@ class TrainingDisplay(TrainingCallback):
     def on_sample(self, step: int, text: str) -> None:
         if not self.show_samples:
             return
-        rule = "-" * 24
-        self.write(f"{rule} sample at step {step:,} {rule}\n{text}\n{rule * 2}{'-' * 20}")
+        val = ("" if self.last_val_loss is None
+               else f", validation loss {self.last_val_loss:.3f}")
+        heading = f"---- sample at step {step:,}{val} "
+        self.write(f"{heading}{'-' * max(4, 72 - len(heading))}\n{text}\n{'-' * 72}")
 
     def on_end(self, result: TrainResult) -> None:
         if self.bar is not None:

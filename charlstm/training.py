@@ -292,7 +292,7 @@ class Trainer:
         started, elapsed_before = time.monotonic(), self.elapsed
         # float64 sums of float32 losses are exact here, so a window split by a resume adds
         # up to the same bits as an uninterrupted one
-        report_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        report_sum = torch.zeros((), dtype=self._sum_dtype(), device=self.device)
         report_steps = 0
         report_started = started
         reason = None
@@ -336,6 +336,10 @@ class Trainer:
         self.callback.on_end(result)
         return result
 
+    def _sum_dtype(self) -> torch.dtype:
+        """float64 for sums of losses, except on Apple MPS, which has no float64."""
+        return torch.float32 if self.device.type == "mps" else torch.float64
+
     def _train_step(self) -> torch.Tensor:
         batch = self.batches.next()
         if batch.fresh:
@@ -369,7 +373,7 @@ class Trainer:
                                       max(self.config.seq_len, 256), EVAL_WARMUP)
         was_training = self.model.training
         self.model.eval()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        total = torch.zeros((), dtype=self._sum_dtype(), device=self.device)
         count = 0
         try:
             with autocast(self.device, self.precision):
