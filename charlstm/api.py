@@ -20,6 +20,7 @@ from . import checkpoint, sampling
 from .device import choose_device
 from .errors import CheckpointError
 from .model import CharRNN, ModelConfig
+from .runs import make_trainer
 from .training import TrainingCallback, TrainResult
 from .vocab import Vocabulary
 
@@ -84,8 +85,6 @@ def train(corpus: str | None = None, out: str | Path | None = None, resume: bool
           corpora_dir: str | Path = "corpora", checkpoints_dir: str | Path = "checkpoints",
           lossy: bool = False, **settings) -> TrainResult:
     """Train (or resume) a run; `settings` are ModelConfig and TrainConfig fields."""
-    from .runs import make_trainer  # runs imports training, which imports this package
-
     trainer = make_trainer(corpus, Path(out) if out else None, resume, preset, settings,
                            callback, Path(corpora_dir), Path(checkpoints_dir), lossy)
     return trainer.fit()

@@ -101,5 +101,5 @@ def sample(model: CharRNN, vocab: Vocabulary, prime: str = "", length: int = 200
     """The whole text of each sample (prime excluded), as a list of strings."""
     if length == 0:
         raise UsageError("sample() needs a finite length; use generate() to stream")
-    columns = list(generate(model, vocab, prime, length, **options))
-    return ["".join(chars) for chars in zip(*columns)] if columns else [""]
+    columns = list(generate(model, vocab, prime, length, **options))  # (length, N)
+    return ["".join(chars) for chars in zip(*columns)]

@@ -168,7 +168,8 @@ class Trainer:
         # training loss summed since the last evaluation, kept so a resume reports the same
         self.eval_loss_sum, self.eval_loss_steps = 0.0, 0
         self.precision = precision_without_measuring(config.precision, self.device)
-        self.precision_note = "" if self.precision is None else f"{config.precision}"
+        self.precision_note = (f"{self.precision} (as asked)" if config.precision != "auto"
+                               else f"{self.precision} (auto, on {self.device.type})")
         self._stop_requested = False
         if resume_from is not None:
             self._restore(resume_from)
