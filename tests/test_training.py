@@ -325,3 +325,30 @@ def test_corpus_too_short_for_batches(tmp_path):
     corpus.write_text("abc" * 20, encoding="utf-8")
     with pytest.raises(UsageError, match="too few"):
         train(corpus, tmp_path / "run", tmp_path)
+
+
+# ---------------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize("capability", ["AVX2", "DEFAULT"])
+def test_auto_precision_is_fp32_without_native_bf16(tiny_corpus, tmp_path, monkeypatch,
+                                                    capability):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run",
+                                settings={**TINY_SETTINGS, "precision": "auto"},
+                                **dirs(tmp_path))
+    assert trainer.precision == "fp32"
+    assert "no native bf16" in trainer.precision_note
+
+
+def test_auto_precision_measurement_leaves_the_run_unchanged(tiny_corpus, tmp_path):
+    """Measuring bf16 against fp32 must not shift the seeded run (RNG, gradients)."""
+    measured = train(tiny_corpus, tmp_path / "auto", tmp_path, precision="auto", max_steps=20,
+                     eval_every=20)
+    chosen = checkpoint.load(measured.last_path)["precision"]
+    assert chosen in ("fp32", "bf16")
+    fixed = train(tiny_corpus, tmp_path / "fixed", tmp_path, precision=chosen,
+                  max_steps=20, eval_every=20)
+    auto_params = checkpoint.load(measured.last_path)["model"]
+    fixed_params = checkpoint.load(fixed.last_path)["model"]
+    assert all(torch.equal(auto_params[k], fixed_params[k]) for k in auto_params)
