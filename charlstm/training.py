@@ -307,6 +307,17 @@ class Trainer:
         report_sum = torch.zeros((), dtype=self._sum_dtype(), device=self.device)
         report_steps = 0
         report_started = started
+
+        def take_report() -> float:
+            """The summed loss since the last report, folded into the evaluation's sum."""
+            nonlocal report_steps
+            loss = report_sum.item()
+            self.eval_loss_sum += loss
+            self.eval_loss_steps += report_steps
+            report_sum.zero_()
+            report_steps = 0
+            return loss
+
         reason = None
         while reason is None:
             if self._stop_requested:
@@ -319,30 +330,20 @@ class Trainer:
             self.elapsed = elapsed_before + (now - started)
             reason = self._limit_reached()
             if self.step % LOG_EVERY == 0 or reason is not None:
-                speed = report_steps * cfg.batch_size * cfg.seq_len / max(now - report_started,
-                                                                          1e-9)
-                report_loss = report_sum.item()
-                self.eval_loss_sum += report_loss
-                self.eval_loss_steps += report_steps
+                steps = report_steps
+                speed = steps * cfg.batch_size * cfg.seq_len / max(now - report_started, 1e-9)
                 self.callback.on_step(StepStats(
-                    self.step, self.batches.epochs_done, report_loss / report_steps,
+                    self.step, self.batches.epochs_done, take_report() / steps,
                     self.optimizer.param_groups[0]["lr"], speed, self.elapsed))
-                report_sum.zero_()
-                report_steps = 0
             if self.step % cfg.eval_every == 0 or reason is not None:
-                if report_steps:  # fold in the steps since the last report
-                    self.eval_loss_sum += report_sum.item()
-                    self.eval_loss_steps += report_steps
-                    report_sum.zero_()
-                    report_steps = 0
+                take_report()  # the steps since the last report count for this evaluation
                 self._evaluate_and_save(reason)
             elif cfg.sample_every and self.step % cfg.sample_every == 0:
                 self._milestone_sample()
-            if report_steps == 0 or self.step % cfg.eval_every == 0:
+            if report_steps == 0:
                 report_started = time.monotonic()  # speed counts training, not evaluation
         if reason == "interrupted":
-            self.eval_loss_sum += report_sum.item()
-            self.eval_loss_steps += report_steps
+            take_report()
             self._save(best=False)
         result = self._result(reason)
         self.callback.on_end(result)
