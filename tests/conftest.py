@@ -61,3 +61,32 @@ def run_cli(*args: str, cwd: Path, stdin: str | bytes | None = None, env: dict |
     return subprocess.run([sys.executable, "-m", "charlstm", *args], cwd=cwd, env=full_env,
                           input=data, stdin=None if data is not None else subprocess.DEVNULL,
                           capture_output=True, timeout=timeout)
+
+
+def one_line_error(stderr: str) -> str:
+    """An expected failure's stderr: one line naming charlstm and an error, no traceback."""
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    line = lines[0]
+    assert line.startswith("charlstm"), line
+    assert "error" in line, line
+    assert "internal error" not in line, line  # an expected failure, explained
+    return line
+
+
+def body_of(stdout: str, length: int) -> str:
+    """The generated text of a --no-echo sample of `length` characters.
+
+    `sample` ends its output with a newline only when the text does not already end with
+    one, so stdout is the text plus "\\n", or exactly the text when it ends with "\\n".
+    """
+    assert stdout.endswith("\n"), repr(stdout[-20:])
+    if len(stdout) == length:
+        return stdout
+    assert len(stdout) == length + 1, (len(stdout), length)
+    return stdout[:-1]
+
+
+def with_final_newline(text: str) -> str:
+    return text if text.endswith("\n") else text + "\n"

@@ -20,7 +20,7 @@ from charlstm import checkpoint
 from charlstm.cli import app
 from charlstm.errors import CharlstmError
 
-from conftest import SHAKESPEARE, TINY_TEXT
+from conftest import SHAKESPEARE, TINY_TEXT, body_of, one_line_error, with_final_newline
 
 runner = CliRunner()
 
@@ -50,31 +50,7 @@ def assert_clean_error(result, code: int) -> str:
     assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
     assert isinstance(result.exception, SystemExit), result.exception  # handled, not raised
     assert result.stdout == ""
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    line = lines[0]
-    assert line.startswith("charlstm"), line
-    assert "error" in line, line
-    assert "internal error" not in line, line  # an expected failure, explained
-    return line
-
-
-def body_of(stdout: str, length: int) -> str:
-    """The generated text of a --no-echo sample of `length` characters.
-
-    `sample` ends its output with a newline only when the text does not already end with
-    one, so stdout is the text plus "\\n", or exactly the text when it ends with "\\n".
-    """
-    assert stdout.endswith("\n"), repr(stdout[-20:])
-    if len(stdout) == length:
-        return stdout
-    assert len(stdout) == length + 1, (len(stdout), length)
-    return stdout[:-1]
-
-
-def with_final_newline(text: str) -> str:
-    return text if text.endswith("\n") else text + "\n"
+    return one_line_error(result.stderr)
 
 
 # ----------------------------------------------------------------------------- version, help

@@ -22,7 +22,7 @@ import pytest
 import charlstm
 from charlstm import checkpoint
 
-from conftest import TINY_TEXT, run_cli
+from conftest import TINY_TEXT, body_of, one_line_error, run_cli, with_final_newline
 
 # the end-to-end command of the brief: a 64-unit LSTM that memorises TINY_TEXT in 100 steps
 E2E_FLAGS = ["--num-layers", "1", "--hidden-size", "64", "--embed-size", "16",
@@ -59,26 +59,7 @@ def assert_clean_error(result: subprocess.CompletedProcess, code: int) -> str:
     stderr = text(result.stderr)
     assert result.returncode == code, (result.returncode, stderr)
     assert result.stdout == b""
-    assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("charlstm"), lines[0]
-    assert "error" in lines[0]
-    assert "internal error" not in lines[0], lines[0]
-    return lines[0]
-
-
-def body_of(stdout: str, length: int) -> str:
-    """The text of a --no-echo sample: `sample` adds a final newline only if it lacks one."""
-    assert stdout.endswith("\n"), repr(stdout[-20:])
-    if len(stdout) == length:
-        return stdout
-    assert len(stdout) == length + 1, (len(stdout), length)
-    return stdout[:-1]
-
-
-def with_final_newline(s: str) -> str:
-    return s if s.endswith("\n") else s + "\n"
+    return one_line_error(stderr)
 
 
 # ----------------------------------------------------------------------------- entry points
