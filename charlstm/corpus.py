@@ -19,10 +19,8 @@ import hashlib
 import io
 import json
 import logging
-import os
 import sys
 import sysconfig
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ from typing import BinaryIO, Callable, Iterator
 import numpy as np
 
 from .errors import CorpusError, UsageError
-from .files import FILE_MODE, write_atomically
+from .files import atomic_writer, write_atomically
 from .vocab import MAX_CODE_POINT, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -175,37 +173,27 @@ def download(name: str, corpora_dir: Path, source: str | None = None,
     url = source or entry["url"]
     if source and Path(source).expanduser().exists():
         url = Path(source).expanduser().resolve().as_uri()
-    corpora_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=corpora_dir, prefix=f".{name}.", suffix=".part")
-    os.chmod(tmp, FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=30) as response:
-                    total = getattr(response, "length", None) or entry.get("size")
-                    done = 0
-                    while chunk := response.read(1 << 16):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done, total)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise CorpusError(f"could not download {name} from {url}: {reason}") from exc
-            out.flush()
-            os.fsync(out.fileno())
+    with atomic_writer(target) as out:  # replaces target only if the checksum matches
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                total = getattr(response, "length", None) or entry.get("size")
+                done = 0
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CorpusError(f"could not download {name} from {url}: {reason}") from exc
         if digest.hexdigest() != entry["sha256"]:
             raise CorpusError(
                 f"download of {name} from {url} has the wrong checksum "
                 f"(sha256 {digest.hexdigest()[:16]}…, expected {entry['sha256'][:16]}…); "
                 "nothing was kept"
             )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
@@ -236,24 +224,11 @@ def encode(spec: str | None, corpora_dir: Path, lossy: bool = False,
         return cached
     try:
         with open(path, "rb") as f:
-            counts, sha256, n_chars = _histogram(f, str(path), lossy, stat.st_size, progress)
-            if n_chars == 0:
-                raise UsageError(f"corpus {path} is empty")
-            vocab = Vocabulary.from_counts(counts)
-            cache_dir.mkdir(parents=True, exist_ok=True)
+            vocab, sha256, n_chars = _vocabulary(f, str(path), lossy, stat.st_size, progress)
             f.seek(0)
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
-            os.chmod(tmp, FILE_MODE)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for ids in _encoded_chunks(f, str(path), lossy, vocab):
-                        out.write(ids.tobytes())
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, tokens_path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with atomic_writer(tokens_path) as out:
+                for ids in _encoded_chunks(f, str(path), lossy, vocab):
+                    out.write(ids.tobytes())
     except OSError as exc:
         raise CorpusError(f"cannot read or cache corpus {path}: {exc}") from exc
     meta = {"format": CACHE_FORMAT, "source_path": str(path.resolve()), "sha256": sha256,
@@ -267,10 +242,7 @@ def encode(spec: str | None, corpora_dir: Path, lossy: bool = False,
 
 def _encode_bytes(data: bytes, name: str, source: str, lossy: bool) -> Corpus:
     f = io.BytesIO(data)
-    counts, sha256, n_chars = _histogram(f, "standard input", lossy, len(data), None)
-    if n_chars == 0:
-        raise UsageError("the corpus on standard input is empty")
-    vocab = Vocabulary.from_counts(counts)
+    vocab, sha256, _ = _vocabulary(f, "standard input", lossy, len(data), None)
     f.seek(0)
     tokens = np.concatenate(list(_encoded_chunks(f, "standard input", lossy, vocab)))
     return Corpus(name, source, sha256, vocab, tokens)
@@ -321,9 +293,9 @@ def _code_point_chunks(f: BinaryIO, label: str, lossy: bool,
         offset += len(chunk)
 
 
-def _histogram(f: BinaryIO, label: str, lossy: bool, total: int | None,
-               progress: Progress | None) -> tuple[np.ndarray, str, int]:
-    """First pass: how often each code point occurs, the sha256, and the length."""
+def _vocabulary(f: BinaryIO, label: str, lossy: bool, total: int | None,
+                progress: Progress | None) -> tuple[Vocabulary, str, int]:
+    """First pass: the vocabulary (with counts), the sha256, and the length in characters."""
     counts = np.zeros(MAX_CODE_POINT, dtype=np.int64)
     digest = hashlib.sha256()
     done = 0
@@ -339,7 +311,9 @@ def _histogram(f: BinaryIO, label: str, lossy: bool, total: int | None,
     for code_points in _code_point_chunks(f, label, lossy, seen):
         counts += np.bincount(code_points, minlength=MAX_CODE_POINT)
         n_chars += len(code_points)
-    return counts, digest.hexdigest(), n_chars
+    if n_chars == 0:
+        raise UsageError(f"the corpus ({label}) is empty")
+    return Vocabulary.from_counts(counts), digest.hexdigest(), n_chars
 
 
 def _encoded_chunks(f: BinaryIO, label: str, lossy: bool,

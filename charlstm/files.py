@@ -8,9 +8,11 @@ itself survives a power cut.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 
 def _current_umask() -> int:
@@ -23,15 +25,20 @@ def _current_umask() -> int:
 FILE_MODE = 0o666 & ~_current_umask()
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically; on any error the old file is untouched."""
+@contextlib.contextmanager
+def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that replaces `path` when the block ends without an exception.
+
+    If the block raises (a failed checksum, a full disk, Ctrl-C), the temporary file is
+    removed and `path` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -39,6 +46,12 @@ def write_atomically(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
     _fsync_folder(path.parent)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically; on any error the old file is untouched."""
+    with atomic_writer(path) as out:
+        out.write(data)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -77,7 +77,7 @@ def test_second_encode_reuses_cache(tmp_path, monkeypatch):
         raise AssertionError("the cached corpus was encoded again")
 
     monkeypatch.setattr(corpus, "_encoded_chunks", no_encoding)
-    monkeypatch.setattr(corpus, "_histogram", no_encoding)
+    monkeypatch.setattr(corpus, "_vocabulary", no_encoding)
     second = corpus.encode(str(path), corpora_dir)
     assert isinstance(second.tokens, np.memmap)
     assert np.array_equal(np.asarray(first.tokens), np.asarray(second.tokens))
