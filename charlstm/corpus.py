@@ -73,7 +73,7 @@ def registry() -> dict[str, dict]:
 
 
 def known_names() -> list[str]:
-    return [DEFAULT_CORPUS, *registry()]
+    return [*BUILT_IN, *registry()]
 
 
 def resolve(spec: str | None, corpora_dir: Path) -> Path | None:
@@ -90,8 +90,8 @@ def resolve(spec: str | None, corpora_dir: Path) -> Path | None:
         raise UsageError(f"corpus {spec!r} is a directory; give a text file")
     if path.exists():
         return path
-    if spec == DEFAULT_CORPUS:
-        return build_default_corpus(corpora_dir)
+    if spec in BUILT_IN:
+        return BUILT_IN[spec].build(corpora_dir)
     if spec in registry():
         local = corpora_dir / f"{spec}.txt"
         if not local.exists():
@@ -151,6 +151,46 @@ def build_default_corpus(corpora_dir: Path, target_bytes: int = 2_000_000) -> Pa
         raise CorpusError(f"cannot write the default corpus to {path}: "
                           f"{exc.strerror or exc}") from exc
     return path
+
+
+def build_docs_corpus(corpora_dir: Path) -> Path:
+    """Write (once) `pydocs`: the Python language reference as plain text, about 0.5 MB.
+
+    It is English prose about code with a few examples, a corpus of another character
+    than the default's source code, and ships with Python (`pydoc_data`), so it too is
+    built offline.
+    """
+    path = corpora_dir / "pydocs.txt"
+    if path.exists():
+        return path
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as exc:
+        raise CorpusError("this Python has no pydoc_data to build 'pydocs' from") from exc
+    text = "".join(f"{topics[key].strip()}\n\n" for key in sorted(topics))
+    try:
+        write_atomically(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise CorpusError(f"cannot write the pydocs corpus to {path}: "
+                          f"{exc.strerror or exc}") from exc
+    return path
+
+
+@dataclass(frozen=True)
+class BuiltIn:
+    """A corpus built on this machine from what Python ships with: no network needed."""
+
+    build: Callable[[Path], Path]  # corpora folder -> the built file
+    size: str
+    description: str
+
+
+BUILT_IN = {
+    DEFAULT_CORPUS: BuiltIn(lambda folder: build_default_corpus(folder), "~2 MB",
+                            "built-in default: Python standard-library sources, made locally"),
+    "pydocs": BuiltIn(build_docs_corpus, "~0.5 MB",
+                      "the Python language reference, English prose, made locally"),
+}
 
 
 # --------------------------------------------------------------------------- download

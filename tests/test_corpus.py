@@ -295,3 +295,19 @@ def test_build_default_corpus_is_deterministic_ascii(tmp_path):
     mtime = first.stat().st_mtime_ns
     assert corpus.build_default_corpus(tmp_path / "a") == first
     assert first.stat().st_mtime_ns == mtime
+
+
+def test_pydocs_is_a_prose_corpus_built_offline(tmp_path):
+    """The second built-in corpus: English prose, unlike the default's source code."""
+    path = corpus.resolve("pydocs", tmp_path)
+    assert path == tmp_path / "pydocs.txt"
+    text = path.read_text("utf-8")
+    assert len(text) > 200_000
+    words = text.split()
+    assert sum(w.isalpha() for w in words) / len(words) > 0.6  # mostly plain words
+    assert text.count("def ") < len(text) / 2_000  # not code
+    assert corpus.resolve("pydocs", tmp_path / "again").read_text("utf-8") == text
+    mtime = path.stat().st_mtime_ns
+    assert corpus.resolve("pydocs", tmp_path) == path and path.stat().st_mtime_ns == mtime
+    encoded = corpus.encode("pydocs", tmp_path)
+    assert encoded.name == "pydocs" and len(encoded.tokens) == len(text)
