@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -85,6 +86,8 @@ def train(corpus: str | None = None, out: str | Path | None = None, resume: bool
           corpora_dir: str | Path = "corpora", checkpoints_dir: str | Path = "checkpoints",
           lossy: bool = False, **settings) -> TrainResult:
     """Train (or resume) a run; `settings` are ModelConfig and TrainConfig fields."""
+    launched_at = time.monotonic()
     trainer = make_trainer(corpus, Path(out) if out else None, resume, preset, settings,
-                           callback, Path(corpora_dir), Path(checkpoints_dir), lossy)
+                           callback, Path(corpora_dir), Path(checkpoints_dir), lossy,
+                           launched_at=launched_at)
     return trainer.fit()

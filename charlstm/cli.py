@@ -38,6 +38,7 @@ from .progress import TrainingDisplay, format_duration, format_loss
 from .runs import make_trainer
 from .sampling import check_options, check_prime, generate
 
+IMPORTED_AT = time.monotonic()
 HELP = {"help_option_names": ["-h", "--help"]}
 DATA, MODEL, OPTIM, CKPT, OUTPUT = "Data", "Model", "Optimization", "Checkpointing", "Output"
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -178,8 +179,9 @@ def train(
                                help="Replace invalid UTF-8 bytes with U+FFFD instead of "
                                     "failing."),
     preset: Optional[str] = typer.Option(None, "--preset", rich_help_panel=MODEL,
-                                         help=f"Model and schedule for a budget: "
-                                              f"{', '.join(PRESETS)} (default: {DEFAULT_PRESET})"),
+                                         help=f"Model and schedule: {', '.join(PRESETS)} "
+                                              f"(default: {DEFAULT_PRESET}, or with --time "
+                                              "the best for the budget on this machine)"),
     model: Optional[str] = typer.Option(None, "--model", rich_help_panel=MODEL,
                                         help="Recurrent cell: lstm, gru or rnn (default: lstm)"),
     num_layers: Optional[int] = typer.Option(None, "--num-layers", rich_help_panel=MODEL,
@@ -189,8 +191,9 @@ def train(
     embed_size: Optional[int] = typer.Option(None, "--embed-size", rich_help_panel=MODEL,
                                              help="Character embedding size (from the preset)"),
     dropout: Optional[float] = typer.Option(None, "--dropout", rich_help_panel=MODEL,
-                                            help="Dropout between layers and before the head "
-                                                 "(from the preset)"),
+                                            help="Dropout on the stack's input, between layers "
+                                                 "and before the head (from the preset and "
+                                                 "the passes over the corpus)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", rich_help_panel=OPTIM,
                                              help="Parallel streams per step (from the preset)"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", rich_help_panel=OPTIM,
@@ -210,8 +213,9 @@ def train(
     epochs: Optional[float] = typer.Option(None, "--epochs", rich_help_panel=OPTIM,
                                            help="Stop after this many passes over the data"),
     time_budget: Optional[str] = typer.Option(None, "--time", rich_help_panel=OPTIM,
-                                              help="Stop after this wall-clock time: 90s, "
-                                                   "10m, 1h30m"),
+                                              help="Wall-clock budget from launch to the final "
+                                                   "evaluation: 90s, 10m, 1h30m. Without a "
+                                                   "model size it also picks the model"),
     seed: Optional[int] = typer.Option(None, "--seed", rich_help_panel=OPTIM,
                                        help="Seed for initialisation, dropout and data "
                                             "order (default: 1337)"),
@@ -250,7 +254,7 @@ def train(
     display = TrainingDisplay(show_samples=not quiet, live=False if quiet else None)
     trainer = make_trainer(corpus, out, resume, preset, settings, display, corpora_dir(),
                            checkpoints_dir(), lossy, sys.stdin.buffer if corpus == "-" else None,
-                           _byte_progress("encoding corpus"))
+                           _byte_progress("encoding corpus"), launched_at())
     received: list[int] = []
 
     def on_signal(signum, frame):
@@ -282,6 +286,23 @@ def train(
           f"best validation loss {best}\n"
           f"charlstm: sample with: charlstm sample {run}", file=sys.stderr)
     return 0
+
+
+def launched_at() -> float:
+    """The time.monotonic() at which this process started, so --time counts from launch.
+
+    Linux tells a process's start in clock ticks since boot; elsewhere the best available
+    is when this module was imported (after the interpreter, before torch's set-up).
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+        if 0 <= age < 3600:
+            return time.monotonic() - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    return IMPORTED_AT
 
 
 def _byte_progress(description: str):
@@ -495,10 +516,11 @@ def info(
 def corpus_list() -> None:
     """Show the built-in and downloadable corpora and whether each is here."""
     folder = corpora_dir()
-    default = folder / f"{corpora.DEFAULT_CORPUS}.txt"
-    rows = [(corpora.DEFAULT_CORPUS, "~2 MB",
-             str(default) if default.exists() else "built on first use",
-             "built-in default: Python standard-library sources, made locally")]
+    rows = []
+    for name, built_in in corpora.BUILT_IN.items():
+        local = folder / f"{name}.txt"
+        rows.append((name, built_in.size, str(local) if local.exists() else "built on first use",
+                     built_in.description))
     for name, entry in corpora.registry().items():
         local = folder / f"{name}.txt"
         rows.append((name, f"{entry['size'] / 1e6:.1f} MB",
@@ -520,8 +542,8 @@ def corpus_get(
                                               "the checksum is still verified."),
 ) -> None:
     """Download a known corpus into corpora/ and verify its checksum; prints its path."""
-    if name == corpora.DEFAULT_CORPUS:
-        path = corpora.build_default_corpus(corpora_dir())
+    if name in corpora.BUILT_IN:
+        path = corpora.BUILT_IN[name].build(corpora_dir())
     else:
         bar: dict = {}
 

@@ -1,7 +1,8 @@
 """The character-level recurrent language model.
 
-Embedding -> stacked LSTM | GRU | tanh RNN (torch.nn's fused modules: cuDNN on GPUs,
-oneDNN on CPUs) with dropout between layers -> dropout -> linear head over the vocabulary.
+Embedding -> dropout -> stacked LSTM | GRU | tanh RNN (torch.nn's fused modules: cuDNN on
+GPUs, oneDNN on CPUs) with dropout between layers -> dropout -> linear head over the
+vocabulary. Dropout on the stack's input and output regularises a single layer as well.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class ModelConfig:
     num_layers: int = 2  # stacked recurrent layers
     hidden_size: int = 256  # units per recurrent layer
     embed_size: int = 64  # size of each character's input embedding
-    dropout: float = 0.1  # between recurrent layers and before the head, during training
+    dropout: float = 0.1  # on the stack's input, between its layers and before the head
 
     def __post_init__(self) -> None:
         if self.model not in CELLS:
@@ -77,7 +78,7 @@ class CharRNN(nn.Module):
 
     def forward(self, idx: torch.Tensor, state=None, targets: torch.Tensor | None = None):
         """idx (B, T) token ids -> (logits (B, T, V), mean loss or None, new state)."""
-        x = self.embed(idx)  # (B, T, E)
+        x = self.drop(self.embed(idx))  # (B, T, E)
         out, state = self.rnn(x, state)  # (B, T, H)
         logits = self.head(self.drop(out))  # (B, T, V)
         loss = None

@@ -66,6 +66,8 @@ class TrainingDisplay(TrainingCallback):
         resumed = f", resuming at step {info['step']:,}" if info["step"] else ""
         cell = model["model"].upper()
         article = "a" if cell == "GRU" else "an"  # an LSTM, an RNN, a GRU
+        if info.get("plan"):
+            self.write(f"charlstm: {info['plan']}")
         self.write(
             f"charlstm: training {article} {cell} {model['num_layers']}x"
             f"{model['hidden_size']} ({info['parameters'] / 1e6:.2f}M parameters) on "

@@ -14,13 +14,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import BinaryIO
 
-from . import checkpoint, corpus as corpora
+from . import budget, checkpoint, corpus as corpora
+from .device import choose_device
 from .errors import UsageError
 from .model import ModelConfig
-from .presets import DEFAULT_PRESET, preset as get_preset
-from .training import Trainer, TrainConfig, TrainingCallback
+from .presets import DEFAULT_PRESET, dropout_for, preset as get_preset
+from .training import Trainer, TrainConfig, TrainingCallback, split_point
 
 ARCHITECTURE = ("model", "num_layers", "hidden_size", "embed_size")
+SIZES = {"num_layers", "hidden_size", "embed_size"}  # any of these given: no budget plan
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 LIMITS = ("max_steps", "epochs", "time_limit")
@@ -67,16 +69,21 @@ def make_trainer(corpus: str | None = None, out: Path | None = None, resume: boo
                  corpora_dir: Path = Path("corpora"),
                  checkpoints_dir: Path = Path("checkpoints"),
                  lossy: bool = False, stdin: BinaryIO | None = None,
-                 corpus_progress: corpora.Progress | None = None) -> Trainer:
-    """Build the Trainer for a new run, or for resuming one from its last.pt."""
+                 corpus_progress: corpora.Progress | None = None,
+                 launched_at: float | None = None) -> Trainer:
+    """Build the Trainer for a new run, or for resuming one from its last.pt.
+
+    `launched_at` (a time.monotonic() value) is when the work began; the set-up from then
+    on counts against a time limit. None: the limit counts from the first training step.
+    """
     model_given, train_given = split_settings(settings or {})
     chosen = get_preset(preset or DEFAULT_PRESET)
-    if preset:  # a preset named on a resume must agree with the run, like explicit flags
-        model_given = {**chosen["model"], **model_given}
     model_settings = {"model": "lstm", **chosen["model"], **model_given}
 
-    saved = None
+    saved, budget_plan = None, None
     if resume:
+        if preset:  # a preset named on a resume must agree with the run, like explicit flags
+            model_given = {**chosen["model"], **model_given}
         run_dir = _run_to_resume(out, corpus, model_settings, checkpoints_dir)
         saved = checkpoint.load(run_dir / "last.pt")
         saved_model = saved["model_config"]
@@ -95,11 +102,43 @@ def make_trainer(corpus: str | None = None, out: Path | None = None, resume: boo
                 f"the corpus {data.source!r} is not the text this run was trained on "
                 f"({saved['corpus']['source']!r}, sha256 {saved['corpus']['sha256'][:12]}…)")
     else:
-        train_config = TrainConfig.from_dict(_with_limits(chosen["train"], train_given))
         data = corpora.encode(corpus, corpora_dir, lossy, corpus_progress, stdin)
+        train_settings = chosen["train"]
+        if "time_limit" in train_given and not model_given.keys() & SIZES:
+            budget_plan = _plan(data, preset, model_given, train_given)
+            model_settings = {"model": "lstm", **budget_plan.model, **model_given}
+            train_settings = budget_plan.train
+        train_config = TrainConfig.from_dict(_with_limits(train_settings, train_given))
+        if budget_plan is None and "dropout" not in model_given:
+            epochs = _planned_epochs(train_config, len(data.tokens))
+            if epochs is not None:
+                model_settings["dropout"] = dropout_for(chosen, epochs)
         model_config = ModelConfig(vocab_size=len(data.vocab), **model_settings)
         run_dir = _new_run_dir(out, data.name, model_settings, checkpoints_dir)
-    return Trainer(data, model_config, train_config, run_dir, callback, saved)
+    return Trainer(data, model_config, train_config, run_dir, callback, saved, launched_at,
+                   budget_plan)
+
+
+def _plan(data: corpora.Corpus, preset: str | None, model_given: dict,
+          train_given: dict) -> budget.BudgetPlan:
+    """Fit the model to --time on this machine: the preset named, or the best for the
+    budget among all (the caller gave no model size)."""
+    defaults = TrainConfig(max_steps=1)
+    device = choose_device(train_given.get("device", defaults.device))
+    val_frac = train_given.get("val_frac", defaults.val_frac)
+    return budget.plan(train_given["time_limit"], split_point(len(data.tokens), val_frac),
+                       len(data.vocab), device, train_given.get("precision", "auto"),
+                       model_given.get("model", "lstm"), [preset] if preset else None)
+
+
+def _planned_epochs(config: TrainConfig, corpus_chars: int) -> float | None:
+    """Passes over the training split a run will make, if its limits say (None: only
+    a time limit, whose passes depend on this machine's speed)."""
+    train_chars = max(1, split_point(corpus_chars, config.val_frac))
+    by_steps = (config.max_steps * config.batch_size * config.seq_len / train_chars
+                if config.max_steps else None)
+    known = [e for e in (by_steps, config.epochs) if e is not None]
+    return min(known) if known else None
 
 
 def _new_run_dir(out: Path | None, corpus_name: str, model: dict, checkpoints_dir: Path) -> Path:

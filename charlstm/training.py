@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, checkpoint
+from .budget import BudgetPlan, cpu_precision, make_optimizer
 from .corpus import Corpus
 from .data import TrainBatches, eval_batches
 from .device import autocast, choose_device, precision_without_measuring
@@ -146,8 +147,14 @@ def split_point(length: int, val_frac: float) -> int:
 class Trainer:
     def __init__(self, corpus: Corpus, model_config: ModelConfig, config: TrainConfig,
                  run_dir: Path, callback: TrainingCallback | None = None,
-                 resume_from: dict | None = None):
+                 resume_from: dict | None = None, launched_at: float | None = None,
+                 plan: BudgetPlan | None = None):
+        """`launched_at` is the time.monotonic() at which the process started: the setup
+        before training (imports, corpus, measurements) then counts against --time.
+        `plan` is the budget plan the settings came from, if any (its measured precision
+        is used for precision auto)."""
         self.corpus, self.config, self.run_dir = corpus, config, Path(run_dir)
+        self.launched_at, self.plan = launched_at, plan
         self.model_config = model_config
         self.callback = callback or TrainingCallback()
         self.device = choose_device(config.device)
@@ -157,7 +164,8 @@ class Trainer:
         self.val_start = split_point(len(tokens), config.val_frac)
         torch.manual_seed(config.seed)
         self.model = CharRNN(model_config).to(self.device)
-        self.optimizer = self._make_optimizer()
+        self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay,
+                                        self.device)
         self.batches = TrainBatches(tokens, self.val_start, config.batch_size, config.seq_len,
                                     config.bptt_warmup, config.shuffle, config.seed)
         self.step = 0
@@ -171,50 +179,18 @@ class Trainer:
         self.precision_note = (f"{self.precision} (as asked)" if config.precision != "auto"
                                else f"{self.precision} (auto, on {self.device.type})")
         self._stop_requested = False
+        self.eval_seconds: float | None = None  # how long the last evaluation and save took
+        self._trained_chars, self._training_seconds = 0, 0.0  # for the speed in this process
+        self.time_spent: float | None = None  # the --time this run has used up, if it has
         if resume_from is not None:
             self._restore(resume_from)
+        if self.precision is None and plan is not None:
+            self.precision, self.precision_note = plan.precision, plan.precision_note
         if self.precision is None:
-            self.precision, self.precision_note = self._measure_precision()
+            self.precision, self.precision_note = cpu_precision(
+                self.model, config.batch_size, config.seq_len, self.device)
 
     # ------------------------------------------------------------------ set-up
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        decay, no_decay = [], []
-        for param in self.model.parameters():
-            (decay if param.dim() >= 2 else no_decay).append(param)
-        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99))
-
-    def _measure_precision(self) -> tuple[str, str]:
-        """On a CPU, use bf16 autocast only if it measures clearly faster than fp32.
-
-        CPUs without AVX-512 or SVE have no native bf16 arithmetic, so bf16 is not tried
-        there; elsewhere one warm-up and one timed step of each decide, stopping early when
-        the warm-up already shows bf16 far slower (emulated).
-        """
-        capability = torch.backends.cpu.get_cpu_capability()
-        if not capability.startswith(("AVX512", "SVE")):
-            return "fp32", f"fp32 (this CPU, {capability}, has no native bf16)"
-        cfg = self.config
-        x = torch.randint(len(self.corpus.vocab), (cfg.batch_size, cfg.seq_len))
-
-        def timed_step(precision: str) -> float:
-            started = time.perf_counter()
-            with autocast(self.device, precision):
-                _, loss, _ = self.model(x, None, x)
-            loss.backward()
-            return time.perf_counter() - started
-
-        with torch.random.fork_rng(devices=[]):  # dropout here must not shift the run's RNG
-            fp32, bf16 = timed_step("fp32"), timed_step("bf16")  # warm-up
-            if bf16 < 3 * fp32:
-                fp32, bf16 = timed_step("fp32"), timed_step("bf16")
-        self.model.zero_grad(set_to_none=True)
-        speedup = fp32 / bf16
-        if speedup >= 1.3:
-            return "bf16", f"bf16 (measured {speedup:.1f}x faster than fp32 on this CPU)"
-        return "fp32", f"fp32 (bf16 measured {speedup:.1f}x the speed of fp32 on this CPU)"
 
     def _restore(self, saved: dict) -> None:
         try:
@@ -225,6 +201,7 @@ class Trainer:
             self.elapsed = float(saved["elapsed"])
             self.history = list(saved["history"])
             self.best_val_loss = saved.get("best_val_loss")
+            self.time_spent = saved.get("time_spent")
             self.hidden = state_from_list(saved["hidden"], self.model_config.model, self.device)
             self.eval_loss_sum, self.eval_loss_steps = saved["eval_loss"]
             torch.set_rng_state(saved["rng"]["torch"])
@@ -250,8 +227,21 @@ class Trainer:
         if cfg.epochs:
             done = max(done, self.batches.epochs_done / cfg.epochs)
         if cfg.time_limit:
-            done = max(done, self.elapsed / cfg.time_limit)
+            done = max(done, self.elapsed / max(cfg.time_limit - self._final_reserve(), 1e-9))
         return min(done, 1.0)
+
+    def _final_reserve(self) -> float:
+        """Seconds kept back from --time for the final evaluation and checkpoint.
+
+        The last one measured, or before any, an estimate: evaluation only runs forward, on
+        a batch of EVAL_STREAMS, so it goes about three times the training speed.
+        """
+        if self.eval_seconds is not None:
+            return self.eval_seconds
+        val_chars = len(self.corpus.tokens) - self.val_start
+        if not self._training_seconds:
+            return 0.5
+        return 0.5 + val_chars * self._training_seconds / (3 * self._trained_chars)
 
     def _limit_reached(self) -> str | None:
         cfg = self.config
@@ -259,7 +249,7 @@ class Trainer:
             return "max_steps"
         if cfg.epochs and self.batches.epochs_done >= cfg.epochs:
             return "epochs"
-        if cfg.time_limit and self.elapsed >= cfg.time_limit:
+        if cfg.time_limit and self.elapsed + self._final_reserve() >= cfg.time_limit:
             return "time"
         return None
 
@@ -282,6 +272,7 @@ class Trainer:
             "precision": self.precision, "precision_note": self.precision_note,
             "model": self.model_config.to_dict(), "train": cfg.to_dict(),
             "step": self.step, "steps_per_epoch": self.batches.steps_per_epoch,
+            "plan": self.plan.note if self.plan else None,
         }
 
     def fit(self) -> TrainResult:
@@ -294,7 +285,8 @@ class Trainer:
         except OSError as exc:
             raise CheckpointError(f"cannot write to the run folder {self.run_dir}: "
                                   f"{exc.strerror or exc}") from exc
-        if self._limit_reached():
+        if self._limit_reached() or (self.config.time_limit and self.time_spent is not None
+                                     and self.time_spent >= self.config.time_limit):
             result = self._result("already finished")
             self.callback.on_end(result)
             return result
@@ -302,6 +294,8 @@ class Trainer:
         self.model.train()
         cfg = self.config
         started, elapsed_before = time.monotonic(), self.elapsed
+        if self.launched_at is not None:  # the setup before training counts against --time
+            elapsed_before += max(0.0, started - self.launched_at)
         # float64 sums of float32 losses are exact here, so a window split by a resume adds
         # up to the same bits as an uninterrupted one
         report_sum = torch.zeros((), dtype=self._sum_dtype(), device=self.device)
@@ -323,10 +317,13 @@ class Trainer:
             if self._stop_requested:
                 reason = "interrupted"
                 break
+            step_started = time.monotonic()
             report_sum += self._train_step()
             report_steps += 1
             self.step += 1
             now = time.monotonic()
+            self._trained_chars += cfg.batch_size * cfg.seq_len
+            self._training_seconds += now - step_started
             self.elapsed = elapsed_before + (now - started)
             reason = self._limit_reached()
             if self.step % LOG_EVERY == 0 or reason is not None:
@@ -337,7 +334,11 @@ class Trainer:
                     self.optimizer.param_groups[0]["lr"], speed, self.elapsed))
             if self.step % cfg.eval_every == 0 or reason is not None:
                 take_report()  # the steps since the last report count for this evaluation
+                if reason == "time":  # so that a resume with the same --time has nothing to do
+                    self.time_spent = cfg.time_limit
+                eval_started = time.monotonic()
                 self._evaluate_and_save(reason)
+                self.eval_seconds = time.monotonic() - eval_started
             elif cfg.sample_every and self.step % cfg.sample_every == 0:
                 self._milestone_sample()
             if report_steps == 0:
@@ -465,6 +466,7 @@ class Trainer:
             "rng": rng,
             "history": self.history,
             "best_val_loss": self.best_val_loss,
+            "time_spent": self.time_spent,
         }
 
     def _save(self, best: bool) -> None:

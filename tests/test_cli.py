@@ -429,7 +429,7 @@ def listed_as_here(name: str, table: str) -> bool:
 def test_corpus_list_shows_the_known_corpora():
     result = invoke("corpus", "list")
     assert result.exit_code == 0, result.stderr
-    assert "pystdlib" in result.stdout
+    assert "pystdlib" in result.stdout and "pydocs" in result.stdout
     assert "tinyshakespeare" in result.stdout
     assert listed_as_here("tinyshakespeare", result.stdout) is False  # not downloaded yet
     assert result.stderr == ""

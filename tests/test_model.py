@@ -249,3 +249,21 @@ def test_detach_state():
     h, c = detach_state((x, x * 3))
     assert not h.requires_grad and not c.requires_grad
     assert torch.equal(c, torch.full((2,), 6.0))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_dropout_on_the_stack_input_in_training_only(layers):
+    """Dropout reaches the embeddings too, so a single layer is regularised at both ends."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=10, num_layers=layers, hidden_size=16,
+                                embed_size=32, dropout=0.5))
+    seen = []
+    model.rnn.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    idx = torch.randint(10, (4, 50))
+    model.train()
+    model(idx)
+    zeros = (seen[-1] == 0).float().mean().item()
+    assert 0.4 < zeros < 0.6
+    model.eval()
+    model(idx)
+    assert torch.equal(seen[-1], model.embed(idx))

@@ -279,7 +279,7 @@ def test_time_limit_stops(tiny_corpus, tmp_path):
     wall = time.monotonic() - started
     assert result.reason == "time"
     assert 0 < result.step < 10**6
-    assert result.history[-1]["elapsed"] >= 1.0
+    assert result.history[-1]["elapsed"] >= 0.45  # 1 s less the reserve for evaluating
     assert wall < 15  # a second of training, plus start-up, the evaluation and the save
     assert checkpoint.load(result.last_path)["step"] == result.step
 

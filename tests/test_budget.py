@@ -1,0 +1,214 @@
+"""Tests for charlstm.budget and the budget-dependent settings in presets and runs.
+
+Measuring is real (a few tiny steps); what is asserted is the decision made from the
+measurements and that measuring leaves a run unchanged, never a speed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from charlstm import budget, checkpoint, runs
+from charlstm.model import CharRNN, ModelConfig
+from charlstm.presets import PRESETS, dropout_for
+
+from conftest import TINY_SETTINGS
+
+CPU = torch.device("cpu")
+
+
+def dirs(tmp_path: Path) -> dict:
+    return dict(corpora_dir=tmp_path / "corpora", checkpoints_dir=tmp_path / "checkpoints")
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+def test_dropout_is_off_while_the_text_is_new_then_rises_to_the_cap():
+    spec = PRESETS["small"]
+    free = spec["dropout_schedule"]["free_epochs"]
+    cap = spec["model"]["dropout"]
+    assert dropout_for(spec, 0.5) == 0.0
+    assert dropout_for(spec, free) == 0.0
+    rising = [dropout_for(spec, free + k) for k in (1, 2, 4, 8)]
+    assert rising == sorted(rising) and 0 < rising[0] < rising[-1]
+    assert dropout_for(spec, 10_000) == cap
+
+
+def test_preset_without_schedule_keeps_its_dropout():
+    spec = {"model": {"dropout": 0.3}}
+    assert dropout_for(spec, 0.1) == 0.3 and dropout_for(spec, 100) == 0.3
+
+
+def test_fixed_step_run_gets_dropout_from_its_planned_passes(tiny_corpus, tmp_path):
+    settings = {k: v for k, v in TINY_SETTINGS.items() if k not in ("dropout", "num_layers",
+                                                                    "hidden_size")}
+    short = runs.make_trainer(str(tiny_corpus), out=tmp_path / "a", preset="small",
+                              settings={**settings, "max_steps": 1}, **dirs(tmp_path))
+    long = runs.make_trainer(str(tiny_corpus), out=tmp_path / "b", preset="small",
+                             settings={**settings, "max_steps": 5000}, **dirs(tmp_path))
+    assert short.model_config.dropout == 0.0  # 128 characters of a 5,700-character split
+    assert long.model_config.dropout == PRESETS["small"]["model"]["dropout"]
+    given = runs.make_trainer(str(tiny_corpus), out=tmp_path / "c", preset="small",
+                              settings={**settings, "max_steps": 5000, "dropout": 0.05},
+                              **dirs(tmp_path))
+    assert given.model_config.dropout == 0.05
+
+
+# ----------------------------------------------------------------------- measuring
+
+
+def test_step_seconds_leaves_rng_and_gradients_alone():
+    model = CharRNN(ModelConfig(vocab_size=20, num_layers=1, hidden_size=32, embed_size=8))
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seconds = budget.step_seconds(model, 4, 8, CPU, "fp32")
+    assert seconds > 0
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_step_seconds_with_optimizer_trains():
+    model = CharRNN(ModelConfig(vocab_size=20, num_layers=1, hidden_size=32, embed_size=8))
+    optimizer = budget.make_optimizer(model, 1e-2, 0.0, CPU)
+    before = model.head.weight.detach().clone()
+    budget.step_seconds(model, 4, 8, CPU, "fp32", optimizer, repeats=2)
+    assert not torch.equal(before, model.head.weight)
+
+
+def test_optimizer_decays_matrices_only():
+    model = CharRNN(ModelConfig(vocab_size=20, num_layers=1, hidden_size=32, embed_size=8))
+    optimizer = budget.make_optimizer(model, 1e-3, 0.05, CPU)
+    decayed, plain = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decayed["params"])
+    assert all(p.dim() == 1 for p in plain["params"])
+    counted = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    assert counted == model.num_parameters()
+
+
+# ------------------------------------------------------------------------ planning
+
+
+def test_short_budget_plans_the_smallest_candidate():
+    plan = budget.plan(30.0, 100_000, 40, CPU, "fp32")
+    assert plan.preset == "small"
+    assert plan.model["hidden_size"] == PRESETS["small"]["model"]["hidden_size"]
+    assert plan.precision == "fp32"
+    assert plan.chars_per_sec > 0
+    assert plan.epochs == pytest.approx(plan.chars_per_sec * 30 / 100_000)
+    assert plan.model["dropout"] == dropout_for(PRESETS["small"], plan.epochs)
+    steps = plan.chars_per_sec * 30 / (plan.train["batch_size"] * plan.train["seq_len"])
+    assert plan.train["eval_every"] == max(1, round(steps / 4))  # four evaluations
+    assert "small" in plan.note and "30 s" in plan.note and "chars/s" in plan.note
+
+
+def test_long_budget_plans_a_bigger_model():
+    """With time for far more than medium's minimum, medium is chosen over small."""
+    plan = budget.plan(1e7, 1_000_000, 40, CPU, "fp32", candidates=["small", "medium"])
+    assert plan.preset == "medium"
+    assert plan.model["num_layers"] == PRESETS["medium"]["model"]["num_layers"]
+    assert plan.model["dropout"] == PRESETS["medium"]["model"]["dropout"]  # many passes
+    # evaluations at most ten minutes apart
+    steps_per_second = plan.chars_per_sec / (plan.train["batch_size"] * plan.train["seq_len"])
+    assert plan.train["eval_every"] <= round(600 * steps_per_second) + 1
+
+
+def test_plan_skips_timing_presets_that_cannot_fit(monkeypatch):
+    timed = []
+    real = budget.step_seconds
+
+    def recording(model, *args, **kwargs):
+        timed.append(model.config.hidden_size)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "step_seconds", recording)
+    budget.plan(5.0, 100_000, 40, CPU, "fp32")
+    assert timed == [PRESETS["small"]["model"]["hidden_size"]]
+
+
+def test_time_budget_without_sizes_uses_the_plan(tiny_corpus, tmp_path):
+    settings = {"time_limit": 20.0, "precision": "fp32", "device": "cpu"}
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
+                                **dirs(tmp_path))
+    assert trainer.plan is not None and trainer.plan.preset == "small"
+    assert trainer.model_config.hidden_size == PRESETS["small"]["model"]["hidden_size"]
+    assert trainer.config.max_steps is None and trainer.config.time_limit == 20.0
+    assert trainer.config.eval_every == trainer.plan.train["eval_every"]
+    assert trainer.info()["plan"] == trainer.plan.note
+
+
+def test_explicit_flags_win_over_the_plan(tiny_corpus, tmp_path):
+    settings = {"time_limit": 20.0, "precision": "fp32", "device": "cpu", "lr": 1e-4,
+                "dropout": 0.4, "batch_size": 4}
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
+                                **dirs(tmp_path))
+    assert trainer.plan is not None
+    assert (trainer.config.lr, trainer.model_config.dropout, trainer.config.batch_size) == \
+        (1e-4, 0.4, 4)
+
+
+def test_a_model_size_given_means_no_plan(tiny_corpus, tmp_path):
+    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 20.0}
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
+                                **dirs(tmp_path))
+    assert trainer.plan is None and trainer.info()["plan"] is None
+    assert trainer.model_config.hidden_size == TINY_SETTINGS["hidden_size"]
+
+
+def test_plan_precision_auto_is_reused_by_the_trainer(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run",
+                                settings={"time_limit": 20.0, "device": "cpu"},
+                                **dirs(tmp_path))
+    assert trainer.precision == "fp32"
+    assert trainer.precision_note == trainer.plan.precision_note
+    assert "no native bf16" in trainer.precision_note
+
+
+# --------------------------------------------------------------- the clock of --time
+
+
+def test_setup_before_training_counts_against_the_time_limit(tiny_corpus, tmp_path):
+    """A process that started long ago has spent its budget before its first step."""
+    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 5.0}
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
+                                launched_at=time.monotonic() - 60, **dirs(tmp_path))
+    result = trainer.fit()
+    assert result.reason == "time" and result.step == 1
+    assert result.history[-1]["elapsed"] >= 60
+
+
+def test_training_stops_early_enough_for_the_final_evaluation(tiny_corpus, tmp_path):
+    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 2.0, "eval_every": 10**6}
+    started = time.monotonic()
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
+                                launched_at=started, **dirs(tmp_path))
+    result = trainer.fit()
+    finished = time.monotonic() - started
+    assert result.reason == "time" and result.step > 1
+    stopped_at = result.history[-1]["elapsed"]
+    # the reserve (half a second plus a tiny evaluation's estimate) was kept back, no more
+    assert 1.0 < stopped_at < 2.0
+    assert trainer.eval_seconds > 0
+    assert finished < 2.0 + 1.0  # the final evaluation, save and sample fit in the slack
+
+
+def test_finished_time_budget_stays_finished_on_resume(tiny_corpus, tmp_path):
+    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 1.0}
+    first = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
+                              **dirs(tmp_path)).fit()
+    assert first.reason == "time"
+    assert checkpoint.load(first.last_path)["time_spent"] == 1.0
+    again = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", resume=True,
+                              settings={"time_limit": 1.0}, **dirs(tmp_path)).fit()
+    assert again.reason == "already finished" and again.step == first.step
+    more = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", resume=True,
+                             settings={"time_limit": 3.0}, **dirs(tmp_path)).fit()
+    assert more.reason == "time" and more.step > first.step
