@@ -41,10 +41,11 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
 
 def step_seconds(model: CharRNN, batch_size: int, seq_len: int, device: torch.device,
                  precision: str, optimizer: torch.optim.Optimizer | None = None,
-                 repeats: int = 1) -> float:
+                 repeats: int = 1, warmup: int = 1) -> float:
     """Seconds for one training step (forward, backward, and the optimizer if given).
 
-    Runs one untimed warm-up step first. The caller's RNG is left as it was, and the
+    Runs `warmup` untimed steps first (the first ones are slower while oneDNN and the
+    allocator settle). The caller's RNG is left as it was, and the
     gradients are cleared, so measuring does not change a run.
     """
     def one_step() -> None:
@@ -57,7 +58,8 @@ def step_seconds(model: CharRNN, batch_size: int, seq_len: int, device: torch.de
 
     with torch.random.fork_rng(devices=[]):
         x = torch.randint(model.config.vocab_size, (batch_size, seq_len), device=device)
-        one_step()
+        for _ in range(warmup):
+            one_step()
         started = time.perf_counter()
         for _ in range(repeats):
             one_step()
@@ -104,7 +106,7 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     """The preset, and its dropout, for `time_limit` seconds of training here.
 
     The candidates (by default every preset with a `min_chars`) are tried from the
-    smallest up; each is timed for two steps, and the biggest whose speed gives it at
+    smallest up; each is timed for three steps, and the biggest whose speed gives it at
     least its `min_chars` of training text in the budget wins. A preset whose speed,
     predicted from the last one's by parameter count, falls far short is not timed.
     """
@@ -128,7 +130,7 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
                 precision, precision_note = decided, f"{decided} (auto, on {device.type})"
         optimizer = make_optimizer(model, train["lr"], 0.0, device)
         seconds = step_seconds(model, train["batch_size"], train["seq_len"], device,
-                               precision, optimizer, repeats=2)
+                               precision, optimizer, repeats=3, warmup=2)
         rate = train["batch_size"] * train["seq_len"] / seconds
         measured.append(f"{name} {rate / 1000:.0f}k chars/s")
         if chosen is not None and rate * time_limit < spec["min_chars"]:

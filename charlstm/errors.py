@@ -28,6 +28,10 @@ class CheckpointError(CharlstmError):
     """A checkpoint could not be read, is not ours, or could not be written."""
 
 
+class TrainingDiverged(CharlstmError):
+    """The loss kept turning non-finite, even after rolling back with lower learning rates."""
+
+
 def require(condition: bool, message: str) -> None:
     """Raise a UsageError with `message` unless `condition` holds."""
     if not condition:

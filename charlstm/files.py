@@ -54,6 +54,19 @@ def write_atomically(path: Path, data: bytes) -> None:
         out.write(data)
 
 
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` (none after a clean
+    exit); returns what was removed. Only one process may write to a folder at a time."""
+    removed = []
+    for leftover in Path(folder).glob(".*.part"):
+        try:
+            leftover.unlink()
+            removed.append(leftover)
+        except OSError:
+            pass
+    return removed
+
+
 def _fsync_folder(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -118,6 +118,9 @@ class TrainingDisplay(TrainingCallback):
         heading = f"---- sample at step {step:,}{val} "
         self.write(f"{heading}{'-' * max(4, 72 - len(heading))}\n{text}\n{'-' * 72}")
 
+    def on_notice(self, message: str) -> None:
+        self.write(f"charlstm: warning: {message}")
+
     def on_end(self, result: TrainResult) -> None:
         if self.bar is not None:
             self.bar.close()

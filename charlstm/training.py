@@ -9,6 +9,7 @@ exactly where the saved one stopped.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -24,8 +25,8 @@ from .budget import BudgetPlan, cpu_precision, make_optimizer
 from .corpus import Corpus
 from .data import TrainBatches, eval_batches
 from .device import autocast, choose_device, precision_without_measuring
-from .errors import CheckpointError, UsageError
-from .files import write_atomically
+from .errors import CheckpointError, TrainingDiverged, UsageError
+from .files import remove_leftovers, write_atomically
 from .model import CharRNN, ModelConfig, detach_state, state_from_list, state_to_list
 from .sampling import sample
 
@@ -35,6 +36,8 @@ LN2 = math.log(2)
 EVAL_STREAMS = 64  # parallel streams when evaluating: a big batch, few cold starts
 EVAL_WARMUP = 128  # characters before each evaluation stream that build its state
 LOG_EVERY = 10  # steps between progress reports (each one reads the loss off the device)
+BAD_STEPS_BEFORE_ROLLBACK = 3  # non-finite steps in a row that are skipped before rolling back
+MAX_ROLLBACKS = 5  # rollbacks (each halving the learning rate) before giving up
 
 
 @dataclass
@@ -134,6 +137,11 @@ class TrainingCallback:
 
     def on_sample(self, step: int, text: str) -> None: ...
 
+    def on_notice(self, message: str) -> None:
+        """Something the user should know that does not stop the run (a skipped step);
+        logged as a warning unless overridden."""
+        log.warning("%s", message)
+
     def on_end(self, result: TrainResult) -> None: ...
 
 
@@ -182,6 +190,10 @@ class Trainer:
         self.eval_seconds: float | None = None  # how long the last evaluation and save took
         self._trained_chars, self._training_seconds = 0, 0.0  # for the speed in this process
         self.time_spent: float | None = None  # the --time this run has used up, if it has
+        # the divergence guard: a learning-rate factor lowered by each rollback, the bad
+        # steps in a row, and the state to roll back to (taken at each save)
+        self.lr_scale, self.rollbacks, self.bad_steps = 1.0, 0, 0
+        self._good_state: dict | None = None
         if resume_from is not None:
             self._restore(resume_from)
         if self.precision is None and plan is not None:
@@ -202,6 +214,8 @@ class Trainer:
             self.history = list(saved["history"])
             self.best_val_loss = saved.get("best_val_loss")
             self.time_spent = saved.get("time_spent")
+            self.lr_scale = float(saved.get("lr_scale", 1.0))
+            self.rollbacks = int(saved.get("rollbacks", 0))
             self.hidden = state_from_list(saved["hidden"], self.model_config.model, self.device)
             self.eval_loss_sum, self.eval_loss_steps = saved["eval_loss"]
             torch.set_rng_state(saved["rng"]["torch"])
@@ -254,13 +268,14 @@ class Trainer:
         return None
 
     def learning_rate(self) -> float:
-        """Linear warm-up, then cosine decay from lr to lr * min_lr_ratio over the run."""
+        """Linear warm-up, then cosine decay from lr to lr * min_lr_ratio over the run,
+        times the divergence guard's factor (1 until a rollback halves it)."""
         cfg = self.config
         floor = cfg.lr * cfg.min_lr_ratio
         cosine = floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * self._progress()))
         if cfg.warmup_steps and self.step < cfg.warmup_steps:
-            return cosine * (self.step + 1) / cfg.warmup_steps
-        return cosine
+            cosine *= (self.step + 1) / cfg.warmup_steps
+        return cosine * self.lr_scale
 
     def info(self) -> dict:
         cfg = self.config
@@ -279,6 +294,8 @@ class Trainer:
         """Train until a limit is reached or a stop is requested; always save on the way out."""
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for leftover in remove_leftovers(self.run_dir):
+                log.info("removed %s, left by a writer that was killed", leftover)
             write_atomically(self.run_dir / "config.json",
                              json.dumps(self.info(), indent=2).encode("utf-8"))
             self._rewrite_metrics()
@@ -312,15 +329,23 @@ class Trainer:
             report_steps = 0
             return loss
 
+        self._good_state = self._snapshot()
         reason = None
         while reason is None:
             if self._stop_requested:
                 reason = "interrupted"
                 break
             step_started = time.monotonic()
-            report_sum += self._train_step()
-            report_steps += 1
+            loss = self._train_step()
             self.step += 1
+            if loss is not None:
+                report_sum += loss
+                report_steps += 1
+                self.bad_steps = 0
+            elif self._guard():  # rolled back: the steps since the snapshot are undone
+                report_sum.zero_()
+                report_steps = 0
+                continue  # the step rolled back to was evaluated and saved already
             now = time.monotonic()
             self._trained_chars += cfg.batch_size * cfg.seq_len
             self._training_seconds += now - step_started
@@ -329,8 +354,10 @@ class Trainer:
             if self.step % LOG_EVERY == 0 or reason is not None:
                 steps = report_steps
                 speed = steps * cfg.batch_size * cfg.seq_len / max(now - report_started, 1e-9)
+                loss_sum = take_report()
                 self.callback.on_step(StepStats(
-                    self.step, self.batches.epochs_done, take_report() / steps,
+                    self.step, self.batches.epochs_done,
+                    loss_sum / steps if steps else math.nan,
                     self.optimizer.param_groups[0]["lr"], speed, self.elapsed))
             if self.step % cfg.eval_every == 0 or reason is not None:
                 take_report()  # the steps since the last report count for this evaluation
@@ -354,7 +381,9 @@ class Trainer:
         """float64 for sums of losses, except on Apple MPS, which has no float64."""
         return torch.float32 if self.device.type == "mps" else torch.float64
 
-    def _train_step(self) -> torch.Tensor:
+    def _train_step(self) -> torch.Tensor | None:
+        """One optimisation step; None if its loss or gradients were not finite, in which
+        case nothing was updated and the carried state is kept from before it."""
         batch = self.batches.next()
         if batch.fresh:
             self.hidden = None
@@ -369,11 +398,70 @@ class Trainer:
             _, loss, hidden = self.model(inputs, detach_state(self.hidden), targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        # the clipping norm also tells whether any gradient is inf or NaN (one device sync)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                              self.config.grad_clip or math.inf)
+        loss = loss.detach()
+        if not torch.isfinite(loss + norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         self.optimizer.step()
         self.hidden = detach_state(hidden)
-        return loss.detach()
+        return loss
+
+    # ------------------------------------------------------------------ divergence guard
+
+    def _guard(self) -> bool:
+        """Handle a skipped (non-finite) step; True if it rolled the run back.
+
+        A few in a row are skipped; then the run goes back to the state of its last save
+        (or its start) with half the learning rate, at most MAX_ROLLBACKS times.
+        """
+        self.bad_steps += 1
+        if self.bad_steps < BAD_STEPS_BEFORE_ROLLBACK:
+            self._notice(f"step {self.step:,}: the loss or a gradient was not finite; "
+                         "skipped the update")
+            return False
+        if self.rollbacks >= MAX_ROLLBACKS:
+            last = self.run_dir / "last.pt"
+            kept = (f"the last good checkpoint is {last}" if last.exists() else
+                    "nothing was saved, as it diverged before its first evaluation")
+            raise TrainingDiverged(
+                f"training diverged: the loss was not finite at step {self.step:,} even "
+                f"after {self.rollbacks} rollbacks, with the learning rate down to "
+                f"{self.lr_scale:g} of its schedule; {kept} (try a lower --lr or "
+                "--grad-clip)")
+        self.rollbacks += 1
+        self.lr_scale *= 0.5
+        bad_step = self.step
+        self._restore_snapshot(self._good_state)
+        self._notice(f"step {bad_step:,}: {self.bad_steps} non-finite steps in a row; rolled "
+                     f"back to step {self.step:,} with the learning rate at "
+                     f"{self.lr_scale:g} of its schedule (rollback {self.rollbacks} of at "
+                     f"most {MAX_ROLLBACKS})")
+        self.bad_steps = 0
+        return True
+
+    def _notice(self, message: str) -> None:
+        self.callback.on_notice(message)
+
+    def _snapshot(self) -> dict:
+        """A copy of everything a rollback restores (in memory: no disk read needed)."""
+        return copy.deepcopy({
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "data": self.batches.state_dict(), "hidden": self.hidden, "step": self.step,
+            "eval_loss": (self.eval_loss_sum, self.eval_loss_steps),
+            "rng": torch.get_rng_state(),
+        })
+
+    def _restore_snapshot(self, state: dict) -> None:
+        state = copy.deepcopy(state)  # the snapshot stays usable for a further rollback
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state_dict(state["data"])
+        self.hidden, self.step = state["hidden"], state["step"]
+        self.eval_loss_sum, self.eval_loss_steps = state["eval_loss"]
+        torch.set_rng_state(state["rng"])
 
     # ------------------------------------------------------------------ evaluation
 
@@ -467,11 +555,14 @@ class Trainer:
             "history": self.history,
             "best_val_loss": self.best_val_loss,
             "time_spent": self.time_spent,
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
         }
 
     def _save(self, best: bool) -> None:
         paths = [self.run_dir / "last.pt"] + ([self.run_dir / "best.pt"] if best else [])
         checkpoint.save(self.state_dict(), *paths)
+        self._good_state = self._snapshot()
         log.info("saved %s", ", ".join(str(p) for p in paths))
 
     def _rewrite_metrics(self) -> None:
