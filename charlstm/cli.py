@@ -8,6 +8,7 @@ one line on stderr; CHARLSTM_DEBUG=1 shows the traceback. stdout carries only th
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -253,7 +254,7 @@ def train(
     )
     display = TrainingDisplay(show_samples=not quiet, live=False if quiet else None)
     trainer = make_trainer(corpus, out, resume, preset, settings, display, corpora_dir(),
-                           checkpoints_dir(), lossy, sys.stdin.buffer if corpus == "-" else None,
+                           checkpoints_dir(), lossy, _stdin() if corpus == "-" else None,
                            _byte_progress("encoding corpus"), launched_at())
     received: list[int] = []
 
@@ -271,7 +272,8 @@ def train(
         result = trainer.fit()
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            # once asked to stop, further presses while exiting are ignored, not tracebacks
+            signal.signal(s, signal.SIG_IGN if received else handler)
     run = result.run_dir
     if result.reason == "already finished":
         print(f"charlstm: {run} already finished at step {result.step:,}; raise --max-steps, "
@@ -286,6 +288,11 @@ def train(
           f"best validation loss {best}\n"
           f"charlstm: sample with: charlstm sample {run}", file=sys.stderr)
     return 0
+
+
+def _stdin():
+    """Standard input as bytes; a closed one (`<&-`) reads as empty."""
+    return sys.stdin.buffer if sys.stdin is not None else io.BytesIO()
 
 
 def launched_at() -> float:
@@ -341,12 +348,21 @@ class StdoutWriter:
                 self.last_flush = now
         except BrokenPipeError:
             raise PipeClosed from None
+        except (OSError, AttributeError) as exc:  # a full disk, a closed stdout (`>&-`)
+            raise _stdout_failed(exc) from None
 
     def flush(self) -> None:
         try:
             sys.stdout.flush()
         except BrokenPipeError:
             raise PipeClosed from None
+        except (OSError, AttributeError) as exc:  # a full disk, a closed stdout (`>&-`)
+            raise _stdout_failed(exc) from None
+
+
+def _stdout_failed(exc: Exception) -> CharlstmError:
+    reason = getattr(exc, "strerror", None) or "it is closed"
+    return CharlstmError(f"cannot write to standard output: {reason}")
 
 
 def _read_stdin_text(what: str) -> str:
@@ -569,7 +585,7 @@ def corpus_prepare(
 ) -> None:
     """Encode a corpus into its token cache now (training would do it on first use)."""
     data = corpora.encode(corpus, corpora_dir(), lossy, _byte_progress("encoding"),
-                          sys.stdin.buffer if corpus == "-" else None)
+                          _stdin() if corpus == "-" else None)
     print(f"{data.source}: {len(data.tokens):,} characters, vocabulary {len(data.vocab)} "
           f"({data.vocab.dtype.name}), sha256 {data.sha256[:12]}")
 

@@ -87,6 +87,16 @@ class CharRNN(nn.Module):
                                    ignore_index=IGNORE_INDEX)
         return logits, loss, state
 
+    def advance(self, idx: torch.Tensor, state=None, max_elements: int = 1 << 22):
+        """The state after reading idx (B, T), without the output layer, in pieces of at
+        most about `max_elements` activations: for warm-ups and long primes, whose
+        per-position logits nobody needs."""
+        step = max(1, max_elements // (idx.size(0) * self.config.hidden_size))
+        for start in range(0, idx.size(1), step):
+            x = self.drop(self.embed(idx[:, start:start + step]))  # (B, t, E)
+            _, state = self.rnn(x, state)
+        return state
+
     def initial_state(self, batch_size: int, device=None):
         """The zero state for `batch_size` streams."""
         c = self.config

@@ -18,6 +18,9 @@ from .model import CharRNN
 from .vocab import Vocabulary
 
 
+MAX_SAMPLE_CHARS = 10_000_000  # samples x length per call: beyond it, a loop is better
+
+
 def check_options(temperature: float, top_k: int | None, top_p: float | None,
                   length: int, num_samples: int) -> None:
     if not temperature >= 0:  # also catches NaN
@@ -30,6 +33,11 @@ def check_options(temperature: float, top_k: int | None, top_p: float | None,
         raise UsageError(f"length must be 0 (endless) or more, not {length}")
     if num_samples < 1:
         raise UsageError(f"the number of samples must be at least 1, not {num_samples}")
+    if num_samples > 1 and num_samples * (length or 1) > MAX_SAMPLE_CHARS:
+        raise UsageError(
+            f"{num_samples:,} samples of {length:,} characters is more than "
+            f"{MAX_SAMPLE_CHARS:,} characters in one call; use fewer --num-samples or a "
+            "shorter --length, and run it more than once")
 
 
 def check_prime(prime: str, vocab: Vocabulary) -> None:
@@ -45,7 +53,10 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None = None,
     """logits (N, V) -> the chosen id of each row (N,)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    scaled = logits.float() / temperature
+    if not torch.isfinite(scaled).all():  # a temperature so small it overflows: greedy
+        return logits.argmax(dim=-1)
+    logits = scaled
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (N, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -75,8 +86,9 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str = "", length: int = 1
     model.eval()
     try:
         if prime:
-            ids = torch.tensor([vocab.encode(prime)], device=device)  # (1, P)
-            logits, _, state = model(ids.expand(num_samples, -1))
+            ids = torch.tensor([vocab.encode(prime)], device=device).expand(num_samples, -1)
+            state = model.advance(ids[:, :-1]) if ids.size(1) > 1 else None  # in pieces
+            logits, _, state = model(ids[:, -1:], state)
             logits = logits[:, -1]  # (N, V)
         else:
             counts = torch.tensor(vocab.counts or [1] * len(vocab), dtype=torch.float,

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 LN2 = math.log(2)
 EVAL_STREAMS = 64  # parallel streams when evaluating: a big batch, few cold starts
 EVAL_WARMUP = 128  # characters before each evaluation stream that build its state
+EVAL_LOGITS = 1 << 23  # at most about this many logits at once when evaluating
 LOG_EVERY = 10  # steps between progress reports (each one reads the loss off the device)
 BAD_STEPS_BEFORE_ROLLBACK = 3  # non-finite steps in a row that are skipped before rolling back
 MAX_ROLLBACKS = 5  # rollbacks (each halving the learning rate) before giving up
@@ -389,7 +390,7 @@ class Trainer:
             self.hidden = None
             if batch.warmup is not None:
                 with torch.no_grad(), autocast(self.device, self.precision):
-                    _, _, self.hidden = self.model(batch.warmup.to(self.device))
+                    self.hidden = self.model.advance(batch.warmup.to(self.device))
         self.optimizer.param_groups[0]["lr"] = lr = self.learning_rate()
         self.optimizer.param_groups[1]["lr"] = lr
         inputs = batch.inputs.to(self.device, non_blocking=True)
@@ -471,8 +472,11 @@ class Trainer:
         tokens = self.corpus.tokens
         if self.val_start >= len(tokens):
             return None
+        # chunks of at most about EVAL_LOGITS logits, so a huge vocabulary stays in memory
+        vocab = len(self.corpus.vocab)
+        chunk = max(8, min(max(self.config.seq_len, 256), EVAL_LOGITS // (EVAL_STREAMS * vocab)))
         warmup, chunks = eval_batches(tokens, self.val_start, len(tokens), EVAL_STREAMS,
-                                      max(self.config.seq_len, 256), EVAL_WARMUP)
+                                      chunk, EVAL_WARMUP)
         was_training = self.model.training
         self.model.eval()
         total = torch.zeros((), dtype=self._sum_dtype(), device=self.device)
@@ -481,7 +485,7 @@ class Trainer:
             with autocast(self.device, self.precision):
                 state = None
                 if warmup is not None:
-                    _, _, state = self.model(warmup.to(self.device))
+                    state = self.model.advance(warmup.to(self.device))
                 for inputs, targets in chunks:
                     targets = targets.to(self.device)
                     logits, _, state = self.model(inputs.to(self.device), state)
