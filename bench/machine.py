@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +21,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def git_commit() -> str:
+    """The commit measured, marked "+changes" when the working tree differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "charlstm"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown commit"
+    return f"commit {commit}" + (" +changes" if dirty else "")
+
+
 def describe() -> str:
     import torch
 
@@ -28,7 +42,7 @@ def describe() -> str:
     return (f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {cpu_model()}, "
             f"{os.cpu_count()} cores; Python {platform.python_version()}, torch "
             f"{torch.__version__} ({torch.get_num_threads()} threads), charlstm "
-            f"{charlstm.__version__}")
+            f"{charlstm.__version__} ({git_commit()})")
 
 
 def append(section: str, command: str, body: str) -> None:

@@ -247,3 +247,24 @@ def test_save_writes_nothing_else(tmp_path):
         checkpoint.save(small_payload(value), path)
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     assert torch.equal(checkpoint.load(path)["model"]["w"], torch.full((3,), 3.0))
+
+
+def test_checkpoint_saved_on_a_gpu_loads_on_the_cpu(trained_run, tmp_path):
+    """A file whose tensors say `cuda:0` (as a GPU run writes them) loads on this CPU."""
+    payload = torch.load(trained_run / "best.pt", map_location="cpu", weights_only=True)
+    registry = torch.serialization._package_registry
+    claim_cuda = (-1, lambda storage: "cuda:0", lambda storage, location: None)
+    registry.insert(0, claim_cuda)  # tag every storage as a CUDA one while saving
+    try:
+        torch.save(payload, tmp_path / "gpu.pt")
+    finally:
+        registry.remove(claim_cuda)
+    if not torch.cuda.is_available():  # the file really asks for a GPU
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(tmp_path / "gpu.pt", weights_only=True)
+    loaded = checkpoint.load(tmp_path / "gpu.pt")
+    assert all(t.device.type == "cpu" for t in loaded["model"].values())
+    for name, value in payload["model"].items():
+        assert torch.equal(loaded["model"][name], value)
+    lm = charlstm.load(tmp_path / "gpu.pt", device="cpu")
+    assert len(lm.sample("the", length=5, seed=0)) == 5
