@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import charlstm
+from charlstm.cli import app
 
 # One thread: tiny models gain nothing from more, and on a 2-core machine the CLI tests'
 # subprocesses would otherwise fight this process's threads (10x slowdowns were seen).
@@ -50,6 +52,21 @@ def trained_run(tmp_path_factory) -> Path:
     result = charlstm.train(str(corpus), out=root / "run", corpora_dir=root / "corpora",
                             checkpoints_dir=root / "checkpoints", **TINY_SETTINGS)
     return result.run_dir
+
+
+def isolate_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work in tmp_path, with corpora and runs kept there and no debug tracebacks."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARLSTM_CORPORA", str(tmp_path / "corpora"))
+    monkeypatch.setenv("CHARLSTM_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.delenv("CHARLSTM_DEBUG", raising=False)
+    return tmp_path
+
+
+def invoke(*args, input: str | bytes | None = None, env: dict | None = None):
+    """The command line in this process (typer's CliRunner): fast, and output captured."""
+    return CliRunner().invoke(app, [str(a) for a in args], input=input, env=env,
+                              prog_name="charlstm")
 
 
 def run_cli(*args: str, cwd: Path, stdin: str | bytes | None = None, env: dict | None = None,

@@ -13,16 +13,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import charlstm
 from charlstm import checkpoint
-from charlstm.cli import app
 from charlstm.errors import CharlstmError
 
-from conftest import SHAKESPEARE, TINY_TEXT, body_of, one_line_error, with_final_newline
+from conftest import (SHAKESPEARE, TINY_TEXT, body_of, invoke, isolate_cli, one_line_error,
+                      with_final_newline)
 
-runner = CliRunner()
 
 # a model far too small to learn anything, for requests that should fail before training
 TINY_FLAGS = ["--num-layers", "1", "--hidden-size", "8", "--embed-size", "4",
@@ -33,16 +31,7 @@ TINY_FLAGS = ["--num-layers", "1", "--hidden-size", "8", "--embed-size", "4",
 @pytest.fixture(autouse=True)
 def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test works in its own folder, with corpora and runs kept there."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CHARLSTM_CORPORA", str(tmp_path / "corpora"))
-    monkeypatch.setenv("CHARLSTM_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    monkeypatch.delenv("CHARLSTM_DEBUG", raising=False)
-    return tmp_path
-
-
-def invoke(*args: str, input: str | bytes | None = None, env: dict | None = None):
-    return runner.invoke(app, [str(a) for a in args], input=input, env=env,
-                         prog_name="charlstm")
+    return isolate_cli(tmp_path, monkeypatch)
 
 
 def assert_clean_error(result, code: int) -> str:

@@ -30,27 +30,21 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import charlstm
 from charlstm import checkpoint
-from charlstm.cli import app
 
-from conftest import TINY_SETTINGS, TINY_TEXT, body_of, one_line_error, run_cli
+from conftest import (TINY_SETTINGS, TINY_TEXT, body_of, invoke, isolate_cli, one_line_error,
+                      run_cli)
 
-runner = CliRunner()
 CHARLSTM = f"{shlex.quote(sys.executable)} -m charlstm"
 
 
 @pytest.fixture(autouse=True)
 def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test works in its own folder, with corpora and runs kept there."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CHARLSTM_CORPORA", str(tmp_path / "corpora"))
-    monkeypatch.setenv("CHARLSTM_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    monkeypatch.delenv("CHARLSTM_DEBUG", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for subprocesses: see test_cli_subprocess
-    return tmp_path
+    return isolate_cli(tmp_path, monkeypatch)
 
 
 def train_flags(**overrides) -> list[str]:
@@ -59,11 +53,6 @@ def train_flags(**overrides) -> list[str]:
                 **overrides}
     return [part for key, value in settings.items()
             for part in (f"--{key.replace('_', '-')}", str(value))]
-
-
-def invoke(*args, input: str | bytes | None = None):
-    """The CLI in this process (typer's CliRunner), as test_cli.py runs it."""
-    return runner.invoke(app, [str(a) for a in args], input=input, prog_name="charlstm")
 
 
 def failed_cleanly(code: int, stdout: bytes, stderr: str, expected_code: int) -> str:

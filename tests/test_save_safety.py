@@ -23,15 +23,12 @@ from typing import Callable
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import charlstm
 from charlstm import checkpoint, cli
-from charlstm.cli import app
 
-from conftest import TINY_SETTINGS, TINY_TEXT, one_line_error
+from conftest import TINY_SETTINGS, TINY_TEXT, invoke, one_line_error
 
-runner = CliRunner()
 
 
 def cli_flags(**overrides) -> list[str]:
@@ -84,10 +81,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("CHARLSTM_DEBUG", raising=False)
     (tmp_path / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
     return tmp_path
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args], prog_name="charlstm")
 
 
 @pytest.fixture
