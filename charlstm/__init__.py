@@ -3,7 +3,7 @@
 The command line (`charlstm`, or `python -m charlstm`) is built on this package's library:
 
     import charlstm
-    model = charlstm.load("checkpoints/pystdlib-lstm2x256/best.pt")
+    model = charlstm.load("checkpoints/pystdlib-lstm1x512/best.pt")
     print(model.sample("def ", length=200, temperature=0.8, seed=1))
 
 `charlstm.load` returns a `LanguageModel` (see `api`); `charlstm.train` trains one.

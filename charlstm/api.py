@@ -1,10 +1,11 @@
 """The Python API: load a trained model and use it, or train one, without the CLI.
 
     import charlstm
-    lm = charlstm.load("checkpoints/pystdlib-lstm2x256")   # a run folder or a .pt file
+    lm = charlstm.load("checkpoints/pystdlib-lstm1x512")   # a run folder or a .pt file
     for chunk in lm.generate("def ", length=100, seed=1):  # streams text
         print(chunk, end="")
     text = lm.sample("import ", length=200, temperature=0.8, seed=1)
+    lm.score("import os\n")["bits_per_char"]                # how surprising a text is
 
     result = charlstm.train("my.txt", preset="tiny", max_steps=100)
 """
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 
-from . import checkpoint, sampling
+from . import checkpoint, sampling, scoring
 from .device import choose_device
 from .errors import CheckpointError
 from .model import CharRNN, ModelConfig
@@ -65,6 +66,21 @@ class LanguageModel:
                seed: int | None = None) -> str:
         """A whole continuation of `prime` as one string (the prime not included)."""
         return "".join(self.generate(prime, length, temperature, top_k, top_p, seed))
+
+    def score(self, text: str) -> dict:
+        """How many bits the model needs for `text`: a dict with the keys text,
+        characters, bits, bits_per_char and unknown (see `charlstm.scoring`)."""
+        return scoring.score(self.model, self.vocab, text)
+
+    def score_lines(self, lines: Iterable[str]) -> Iterator[dict]:
+        """The score of each of many texts (such as a file's lines), each on its own,
+        in order; scored in batches, so 100,000 short lines take seconds."""
+        return scoring.score_texts(self.model, self.vocab, lines)
+
+    def score_stream(self, pieces: Iterable[str]) -> dict:
+        """The score of one long text given in consecutive pieces (a file read block by
+        block), in bounded memory; its "text" is None."""
+        return scoring.score_stream(self.model, self.vocab, pieces)
 
 
 def load(path: str | Path, device: str = "auto") -> LanguageModel:

@@ -1,4 +1,4 @@
-"""The `charlstm` command line: train, sample, info and corpus.
+"""The `charlstm` command line: train, sample, score, info and corpus.
 
 The only module that reads the environment, prints, and picks exit codes: 0 success,
 1 runtime failure, 2 usage error, 130 interrupted (143 terminated). Expected failures are
@@ -8,9 +8,11 @@ one line on stderr; CHARLSTM_DEBUG=1 shows the traceback. stdout carries only th
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -38,6 +40,7 @@ from .presets import DEFAULT_PRESET, PRESETS
 from .progress import TrainingDisplay, format_duration, format_loss
 from .runs import make_trainer
 from .sampling import check_options, check_prime, generate
+from .scoring import UNKNOWN_CHAR_BITS
 
 IMPORTED_AT = time.monotonic()
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -160,7 +163,8 @@ def parse_duration(text: str) -> float:
     "  charlstm train my.txt --time 10m      # your text, a 10-minute budget\n\n"
     "  charlstm train my.txt --preset medium --dropout 0.3\n\n"
     "  charlstm train my.txt --out checkpoints/mine --resume   # continue a run\n\n"
-    "  cat *.md | charlstm train - --max-steps 500"))
+    "  cat *.md | charlstm train - --max-steps 500\n\n"
+    "  charlstm train my.txt --json | jq -r '[.step, .val_bpc] | @tsv'"))
 def train(
     corpus: Optional[str] = typer.Argument(
         None, help="A text file, '-' for stdin, or a known corpus name "
@@ -241,6 +245,9 @@ def train(
                                                      "(default: 200)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=OUTPUT,
                                help="No progress bar or samples; evaluations only."),
+    as_json: bool = typer.Option(False, "--json", rich_help_panel=OUTPUT,
+                                 help="Also write each evaluation's metrics to stdout as one "
+                                      "JSON line (for jq); progress stays on stderr."),
 ) -> int:
     """Train a model on a corpus, showing progress and samples on stderr."""
     settings = dict(
@@ -252,7 +259,8 @@ def train(
         eval_every=eval_every, sample_every=sample_every, sample_length=sample_length,
         time_limit=parse_duration(time_budget) if time_budget is not None else None,
     )
-    display = TrainingDisplay(show_samples=not quiet, live=False if quiet else None)
+    display = (JsonTrainingDisplay if as_json else TrainingDisplay)(
+        show_samples=not quiet, live=False if quiet else None)
     trainer = make_trainer(corpus, out, resume, preset, settings, display, corpora_dir(),
                            checkpoints_dir(), lossy, _stdin() if corpus == "-" else None,
                            _byte_progress("encoding corpus"), launched_at())
@@ -288,6 +296,18 @@ def train(
           f"best validation loss {best}\n"
           f"charlstm: sample with: charlstm sample {run}", file=sys.stderr)
     return 0
+
+
+class JsonTrainingDisplay(TrainingDisplay):
+    """The usual display on stderr, plus one JSON metrics record per evaluation on stdout."""
+
+    out = None
+
+    def on_eval(self, record: dict) -> None:
+        super().on_eval(record)
+        self.out = self.out or StdoutWriter()
+        self.out.write(json.dumps(record) + "\n")
+        self.out.flush()
 
 
 def _stdin():
@@ -396,10 +416,12 @@ def _read_prime(prime: str | None, prime_file: str | None) -> str:
 
 @app.command(context_settings=HELP, epilog=(
     "Examples:\n\n"
-    "  charlstm sample checkpoints/pystdlib-lstm2x256 -n 500\n\n"
+    "  charlstm sample checkpoints/pystdlib-lstm1x512 -n 500\n\n"
     "  charlstm sample RUN/best.pt -t 0.7 -p 'ROMEO:' | tee romeo.txt\n\n"
     "  echo 'def main(' | charlstm sample RUN -n 300 --seed 7\n\n"
-    "  charlstm sample RUN -n 0 | head -c 10000     # endless, until the pipe closes"))
+    "  charlstm sample RUN -n 0 | head -c 10000     # endless, until the pipe closes\n\n"
+    "  charlstm sample RUN --stop-at '\\n\\n' -n 2000   # up to the first blank line\n\n"
+    "  cut -c1-20 names.txt | charlstm sample RUN --each-line --stop-at '\\n'"))
 def sample(
     checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT",
                                            help="A .pt file, or a run folder (uses its "
@@ -426,10 +448,19 @@ def sample(
     num_samples: int = typer.Option(1, "--num-samples", "-N",
                                     help="Samples generated together as one batch; printed "
                                          "one after another, separated by a blank line."),
+    stop_at: Optional[str] = typer.Option(None, "--stop-at",
+                                          help="End each sample once it has written this "
+                                               "string (kept); \\n and \\t are understood."),
+    each_line: bool = typer.Option(False, "--each-line",
+                                   help="Read stdin line by line and write one continuation "
+                                        "of each line (its prime), in order; batched."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Generate text from a trained model; only the text goes to stdout."""
     check_options(temperature, top_k, top_p, length, num_samples)
+    stop = _unescape(stop_at) if stop_at is not None else None
+    if stop == "":
+        raise UsageError("--stop-at must not be empty")
     if seed is not None and not 0 <= seed < 2**64:
         raise UsageError(f"--seed must be in [0, 2**64), not {seed}")
     if length == 0 and num_samples > 1:
@@ -437,17 +468,24 @@ def sample(
                          "drop --num-samples or give a --length")
     if num_samples > 100_000:
         raise UsageError(f"--num-samples {num_samples:,} is more than 100,000 per run")
+    if each_line and (prime is not None or prime_file is not None or num_samples > 1
+                      or length == 0):
+        raise UsageError("--each-line takes its primes from stdin, one sample per line, of "
+                         "a finite --length; drop --prime, --prime-file and --num-samples")
     lm = load(checkpoint_path, device)
-    text = _read_prime(prime, prime_file)
-    check_prime(text, lm.vocab)
     generator = make_generator(seed, lm.device)
     out = StdoutWriter()
+    if each_line:
+        _sample_each_line(lm, out, length, temperature, top_k, top_p, generator, stop, echo)
+        return
+    text = _read_prime(prime, prime_file)
+    check_prime(text, lm.vocab)
     if echo:
         out.write(text)
     rest: list[list[str]] = [[] for _ in range(num_samples - 1)]
     last = text
     for chars in generate(lm.model, lm.vocab, text, length, temperature, top_k, top_p,
-                          num_samples, generator):
+                          num_samples, generator, stop):
         out.write(chars[0])
         last = chars[0]
         for column, char in zip(rest, chars[1:]):
@@ -460,11 +498,64 @@ def sample(
     out.flush()
 
 
+EACH_LINE_BATCH = 64  # input lines continued together
+
+
+def _unescape(text: str) -> str:
+    """The few backslash escapes a shell leaves alone: \\n, \\t, \\r and \\\\."""
+    return re.sub(r"\\([ntr\\])",
+                  lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m.group(1)], text)
+
+
+def _sample_each_line(lm, out: StdoutWriter, length: int, temperature: float,
+                      top_k: int | None, top_p: float | None, generator,
+                      stop: str | None, echo: bool) -> None:
+    """One continuation per stdin line, in order; characters the model never saw are left
+    out of that line's prime (and said once on stderr)."""
+    if sys.stdin is None:
+        return
+    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict",
+                              newline="")
+    unknown_lines = 0
+
+    def flush(lines: list[str]) -> None:
+        nonlocal unknown_lines
+        primes = []
+        for line in lines:
+            known = "".join(c for c in line if c in lm.vocab)
+            unknown_lines += known != line
+            primes.append(known)
+        bodies = [[] for _ in lines]
+        for chars in generate(lm.model, lm.vocab, primes, length, temperature, top_k, top_p,
+                              generator=generator, stop_at=stop):
+            for body, char in zip(bodies, chars):
+                body.append(char)
+        for line, body in zip(lines, bodies):
+            text = (line if echo else "") + "".join(body)
+            out.write(text if text.endswith("\n") else text + "\n")
+        out.flush()
+
+    batch: list[str] = []
+    try:
+        for raw in stream:
+            batch.append(raw.rstrip("\r\n"))
+            if len(batch) == EACH_LINE_BATCH:
+                flush(batch)
+                batch = []
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"standard input is not valid UTF-8: {exc.reason}") from None
+    if batch:
+        flush(batch)
+    if unknown_lines:
+        print(f"charlstm: warning: {unknown_lines:,} line(s) had characters the model never "
+              "saw; they were left out of those primes", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------- info
 
 
 @app.command(context_settings=HELP, epilog=(
-    "Examples:\n\n  charlstm info checkpoints/pystdlib-lstm2x256\n\n"
+    "Examples:\n\n  charlstm info checkpoints/pystdlib-lstm1x512\n\n"
     "  charlstm info RUN/last.pt --json | jq .best_val_loss"))
 def info(
     checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT",
@@ -509,6 +600,10 @@ def info(
                        f"{train.get('lr')}, precision {data.get('precision')}"),
         ("best validation", format_loss(best) + (f" at step {best_step:,}" if best_step else "")),
     ]
+    curve = [r["val_bpc"] for r in history if r.get("val_bpc") is not None]
+    if len(curve) > 1:
+        lines.append(("validation", f"{sparkline(curve)}  {curve[0]:.3f} -> {curve[-1]:.3f} "
+                                    "bits/char"))
     for key, value in lines:
         console.print(f"{key:<16} {value}", markup=False)
     if history:
@@ -523,6 +618,21 @@ def info(
                           "n/a" if val is None else f"{r['val_bpc']:.3f}",
                           format_duration(r.get("elapsed", 0)))
         console.print(table)
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    """The values as a row of block characters, low to high (the last `width` of them
+    averaged into `width` columns when there are more)."""
+    if len(values) > width:
+        size = len(values) / width
+        values = [sum(values[int(i * size):int((i + 1) * size)])
+                  / len(values[int(i * size):int((i + 1) * size)]) for i in range(width)]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] for v in values)
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -588,6 +698,141 @@ def corpus_prepare(
                           _stdin() if corpus == "-" else None)
     print(f"{data.source}: {len(data.tokens):,} characters, vocabulary {len(data.vocab)} "
           f"({data.vocab.dtype.name}), sha256 {data.sha256[:12]}")
+
+
+# ----------------------------------------------------------------------------- score
+
+SCORE_BLOCK_BYTES = 1 << 20  # the whole-input score reads this much at a time
+
+
+def _open_score_input(file: str | None):
+    """(a name for messages, a binary stream): FILE, or stdin for '-' or for no FILE
+    when stdin is not a terminal."""
+    if file is None or file == "-":
+        if file is None and (sys.stdin is None or sys.stdin.isatty()):
+            raise UsageError("nothing to score: give a FILE, or pipe text into standard "
+                             "input ('-' reads it even from a terminal)")
+        return "standard input", _stdin()
+    try:
+        return file, open(file, "rb")
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {file}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror or exc}") from None
+
+
+def _not_utf8(label: str, exc: UnicodeDecodeError, where: int, line: int | None = None
+              ) -> CharlstmError:
+    bad = exc.object[exc.start:exc.start + 4].hex(" ")
+    on_line = f" (line {line:,})" if line is not None else ""
+    return CharlstmError(f"{label} is not valid UTF-8: {exc.reason} at byte offset {where}"
+                         f"{on_line} (bytes {bad}); --lossy replaces invalid bytes")
+
+
+def _input_lines(stream, label: str, lossy: bool):
+    """Each line of a binary stream, decoded, without its newline ('\\n' only splits)."""
+    offset = 0
+    try:
+        for number, raw in enumerate(stream, 1):
+            try:
+                line = raw.decode("utf-8", "replace" if lossy else "strict")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(label, exc, offset + exc.start, number) from None
+            offset += len(raw)
+            yield line[:-1] if line.endswith("\n") else line
+    except OSError as exc:
+        raise CharlstmError(f"cannot read {label}: {exc.strerror or exc}") from None
+
+
+def _input_pieces(stream, label: str, lossy: bool):
+    """A binary stream decoded block by block, so a huge input never sits in memory."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace" if lossy else "strict")
+    offset = 0  # bytes read before the current block
+    while True:
+        try:
+            block = stream.read(SCORE_BLOCK_BYTES)
+        except OSError as exc:
+            raise CharlstmError(f"cannot read {label}: {exc.strerror or exc}") from None
+        pending = len(decoder.getstate()[0])  # bytes of a character cut by the last block
+        try:
+            text = decoder.decode(block, final=not block)
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(label, exc, offset - pending + exc.start) from None
+        if text:
+            yield text
+        if not block:
+            return
+        offset += len(block)
+
+
+def _score_json(record: dict) -> str:
+    """One JSON line; an empty text's undefined bits per character is null, not NaN."""
+    bits_per_char = record["bits_per_char"]
+    return json.dumps({**record, "bits_per_char":
+                       None if math.isnan(bits_per_char) else bits_per_char})
+
+
+@app.command(context_settings=HELP, epilog=(
+    "A character the model never saw costs a fixed log2(0x110000) = 20.09 bits.\n\n"
+    "Examples:\n\n"
+    "  charlstm score RUN notes.txt                # the whole file: one number\n\n"
+    "  charlstm score RUN -l < app.log | sort -rn | head   # the strangest lines\n\n"
+    "  git log --format=%s | charlstm score RUN -l --json | jq .bits_per_char\n\n"
+    "  charlstm score RUN - --json < chapter.txt  # characters, bits, unknown too"))
+def score(
+    checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT",
+                                           help="A .pt file, or a run folder (uses its "
+                                                "best.pt, else last.pt)."),
+    file: Optional[str] = typer.Argument(None, metavar="[FILE|-]",
+                                         help="The text to score; '-' or none reads stdin "
+                                              "(none only when stdin is not a terminal).",
+                                         show_default=False),
+    per_line: bool = typer.Option(False, "--per-line", "-l",
+                                  help="One 'bits_per_char<TAB>line' row per input line, "
+                                       "in order, each line scored on its own; an empty "
+                                       "line scores nan."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="JSON instead: one object per line with --per-line, "
+                                      "else one for the whole input (text, characters, "
+                                      "bits, bits_per_char, unknown)."),
+    lossy: bool = typer.Option(False, "--lossy",
+                               help="Replace invalid UTF-8 bytes with U+FFFD (an unknown "
+                                    "character) instead of failing."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+) -> None:
+    """Score text with a trained model: bits per character, lower = more like its corpus."""
+    started = time.monotonic()
+    label, stream = _open_score_input(file)
+    out = StdoutWriter()
+    try:
+        lm = load(checkpoint_path, device)
+        if per_line:
+            count, characters, bits, unknown = 0, 0, 0.0, 0
+            for record in lm.score_lines(_input_lines(stream, label, lossy)):
+                count += 1
+                characters += record["characters"]
+                bits += record["bits"]
+                unknown += record["unknown"]
+                out.write(_score_json(record) + "\n" if as_json else
+                          f"{record['bits_per_char']:.4f}\t{record['text']}\n")
+        else:
+            record = lm.score_stream(_input_pieces(stream, label, lossy))
+            count, characters, bits, unknown = (None, record["characters"], record["bits"],
+                                                record["unknown"])
+            out.write(_score_json(record) + "\n" if as_json else
+                      f"{record['bits_per_char']:.4f}\n")
+    finally:
+        if file not in (None, "-"):
+            stream.close()
+    out.flush()
+    if unknown:
+        print(f"charlstm: warning: {unknown:,} character(s) the model never saw, scored "
+              f"{UNKNOWN_CHAR_BITS:.2f} bits each", file=sys.stderr)
+    logging.getLogger("charlstm").info(
+        "%s%s characters, %.4f bits per character, %s unknown, in %.1f s",
+        "" if count is None else f"{count:,} lines, ", f"{characters:,}",
+        bits / characters if characters else math.nan, f"{unknown:,}",
+        time.monotonic() - started)
 
 
 def main() -> None:

@@ -71,41 +71,95 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None = None,
 
 
 @torch.inference_mode()
-def generate(model: CharRNN, vocab: Vocabulary, prime: str = "", length: int = 1000,
-             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             num_samples: int = 1, generator: torch.Generator | None = None
+def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
+             length: int = 1000, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, num_samples: int = 1,
+             generator: torch.Generator | None = None, stop_at: str | None = None
              ) -> Iterator[list[str]]:
     """Yield one list of `num_samples` new characters per step; `length` 0 is endless.
 
-    Without a prime, the first character is drawn from the corpus's character frequencies.
+    `prime` is one text for every sample, or a list with one prime per sample (then
+    `num_samples` is its length); each prime runs through the model on its own, and the
+    samples are then generated together as one batch. Without a prime, the first character
+    is drawn from the corpus's character frequencies. With `stop_at`, a sample ends once
+    its text ends with that string (which is included); an ended sample yields "" until
+    all have ended, and then generation stops.
     """
-    check_options(temperature, top_k, top_p, length, num_samples)
-    check_prime(prime, vocab)
+    primes = prime if isinstance(prime, list) else None
+    if primes is not None:
+        num_samples = len(primes)
+    check_options(temperature, top_k, top_p, length,
+                  max(num_samples, 1) if primes is not None else num_samples)
+    for text in primes if primes is not None else [prime]:
+        check_prime(text, vocab)
+    if stop_at == "":
+        raise UsageError("the stop string must not be empty")
+    if num_samples == 0:
+        return
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        if prime:
-            ids = torch.tensor([vocab.encode(prime)], device=device).expand(num_samples, -1)
-            state = model.advance(ids[:, :-1]) if ids.size(1) > 1 else None  # in pieces
-            logits, _, state = model(ids[:, -1:], state)
-            logits = logits[:, -1]  # (N, V)
+        if primes is None:
+            logits, state = _start(model, vocab, prime, device)
+            logits = logits.expand(num_samples, -1)
+            state = _expand(state, num_samples)
         else:
-            counts = torch.tensor(vocab.counts or [1] * len(vocab), dtype=torch.float,
-                                  device=device)
-            logits = counts.log().expand(num_samples, -1)
-            state = None
+            starts = [_start(model, vocab, text, device) for text in primes]
+            logits = torch.cat([lg for lg, _ in starts])
+            state = _stack([st for _, st in starts], model, device)
+        tails = [""] * num_samples  # the last characters of each sample, to spot stop_at
+        done = [False] * num_samples
         produced = 0
         while length == 0 or produced < length:
             next_ids = pick(logits, temperature, top_k, top_p, generator)  # (N,)
-            yield [vocab.chars[i] for i in next_ids.tolist()]
+            chars = [vocab.chars[i] for i in next_ids.tolist()]
+            if stop_at is not None:
+                for n, char in enumerate(chars):
+                    if done[n]:
+                        chars[n] = ""
+                        continue
+                    tails[n] = (tails[n] + char)[-len(stop_at):]
+                    done[n] = tails[n] == stop_at
+            yield chars
             produced += 1
-            if length and produced == length:
+            if (length and produced == length) or (stop_at is not None and all(done)):
                 break
             logits, _, state = model(next_ids[:, None], state)
             logits = logits[:, -1]
     finally:
         model.train(was_training)
+
+
+def _start(model: CharRNN, vocab: Vocabulary, prime: str, device):
+    """The logits (1, V) for the first new character after `prime`, and the state."""
+    if not prime:
+        counts = torch.tensor(vocab.counts or [1] * len(vocab), dtype=torch.float,
+                              device=device)
+        return counts.log()[None], None
+    ids = torch.tensor([vocab.encode(prime)], device=device)  # (1, P)
+    state = model.advance(ids[:, :-1]) if ids.size(1) > 1 else None  # long primes in pieces
+    logits, _, state = model(ids[:, -1:], state)
+    return logits[:, -1], state
+
+
+def _expand(state, n: int):
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.expand(-1, n, -1).contiguous() for s in state)
+    return state.expand(-1, n, -1).contiguous()
+
+
+def _stack(states: list, model: CharRNN, device):
+    """Per-sample states (or None for no prime) as one batch: (layers, N, hidden) each."""
+    if all(s is None for s in states):
+        return None
+    zero = model.initial_state(1, device)
+    filled = [zero if s is None else s for s in states]
+    if isinstance(zero, tuple):
+        return tuple(torch.cat([s[i] for s in filled], dim=1) for i in range(len(zero)))
+    return torch.cat(filled, dim=1)
 
 
 def sample(model: CharRNN, vocab: Vocabulary, prime: str = "", length: int = 200,

@@ -235,3 +235,46 @@ def test_generation_restores_training_mode(model, vocab):
         assert model.training
     finally:
         model.eval()
+
+
+# ------------------------------------------------------------ stop strings, many primes
+
+
+def test_stop_at_ends_each_sample_after_the_string(model, vocab):
+    columns = list(generate(model, vocab, "the", 2000, num_samples=6, generator=gen(4),
+                            stop_at="o"))
+    texts = ["".join(chars) for chars in zip(*columns)]
+    assert len(columns) < 2000  # stopped once every sample had written an "o"
+    for text in texts:
+        assert text.endswith("o") and text.count("o") == 1
+    # an ended sample yields empty strings while the others go on
+    assert any(chars.count("") for chars in columns)
+
+
+def test_stop_at_of_several_characters(model, vocab):
+    text = sample(model, vocab, "", 5000, generator=gen(1), stop_at="e ")[0]
+    assert text.endswith("e ") and text.index("e ") == len(text) - 2
+
+
+def test_stop_at_that_never_comes_stops_at_the_length(model, vocab):
+    text = sample(model, vocab, "the", 50, generator=gen(2), stop_at="@@@")[0]
+    assert len(text) == 50
+
+
+def test_empty_stop_at_is_refused(model, vocab):
+    with pytest.raises(UsageError, match="stop"):
+        list(generate(model, vocab, "the", 10, stop_at=""))
+
+
+def test_one_prime_per_sample_matches_each_prime_alone(model, vocab):
+    """Greedy continuations of several primes at once equal those of each on its own."""
+    primes = ["the quick", "", "0123", "lazy dog. the lazy dog. the lazy dog."]
+    together = ["".join(chars) for chars in zip(*generate(model, vocab, primes, 30,
+                                                          temperature=0))]
+    alone = [sample(model, vocab, p, 30, temperature=0)[0] for p in primes]
+    assert together == alone
+
+
+def test_prime_list_is_checked_for_unknown_characters(model, vocab):
+    with pytest.raises(UsageError, match="never saw"):
+        list(generate(model, vocab, ["the", "Ω"], 5))

@@ -1,0 +1,207 @@
+"""Scoring text with a trained model: how many bits of information each text costs it.
+
+A text's score is the negative log2-likelihood the model gives it, one character at a
+time: each character is scored given the characters before it in the same text, and the
+first character against the corpus's character frequencies kept in the vocabulary
+(`vocab.counts`, the distribution `sampling` starts from when it has no prime). Each
+score is a dict with
+
+    text           the text scored (None for `score_stream`, which does not keep it)
+    characters     its length in characters (Unicode code points), unknown ones included
+    bits           the total cost in bits
+    bits_per_char  bits / characters; NaN for an empty text (0 bits over 0 characters)
+    unknown        how many of its characters are not in the vocabulary
+
+Characters the model never saw have no probability under it, so each costs a fixed
+`UNKNOWN_CHAR_BITS` = log2(0x110000), about 20.09 bits: what naming one Unicode code point
+costs with no model at all. They are not fed to the model; the state goes on from the
+known characters, so the known character after an unknown one is scored as if the
+unknown one were not there.
+
+Many texts (`score_texts`, e.g. the lines of a log) are scored in batches: read in groups,
+sorted by length, right-padded into (B, T) batches. A recurrent model reads left to
+right, so padding after a text's end cannot change that text's scores, and the padded
+positions are masked out of the sums. Every batch, and every long text (`score_stream`
+carries the state from one piece to the next), goes through the model in time slices of
+at most about `max_elements` activations, as `CharRNN.advance` does, so memory stays
+bounded however long a text is.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .model import CharRNN
+from .vocab import MAX_CODE_POINT, Vocabulary
+
+UNKNOWN_CHAR_BITS = math.log2(MAX_CODE_POINT)  # about 20.09 bits per unknown character
+MAX_ELEMENTS = 1 << 22  # activations per time slice, (B x t x max(hidden, vocab))
+BATCH_POSITIONS = 1 << 15  # padded positions per batch, B x T
+MAX_BATCH_ROWS = 512  # texts per batch
+GROUP_TEXTS = 8192  # texts read ahead, sorted and batched together
+GROUP_CHARS = 1 << 20  # ... or fewer, once they hold this many characters
+LN2 = math.log(2.0)
+
+
+def score(model: CharRNN, vocab: Vocabulary, text: str,
+          max_elements: int = MAX_ELEMENTS) -> dict:
+    """The score of one text (see the module docstring for its keys)."""
+    return next(score_texts(model, vocab, [text], max_elements=max_elements))
+
+
+def score_texts(model: CharRNN, vocab: Vocabulary, texts: Iterable[str],
+                max_elements: int = MAX_ELEMENTS, batch_positions: int = BATCH_POSITIONS,
+                max_batch_rows: int = MAX_BATCH_ROWS) -> Iterator[dict]:
+    """Score each text on its own (a fresh state for each), yielding scores in input order.
+
+    Texts are read ahead in groups of up to GROUP_TEXTS texts or GROUP_CHARS characters,
+    so results come out a group at a time.
+    """
+    scorer = _Scorer(model, vocab, max_elements)
+    texts = iter(texts)
+    while True:
+        group: list[str] = []
+        size = 0
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"texts to score must be str, not {type(text).__name__}")
+            group.append(text)
+            size += len(text)
+            if len(group) >= GROUP_TEXTS or size >= GROUP_CHARS:
+                break
+        if not group:
+            return
+        yield from scorer.score_group(group, batch_positions, max_batch_rows)
+
+
+def score_stream(model: CharRNN, vocab: Vocabulary, pieces: Iterable[str],
+                 max_elements: int = MAX_ELEMENTS) -> dict:
+    """The score of one text given as consecutive pieces (a file read block by block);
+    the state carries across pieces, so the result is that of their concatenation."""
+    scorer = _Scorer(model, vocab, max_elements)
+    state, last_id = None, None  # the state before last_id, the last known character
+    bits, characters, unknown = 0.0, 0, 0
+    for piece in pieces:
+        known, piece_unknown = scorer.encode(piece)
+        characters += len(piece)
+        unknown += piece_unknown
+        if not known.size:
+            continue
+        if last_id is None:
+            bits += float(scorer.first_char_bits[known[0]])
+            ids = known
+        else:
+            ids = np.concatenate([np.array([last_id], dtype=np.int64), known])
+        if ids.size > 1:
+            row_bits, state = scorer.sequence_bits([ids], state)
+            bits += float(row_bits[0])
+        last_id = int(ids[-1])
+    return _record(None, characters, bits + unknown * UNKNOWN_CHAR_BITS, unknown)
+
+
+def _record(text: str | None, characters: int, bits: float, unknown: int) -> dict:
+    return {"text": text, "characters": characters, "bits": bits,
+            "bits_per_char": bits / characters if characters else math.nan,
+            "unknown": unknown}
+
+
+class _Scorer:
+    """The pieces shared by the scoring functions: encoding, the first-character
+    distribution, and the batched pass through the model."""
+
+    def __init__(self, model: CharRNN, vocab: Vocabulary, max_elements: int):
+        if max_elements < 1:
+            raise ValueError(f"max_elements must be at least 1, not {max_elements}")
+        self.model, self.vocab, self.max_elements = model, vocab, max_elements
+        self.device = next(model.parameters()).device
+        self.code_points = np.frombuffer(vocab.chars.encode("utf-32-le"), dtype=np.uint32)
+        counts = np.asarray(vocab.counts or [1] * len(vocab), dtype=np.float64)
+        with np.errstate(divide="ignore"):  # a zero count costs infinitely many bits
+            self.first_char_bits = -np.log2(counts / counts.sum())  # (V,)
+
+    def encode(self, text: str) -> tuple[np.ndarray, int]:
+        """The ids of the known characters of `text` (int64), and how many were unknown."""
+        code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"),
+                                    dtype=np.uint32)
+        ids, known = self._lookup(code_points)
+        return ids[known], int(code_points.size - known.sum())
+
+    def _lookup(self, code_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each code point's id (int64) and whether it is in the vocabulary at all."""
+        # the vocabulary is in code point order, so a binary search finds each id
+        ids = np.searchsorted(self.code_points, code_points)
+        known = self.code_points[np.minimum(ids, self.code_points.size - 1)] == code_points
+        return ids.astype(np.int64), known
+
+    def score_group(self, texts: list[str], batch_positions: int,
+                    max_batch_rows: int) -> list[dict]:
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        code_points = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"),
+                                    dtype=np.uint32)
+        ids, known = self._lookup(code_points)
+        known_ids = ids[known]  # every text's known characters, one after another
+        ends = np.cumsum(lengths)
+        known_before = np.concatenate([[0], np.cumsum(known)])  # (N + 1,)
+        known_start = known_before[ends - lengths]  # where each text's known ids begin
+        known_length = known_before[ends] - known_start
+        unknown = lengths - known_length
+
+        bits = unknown * UNKNOWN_CHAR_BITS  # (texts,) float64
+        has_known = known_length > 0
+        bits[has_known] += self.first_char_bits[known_ids[known_start[has_known]]]
+        # texts with two or more known characters need the model, longest first
+        order = [int(i) for i in np.argsort(-known_length, kind="stable")
+                 if known_length[i] > 1]
+        batch: list[int] = []
+
+        def add_batch() -> None:
+            rows = [known_ids[known_start[j]:known_start[j] + known_length[j]] for j in batch]
+            bits[batch] += self.sequence_bits(rows)[0]
+
+        for i in order:
+            if batch and (len(batch) >= max_batch_rows
+                          or (len(batch) + 1) * known_length[batch[0]] > batch_positions):
+                add_batch()
+                batch = []
+            batch.append(i)
+        if batch:
+            add_batch()
+        return [_record(text, int(n), float(b), int(u))
+                for text, n, b, u in zip(texts, lengths, bits, unknown)]
+
+    @torch.inference_mode()
+    def sequence_bits(self, rows: list[np.ndarray], state=None) -> tuple[np.ndarray, object]:
+        """The bits of characters 1.. of each row of ids given the ones before it (the
+        first is the input only), and the state after the inputs (meaningful only when
+        the rows are of equal length). `state` continues a previous call's."""
+        count, width = len(rows), max(row.size for row in rows) - 1
+        inputs = np.zeros((count, width), dtype=np.int64)  # (B, T), right-padded
+        targets = np.zeros((count, width), dtype=np.int64)
+        mask = np.zeros((count, width), dtype=bool)
+        for r, row in enumerate(rows):
+            inputs[r, :row.size - 1] = row[:-1]
+            targets[r, :row.size - 1] = row[1:]
+            mask[r, :row.size - 1] = True
+        inputs, targets, mask = (torch.from_numpy(a).to(self.device)
+                                 for a in (inputs, targets, mask))
+        config = self.model.config
+        step = max(1, self.max_elements // (count * max(config.hidden_size,
+                                                        config.vocab_size)))
+        total = torch.zeros(count, dtype=torch.float64, device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, width, step):
+                piece = slice(start, start + step)
+                logits, _, state = self.model(inputs[:, piece], state)  # (B, t, V)
+                log_probs = torch.log_softmax(logits.float(), dim=-1)
+                picked = log_probs.gather(-1, targets[:, piece, None]).squeeze(-1)  # (B, t)
+                picked = torch.where(mask[:, piece], picked, 0.0)  # padding scores nothing
+                total -= picked.double().sum(dim=1)
+        finally:
+            self.model.train(was_training)
+        return (total / LN2).cpu().numpy(), state
