@@ -105,3 +105,22 @@ def test_info_shows_the_validation_curve(trained_run):
     assert result.exit_code == 0, result.stderr
     row = next(line for line in result.stdout.splitlines() if line.startswith("validation"))
     assert any(c in row for c in "▁▂▃▄▅▆▇█") and "bits/char" in row
+
+
+# ------------------------------------------------------------------- shell completion
+
+
+def test_shell_completion_script_and_what_it_completes(tmp_path):
+    script = run_cli("--show-completion", "bash", cwd=tmp_path)
+    assert script.returncode == 0, script.stderr.decode()
+    assert "complete -o default -F _charlstm_completion charlstm" in script.stdout.decode()
+
+    def complete(words: str, index: int) -> set[str]:
+        result = run_cli(cwd=tmp_path, env={"_CHARLSTM_COMPLETE": "complete_bash",
+                                            "COMP_WORDS": words, "COMP_CWORD": str(index)})
+        assert result.returncode == 0, result.stderr.decode()
+        return set(result.stdout.decode().split())
+
+    assert {"sample", "score"} <= complete("charlstm s", 1)
+    assert "--stop-at" in complete("charlstm sample --st", 2)
+    assert complete("charlstm corpus ", 2) >= {"list", "get", "prepare"}
