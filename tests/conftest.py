@@ -6,6 +6,8 @@ Everything is CPU, seeded and small, so the default test run stays fast.
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +80,29 @@ def run_cli(*args: str, cwd: Path, stdin: str | bytes | None = None, env: dict |
     return subprocess.run([sys.executable, "-m", "charlstm", *args], cwd=cwd, env=full_env,
                           input=data, stdin=None if data is not None else subprocess.DEVNULL,
                           capture_output=True, timeout=timeout)
+
+
+def pipe_into(args: list[str], reader: str, cwd: Path, stdin_file: str | None = None,
+              timeout: float = 60) -> tuple[str, bytes, bytes]:
+    """Run `python -m charlstm ARGS [<stdin_file] | READER` in a shell, as a user would.
+
+    Returns charlstm's exit status (as text), what the reader wrote, and charlstm's stderr.
+    The test fails if the pipeline is still running after `timeout` seconds: charlstm did
+    not notice that its reader had gone.
+    """
+    source = f" <{shlex.quote(stdin_file)}" if stdin_file else ""
+    command = (f"{{ {shlex.quote(sys.executable)} -m charlstm {shlex.join(args)}{source} "
+               f"2>err.txt; echo $? >status.txt; }} | {reader} >out.txt")
+    shell = subprocess.Popen(command, shell=True, cwd=cwd, stdin=subprocess.DEVNULL,
+                             start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        shell.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
+        pytest.fail(f"charlstm {args[0]} kept running after `{reader}` closed the pipe")
+    return ((cwd / "status.txt").read_text().strip(), (cwd / "out.txt").read_bytes(),
+            (cwd / "err.txt").read_bytes())
 
 
 def one_line_error(stderr: str) -> str:

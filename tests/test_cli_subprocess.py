@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -22,7 +21,8 @@ import pytest
 import charlstm
 from charlstm import checkpoint
 
-from conftest import TINY_TEXT, body_of, one_line_error, run_cli, with_final_newline
+from conftest import (TINY_TEXT, body_of, one_line_error, pipe_into, run_cli,
+                      with_final_newline)
 
 # the end-to-end command of the brief: a 64-unit LSTM that memorises TINY_TEXT in 100 steps
 E2E_FLAGS = ["--num-layers", "1", "--hidden-size", "64", "--embed-size", "16",
@@ -192,22 +192,13 @@ def test_train_reads_the_corpus_from_stdin(tmp_path):
 
 def test_endless_sample_into_head_ends_quietly(trained_run, tmp_path):
     """`charlstm sample RUN -n 0 | head -c 200`: the sampler stops when head leaves."""
-    command = (f"{{ {shlex.quote(sys.executable)} -m charlstm sample "
-               f"{shlex.quote(str(trained_run))} -n 0 2>err.txt; echo $? >status.txt; }} "
-               "| head -c 200 >out.txt")
     started = time.monotonic()
-    shell = subprocess.Popen(command, shell=True, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
-    try:
-        shell.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(shell.pid, signal.SIGKILL)
-        shell.wait()
-        pytest.fail("the sampler kept running after head closed the pipe")
+    status, out, err = pipe_into(["sample", str(trained_run), "-n", "0"], "head -c 200",
+                                 tmp_path, timeout=30)
     assert time.monotonic() - started < 30
-    assert len((tmp_path / "out.txt").read_bytes()) == 200
-    assert (tmp_path / "status.txt").read_text().strip() == "0"
-    assert (tmp_path / "err.txt").read_bytes() == b""
+    assert len(out) == 200
+    assert status == "0"
+    assert err == b""
 
 
 # ----------------------------------------------------------------------------- no colour

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shlex
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +17,7 @@ import torch
 import charlstm
 from charlstm import scoring
 
-from conftest import TINY_TEXT, invoke, isolate_cli, one_line_error
+from conftest import TINY_TEXT, invoke, isolate_cli, one_line_error, pipe_into
 
 UNKNOWN_BITS = math.log2(0x110000)  # the documented cost of a character the model never saw
 
@@ -256,19 +251,9 @@ def test_per_line_into_head_ends_quietly(trained_run, tmp_path):
     """`charlstm score RUN --per-line < file | head -n 2`: exit 0, nothing on stderr."""
     lines = TINY_TEXT.splitlines() * 20  # about 140 kB of rows: more than a pipe holds
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    command = (f"{{ {shlex.quote(sys.executable)} -m charlstm score "
-               f"{shlex.quote(str(trained_run))} --per-line <in.txt 2>err.txt; "
-               "echo $? >status.txt; } | head -n 2 >out.txt")
-    shell = subprocess.Popen(command, shell=True, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                             start_new_session=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        shell.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(shell.pid, signal.SIGKILL)
-        shell.wait()
-        pytest.fail("the scorer kept running after head closed the pipe")
-    rows = (tmp_path / "out.txt").read_text("utf-8").splitlines()
+    status, out, err = pipe_into(["score", str(trained_run), "--per-line"], "head -n 2",
+                                 tmp_path, stdin_file="in.txt")
+    rows = out.decode("utf-8").splitlines()
     assert [row.split("\t", 1)[1] for row in rows] == lines[:2]
-    assert (tmp_path / "status.txt").read_text().strip() == "0"
-    assert (tmp_path / "err.txt").read_bytes() == b""
+    assert status == "0"
+    assert err == b""
