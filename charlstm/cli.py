@@ -227,8 +227,14 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", rich_help_panel=OPTIM,
                                          help="auto, cpu, cuda, cuda:N or mps (default: auto)"),
     precision: Optional[str] = typer.Option(None, "--precision", rich_help_panel=OPTIM,
-                                            help="auto, fp32 or bf16 autocast; auto measures "
-                                                 "on CPUs (default: auto)"),
+                                            help="auto, fp32, bf16 or fp16 (CUDA only, with "
+                                                 "loss scaling) autocast; auto measures on "
+                                                 "CPUs (default: auto)"),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile",
+                                                 rich_help_panel=OPTIM,
+                                                 help="torch.compile the model for training: "
+                                                      "slower start, maybe faster steps "
+                                                      "(default: no-compile)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", rich_help_panel=CKPT,
                                        help="Run folder (default: checkpoints/CORPUS-MODEL)"),
     resume: bool = typer.Option(False, "--resume", rich_help_panel=CKPT,
@@ -237,6 +243,10 @@ def train(
     eval_every: Optional[int] = typer.Option(None, "--eval-every", rich_help_panel=CKPT,
                                              help="Steps between evaluations and checkpoints "
                                                   "(from the preset)"),
+    eval_chars: Optional[int] = typer.Option(None, "--eval-chars", rich_help_panel=CKPT,
+                                             help="Validation characters each evaluation reads, "
+                                                  "from the start of the split; 0 = all "
+                                                  "(default: 500000)"),
     sample_every: Optional[int] = typer.Option(None, "--sample-every", rich_help_panel=OUTPUT,
                                                help="Steps between milestone samples, 0 = at "
                                                     "each evaluation (default: 0)"),
@@ -256,7 +266,8 @@ def train(
         dropout=dropout, batch_size=batch_size, seq_len=seq_len, lr=lr,
         warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
         max_steps=max_steps, epochs=epochs, seed=seed, device=device, precision=precision,
-        eval_every=eval_every, sample_every=sample_every, sample_length=sample_length,
+        eval_every=eval_every, eval_chars=eval_chars, compile=compile_model,
+        sample_every=sample_every, sample_length=sample_length,
         time_limit=parse_duration(time_budget) if time_budget is not None else None,
     )
     display = (JsonTrainingDisplay if as_json else TrainingDisplay)(

@@ -1,8 +1,10 @@
 """Choosing where and in what precision to run: the device and autocast settings.
 
 `auto` picks CUDA, then Apple MPS, then the CPU. Precision `auto` picks bf16 autocast on
-CUDA GPUs that support it; on a CPU it is decided by measuring (see training), because only
-CPUs with native bf16 matrix units (AMX, for example) run bf16 faster than fp32.
+CUDA GPUs that support it and fp16 (with a gradient scaler, see training) on older ones; on a
+CPU it is decided by measuring (see training), because only CPUs with native bf16 matrix
+units (AMX, for example) run bf16 faster than fp32. fp16 is for CUDA only: oneDNN has no
+fp16 LSTM on CPUs, and MPS runs fp32.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch
 from .errors import UsageError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def choose_device(requested: str = "auto") -> torch.device:
@@ -44,10 +47,13 @@ def precision_without_measuring(requested: str, device: torch.device) -> str | N
     """The precision to use, or None when only a measurement can tell (CPU auto)."""
     if requested not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    if requested == "fp16" and device.type != "cuda":
+        raise UsageError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on "
+                         f"{device.type}")
     if requested != "auto":
         return requested
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu":
         return None
     return "fp32"
@@ -55,6 +61,11 @@ def precision_without_measuring(requested: str, device: torch.device) -> str | N
 
 def autocast(device: torch.device, precision: str):
     """The context to run the forward pass in."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision in AUTOCAST_DTYPES:
+        return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
     return contextlib.nullcontext()
+
+
+def needs_grad_scaler(precision: str) -> bool:
+    """fp16's narrow range underflows small gradients unless the loss is scaled up first."""
+    return precision == "fp16"

@@ -24,7 +24,7 @@ from . import __version__, checkpoint
 from .budget import BudgetPlan, cpu_precision, make_optimizer
 from .corpus import Corpus
 from .data import TrainBatches, eval_batches
-from .device import autocast, choose_device, precision_without_measuring
+from .device import autocast, choose_device, needs_grad_scaler, precision_without_measuring
 from .errors import CheckpointError, TrainingDiverged, UsageError
 from .files import remove_leftovers, write_atomically
 from .model import CharRNN, ModelConfig, detach_state, state_from_list, state_to_list
@@ -56,19 +56,22 @@ class TrainConfig:
     epochs: float | None = None  # stop after this many passes over the training split
     time_limit: float | None = None  # stop after this many wall-clock seconds
     eval_every: int = 250  # steps between evaluations (and checkpoints)
+    eval_chars: int = 500_000  # validation characters per evaluation (its start); 0 = all
     sample_every: int = 0  # steps between milestone samples; 0 = at each evaluation
     sample_length: int = 200  # characters per milestone sample
     val_frac: float = 0.1  # the last fraction of the corpus held out for validation
     seed: int = 1337  # seeds initialisation, dropout and data order
     device: str = "auto"  # auto, cpu, cuda[:N] or mps
-    precision: str = "auto"  # auto, fp32 or bf16 (autocast)
+    precision: str = "auto"  # auto, fp32, bf16 or fp16 (autocast; fp16 on CUDA only)
+    compile: bool = False  # torch.compile the model for training
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "eval_every"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, "
                                  f"not {getattr(self, name)}")
-        for name in ("bptt_warmup", "warmup_steps", "sample_every", "sample_length"):
+        for name in ("bptt_warmup", "warmup_steps", "sample_every", "sample_length",
+                     "eval_chars"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, "
                                  f"not {getattr(self, name)}")
@@ -171,6 +174,10 @@ class Trainer:
             raise UsageError("the model's vocabulary size does not match the corpus")
         tokens = corpus.tokens
         self.val_start = split_point(len(tokens), config.val_frac)
+        # evaluations read the start of the validation split, at most eval_chars of it: on a
+        # gigabyte corpus the whole split would take hours
+        self.val_end = (len(tokens) if not config.eval_chars
+                        else min(len(tokens), self.val_start + config.eval_chars))
         torch.manual_seed(config.seed)
         self.model = CharRNN(model_config).to(self.device)
         self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay,
@@ -202,6 +209,16 @@ class Trainer:
         if self.precision is None:
             self.precision, self.precision_note = cpu_precision(
                 self.model, config.batch_size, config.seq_len, self.device)
+        # fp16 scales the loss so small gradients survive; the scale is part of the state
+        self.scaler = (torch.amp.GradScaler(self.device.type)
+                       if needs_grad_scaler(self.precision) else None)
+        if self.scaler is not None and resume_from is not None and resume_from.get("scaler"):
+            self.scaler.load_state_dict(resume_from["scaler"])
+        # batches go to a GPU from page-locked memory, so the copy overlaps the step
+        self._pin = self.device.type == "cuda"
+        # the module the training step runs: the model itself, or a compiled version of it
+        # (evaluation, sampling and checkpoints always use self.model)
+        self.trained = torch.compile(self.model) if config.compile else self.model
 
     # ------------------------------------------------------------------ set-up
 
@@ -225,8 +242,13 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"the checkpoint cannot resume this run: {exc}") from exc
         if self.config.precision == "auto" and saved.get("precision"):
-            self.precision = saved["precision"]
-            self.precision_note = f"{self.precision} (as the run was started)"
+            if saved["precision"] == "fp16" and self.device.type != "cuda":
+                # started in fp16 on a GPU, which this device cannot do: choose again
+                self.precision = precision_without_measuring("auto", self.device)
+                self.precision_note = f"{self.precision} (auto; the run started in fp16)"
+            else:
+                self.precision = saved["precision"]
+                self.precision_note = f"{self.precision} (as the run was started)"
 
     # ------------------------------------------------------------------ the loop
 
@@ -253,7 +275,7 @@ class Trainer:
         """
         if self.eval_seconds is not None:
             return self.eval_seconds
-        val_chars = len(self.corpus.tokens) - self.val_start
+        val_chars = self.val_end - self.val_start
         if not self._training_seconds:
             return 0.5
         return 0.5 + val_chars * self._training_seconds / (3 * self._trained_chars)
@@ -284,6 +306,7 @@ class Trainer:
             "run_dir": str(self.run_dir), "corpus": self.corpus.describe(),
             "vocab_size": len(self.corpus.vocab), "train_chars": self.val_start,
             "val_chars": len(self.corpus.tokens) - self.val_start,
+            "eval_chars": self.val_end - self.val_start,
             "parameters": self.model.num_parameters(), "device": str(self.device),
             "precision": self.precision, "precision_note": self.precision_note,
             "model": self.model_config.to_dict(), "train": cfg.to_dict(),
@@ -393,22 +416,37 @@ class Trainer:
                     self.hidden = self.model.advance(batch.warmup.to(self.device))
         self.optimizer.param_groups[0]["lr"] = lr = self.learning_rate()
         self.optimizer.param_groups[1]["lr"] = lr
-        inputs = batch.inputs.to(self.device, non_blocking=True)
-        targets = batch.targets.to(self.device, non_blocking=True)
+        inputs, targets = self._to_device(batch.inputs), self._to_device(batch.targets)
         with autocast(self.device, self.precision):
-            _, loss, hidden = self.model(inputs, detach_state(self.hidden), targets)
+            _, loss, hidden = self.trained(inputs, detach_state(self.hidden), targets)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler = self.scaler
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         # the clipping norm also tells whether any gradient is inf or NaN (one device sync)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                               self.config.grad_clip or math.inf)
         loss = loss.detach()
-        if not torch.isfinite(loss + norm):
+        if scaler is not None and torch.isfinite(loss):
+            # inf gradients under fp16 mean the loss scale is too high: the scaler skips
+            # the update and lowers the scale, which is routine, not divergence
+            scaler.step(self.optimizer)
+            scaler.update()
+        elif not torch.isfinite(loss + norm):
             self.optimizer.zero_grad(set_to_none=True)
             return None
-        self.optimizer.step()
+        else:
+            self.optimizer.step()
         self.hidden = detach_state(hidden)
         return loss
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self._pin:
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
 
     # ------------------------------------------------------------------ divergence guard
 
@@ -468,14 +506,15 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
-        """Mean loss in nats per character over the whole validation split (None if none)."""
+        """Mean loss in nats per character over the validation split, or its first
+        eval_chars characters (None if there is none)."""
         tokens = self.corpus.tokens
-        if self.val_start >= len(tokens):
+        if self.val_start >= self.val_end:
             return None
         # chunks of at most about EVAL_LOGITS logits, so a huge vocabulary stays in memory
         vocab = len(self.corpus.vocab)
         chunk = max(8, min(max(self.config.seq_len, 256), EVAL_LOGITS // (EVAL_STREAMS * vocab)))
-        warmup, chunks = eval_batches(tokens, self.val_start, len(tokens), EVAL_STREAMS,
+        warmup, chunks = eval_batches(tokens, self.val_start, self.val_end, EVAL_STREAMS,
                                       chunk, EVAL_WARMUP)
         was_training = self.model.training
         self.model.eval()
@@ -561,6 +600,7 @@ class Trainer:
             "time_spent": self.time_spent,
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
     def _save(self, best: bool) -> None:
