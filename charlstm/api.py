@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -72,10 +72,14 @@ class LanguageModel:
         characters, bits, bits_per_char and unknown (see `charlstm.scoring`)."""
         return scoring.score(self.model, self.vocab, text)
 
-    def score_lines(self, lines: Iterable[str]) -> Iterator[dict]:
+    def score_lines(self, lines: Iterable[str],
+                    before_waiting: Callable[[], None] | None = None) -> Iterator[dict]:
         """The score of each of many texts (such as a file's lines), each on its own,
-        in order; scored in batches, so 100,000 short lines take seconds."""
-        return scoring.score_texts(self.model, self.vocab, lines)
+        in order; scored in batches, so 100,000 short lines take seconds.
+        `before_waiting` is called when all lines read so far are scored and the next
+        has not arrived yet (to flush output for a slow stream)."""
+        return scoring.score_texts(self.model, self.vocab, lines,
+                                   before_waiting=before_waiting)
 
     def score_stream(self, pieces: Iterable[str]) -> dict:
         """The score of one long text given in consecutive pieces (a file read block by

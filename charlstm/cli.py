@@ -36,6 +36,7 @@ except ImportError:  # older typer uses click itself
 from . import __version__, checkpoint, corpus as corpora
 from .api import load, make_generator
 from .errors import CharlstmError, UsageError
+from .files import atomic_writer
 from .presets import DEFAULT_PRESET, PRESETS
 from .progress import TrainingDisplay, format_duration, format_loss
 from .runs import make_trainer
@@ -298,6 +299,8 @@ def train(
         print(f"charlstm: {run} already finished at step {result.step:,}; raise --max-steps, "
               "--epochs or --time to train further", file=sys.stderr)
         return 0
+    if result.history:
+        _plot_after_training(run, lambda message: print(message, file=sys.stderr))
     if result.reason == "interrupted":
         print(f"charlstm: stopped at step {result.step:,}; saved {run / 'last.pt'}\n"
               f"charlstm: resume with: charlstm train --out {run} --resume", file=sys.stderr)
@@ -631,6 +634,74 @@ def info(
         console.print(table)
 
 
+# ----------------------------------------------------------------------------- plot
+
+
+@app.command("plot", context_settings=HELP, epilog=(
+    "Examples:\n\n  charlstm plot checkpoints/pystdlib-lstm1x512\n\n"
+    "  charlstm plot RUN/best.pt -o curve.png\n\n"
+    "  charlstm plot RUN -o - | display     # the PNG on stdout"))
+def plot_command(
+    run: Path = typer.Argument(..., metavar="RUN", help="A run folder or a .pt file."),
+    output: Optional[str] = typer.Option(None, "--output", "-o",
+                                         help="Where to write the PNG; '-' for stdout "
+                                              "(default: RUN/loss.png)"),
+) -> None:
+    """Plot training and validation loss (bits/char) against step as a PNG.
+
+    Needs matplotlib: pip install matplotlib (charlstm's [plot] extra).
+    """
+    from . import plot
+
+    path = checkpoint.find(run)
+    data = checkpoint.load(path)
+    title = _plot_title(data, path.parent)
+    if output == "-":
+        buffer = io.BytesIO()
+        plot.plot_history(data.get("history", []), buffer, title)
+        _write_stdout_bytes(buffer.getvalue())
+        return
+    target = Path(output) if output else path.parent / plot.PLOT_NAME
+    try:
+        with atomic_writer(target) as f:
+            plot.plot_history(data.get("history", []), f, title)
+    except OSError as exc:
+        raise CharlstmError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    print(target)
+
+
+def _plot_title(data: dict, run_dir: Path) -> str:
+    model, corpus = data["model_config"], data.get("corpus") or {}
+    return (f"{run_dir.name}: {model['model'].upper()} {model['num_layers']}x"
+            f"{model['hidden_size']} on {corpus.get('name', '?')}, step {data.get('step', 0):,}")
+
+
+def _write_stdout_bytes(payload: bytes) -> None:
+    try:
+        sys.stdout.buffer.write(payload)
+        sys.stdout.buffer.flush()
+    except OSError as exc:
+        raise _stdout_failed(exc) from None
+
+
+def _plot_after_training(run_dir: Path, note) -> None:
+    """The end-of-training plot, when matplotlib is there; never fails the run."""
+    from . import plot
+
+    if not plot.available():
+        note(f"charlstm: no loss plot written; for one: {plot.INSTALL_HINT}")
+        return
+    target = run_dir / plot.PLOT_NAME
+    try:
+        data = checkpoint.load(checkpoint.find(run_dir))
+        with atomic_writer(target) as f:
+            plot.plot_history(data.get("history", []), f, _plot_title(data, run_dir))
+    except (CharlstmError, OSError) as exc:
+        note(f"charlstm: warning: no loss plot written: {exc}")
+        return
+    note(f"charlstm: loss plot: {target}")
+
+
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
@@ -819,7 +890,8 @@ def score(
         lm = load(checkpoint_path, device)
         if per_line:
             count, characters, bits, unknown = 0, 0, 0.0, 0
-            for record in lm.score_lines(_input_lines(stream, label, lossy)):
+            lines = _input_lines(stream, label, lossy)
+            for record in lm.score_lines(lines, before_waiting=out.flush):
                 count += 1
                 characters += record["characters"]
                 bits += record["bits"]

@@ -30,7 +30,9 @@ bounded however long a text is.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Iterator
+import queue
+import threading
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -55,27 +57,77 @@ def score(model: CharRNN, vocab: Vocabulary, text: str,
 
 def score_texts(model: CharRNN, vocab: Vocabulary, texts: Iterable[str],
                 max_elements: int = MAX_ELEMENTS, batch_positions: int = BATCH_POSITIONS,
-                max_batch_rows: int = MAX_BATCH_ROWS) -> Iterator[dict]:
+                max_batch_rows: int = MAX_BATCH_ROWS,
+                before_waiting: Callable[[], None] | None = None) -> Iterator[dict]:
     """Score each text on its own (a fresh state for each), yielding scores in input order.
 
-    Texts are read ahead in groups of up to GROUP_TEXTS texts or GROUP_CHARS characters,
-    so results come out a group at a time.
+    Texts are scored in groups of whatever has arrived, up to GROUP_TEXTS texts or
+    GROUP_CHARS characters: a file is scored in big, efficient groups, while a slow
+    stream (`tail -f app.log | charlstm score -l`) gets each line's score as it comes.
+    `before_waiting` is called whenever the next text has not arrived yet.
     """
     scorer = _Scorer(model, vocab, max_elements)
-    texts = iter(texts)
-    while True:
-        group: list[str] = []
-        size = 0
-        for text in texts:
-            if not isinstance(text, str):
-                raise TypeError(f"texts to score must be str, not {type(text).__name__}")
-            group.append(text)
-            size += len(text)
-            if len(group) >= GROUP_TEXTS or size >= GROUP_CHARS:
-                break
-        if not group:
-            return
+    for group in _arrived_groups(texts, before_waiting):
         yield from scorer.score_group(group, batch_positions, max_batch_rows)
+
+
+_END = object()
+
+
+def _arrived_groups(texts: Iterable[str], before_waiting: Callable[[], None] | None
+                    ) -> Iterator[list[str]]:
+    """The texts in groups: at least one, plus all that a reader thread has already read
+    (up to the group limits). An error while reading is raised here, in order."""
+    arrived: queue.Queue = queue.Queue(maxsize=GROUP_TEXTS)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for text in texts:
+                if not isinstance(text, str):
+                    raise TypeError(f"texts to score must be str, not {type(text).__name__}")
+                while not stop.is_set():
+                    try:
+                        arrived.put(text, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            arrived.put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            arrived.put(exc)
+
+    reader = threading.Thread(target=read, name="charlstm-score-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            group: list[str] = []
+            size = 0
+            try:
+                item = arrived.get_nowait()
+            except queue.Empty:
+                if before_waiting is not None:
+                    before_waiting()
+                item = arrived.get()
+            while True:
+                if item is _END or isinstance(item, BaseException):
+                    if group:
+                        yield group
+                    if isinstance(item, BaseException):
+                        raise item
+                    return
+                group.append(item)
+                size += len(item)
+                if len(group) >= GROUP_TEXTS or size >= GROUP_CHARS:
+                    break
+                try:
+                    item = arrived.get_nowait()
+                except queue.Empty:
+                    break
+            yield group
+    finally:
+        stop.set()  # the consumer stopped early (a closed pipe): let the reader go
 
 
 def score_stream(model: CharRNN, vocab: Vocabulary, pieces: Iterable[str],

@@ -37,6 +37,7 @@ EVAL_STREAMS = 64  # parallel streams when evaluating: a big batch, few cold sta
 EVAL_WARMUP = 128  # characters before each evaluation stream that build its state
 EVAL_LOGITS = 1 << 23  # at most about this many logits at once when evaluating
 LOG_EVERY = 10  # steps between progress reports (each one reads the loss off the device)
+CURVE_POINTS = 20  # about this many training-loss points per evaluation, for plots
 BAD_STEPS_BEFORE_ROLLBACK = 3  # non-finite steps in a row that are skipped before rolling back
 MAX_ROLLBACKS = 5  # rollbacks (each halving the learning rate) before giving up
 
@@ -202,6 +203,11 @@ class Trainer:
         # steps in a row, and the state to roll back to (taken at each save)
         self.lr_scale, self.rollbacks, self.bad_steps = 1.0, 0, 0
         self._good_state: dict | None = None
+        # the training-loss curve: [step, mean loss] points every curve_every steps since
+        # the last evaluation, and the sum and count of the window being filled
+        self.curve_every = LOG_EVERY * max(1, config.eval_every // (CURVE_POINTS * LOG_EVERY))
+        self.curve: list[list] = []
+        self.curve_sum, self.curve_steps = 0.0, 0
         if resume_from is not None:
             self._restore(resume_from)
         if self.precision is None and plan is not None:
@@ -236,6 +242,8 @@ class Trainer:
             self.rollbacks = int(saved.get("rollbacks", 0))
             self.hidden = state_from_list(saved["hidden"], self.model_config.model, self.device)
             self.eval_loss_sum, self.eval_loss_steps = saved["eval_loss"]
+            self.curve = list(saved.get("curve", []))
+            self.curve_sum, self.curve_steps = saved.get("curve_window", (0.0, 0))
             torch.set_rng_state(saved["rng"]["torch"])
             if self.device.type == "cuda" and saved["rng"].get("cuda"):
                 torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
@@ -349,6 +357,8 @@ class Trainer:
             loss = report_sum.item()
             self.eval_loss_sum += loss
             self.eval_loss_steps += report_steps
+            self.curve_sum += loss
+            self.curve_steps += report_steps
             report_sum.zero_()
             report_steps = 0
             return loss
@@ -379,6 +389,9 @@ class Trainer:
                 steps = report_steps
                 speed = steps * cfg.batch_size * cfg.seq_len / max(now - report_started, 1e-9)
                 loss_sum = take_report()
+                if self.step % self.curve_every == 0 and self.curve_steps:
+                    self.curve.append([self.step, self.curve_sum / self.curve_steps])
+                    self.curve_sum, self.curve_steps = 0.0, 0
                 self.callback.on_step(StepStats(
                     self.step, self.batches.epochs_done,
                     loss_sum / steps if steps else math.nan,
@@ -490,6 +503,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "data": self.batches.state_dict(), "hidden": self.hidden, "step": self.step,
             "eval_loss": (self.eval_loss_sum, self.eval_loss_steps),
+            "curve": (self.curve, self.curve_sum, self.curve_steps),
             "rng": torch.get_rng_state(),
         })
 
@@ -500,6 +514,7 @@ class Trainer:
         self.batches.load_state_dict(state["data"])
         self.hidden, self.step = state["hidden"], state["step"]
         self.eval_loss_sum, self.eval_loss_steps = state["eval_loss"]
+        self.curve, self.curve_sum, self.curve_steps = state["curve"]
         torch.set_rng_state(state["rng"])
 
     # ------------------------------------------------------------------ evaluation
@@ -557,10 +572,12 @@ class Trainer:
             "train_loss": train_loss, "train_bpc": train_loss / LN2,
             "val_loss": val_loss, "val_bpc": None if val_loss is None else val_loss / LN2,
             "best": improved, "lr": self.optimizer.param_groups[0]["lr"],
+            "train_curve": self.curve,
             "elapsed": round(self.elapsed, 3),
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         self.history.append(record)
+        self.curve = []
         self._save(best=improved)
         try:
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -594,6 +611,8 @@ class Trainer:
             "data": self.batches.state_dict(),
             "hidden": state_to_list(self.hidden),
             "eval_loss": [self.eval_loss_sum, self.eval_loss_steps],
+            "curve": self.curve,
+            "curve_window": [self.curve_sum, self.curve_steps],
             "rng": rng,
             "history": self.history,
             "best_val_loss": self.best_val_loss,

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -228,7 +231,9 @@ def test_invalid_utf8_is_one_clean_error(trained_run, tmp_path):
     for args in (["-l"], []):
         result = invoke("score", trained_run, *args, tmp_path / "bad.txt")
         assert result.exit_code == 1
-        assert result.stdout == ""
+        # per line, the lines before the bad one were scored (as a filter streams them)
+        assert [row.split("\t")[1] for row in result.stdout.splitlines()] == (
+            ["the dog"] if args else [])
         line = one_line_error(result.stderr)
         assert "not valid UTF-8" in line and "byte offset 12" in line
     lossy = invoke("score", trained_run, "-l", "--lossy", tmp_path / "bad.txt")
@@ -257,3 +262,25 @@ def test_per_line_into_head_ends_quietly(trained_run, tmp_path):
     assert [row.split("\t", 1)[1] for row in rows] == lines[:2]
     assert status == "0"
     assert err == b""
+
+
+def test_per_line_scores_come_as_lines_arrive_not_in_big_groups(trained_run, tmp_path):
+    """A slow writer (tail -f) gets each line's score before it writes the next."""
+    process = subprocess.Popen([sys.executable, "-m", "charlstm", "score", str(trained_run),
+                                "--per-line"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        for line in ("the quick brown fox", "a stitch in time", "all that glitters"):
+            process.stdin.write(line.encode() + b"\n")
+            process.stdin.flush()
+            # the score arrives while the writer still holds the next line back
+            ready, _, _ = select.select([process.stdout], [], [], 60)
+            assert ready, f"no score for {line!r} within 60 s"
+            row = process.stdout.readline().decode()
+            assert row.endswith(f"\t{line}\n") and float(row.split("\t")[0]) > 0
+        process.stdin.close()
+        assert process.stdout.read() == b""
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        process.wait()

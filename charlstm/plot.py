@@ -1,0 +1,96 @@
+"""The training plot: loss in bits per character against step, as a PNG in the run folder.
+
+Training loss is drawn from the curve points each evaluation record carries (a mean over
+every few steps), validation loss from the evaluations themselves, with a marker at each
+evaluation (where a checkpoint and a milestone sample were written), a star at each new
+best, and a dotted line at each pass over the corpus. matplotlib is an optional extra
+(`pip install matplotlib`, or the `[plot]` extra); it is imported only here, without pyplot's global state.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import CharlstmError
+
+PLOT_NAME = "loss.png"
+INSTALL_HINT = "pip install matplotlib (charlstm's [plot] extra)"
+LN2 = math.log(2)
+
+
+class PlottingUnavailable(CharlstmError):
+    """matplotlib is not installed."""
+
+
+def available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def plot_history(history: list[dict], path: Path | BinaryIO, title: str = "") -> None:
+    """Write the plot of an evaluation history (metrics.jsonl records) to a file."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlottingUnavailable(f"plotting needs matplotlib: {INSTALL_HINT}") from None
+    if not history:
+        raise CharlstmError("nothing to plot: the run has no evaluations yet")
+    figure = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    train = _training_curve(history)
+    if train:
+        axes.plot(*zip(*train), color="tab:blue", linewidth=1.2, label="training")
+    evaluated = [r for r in history if r.get("val_loss") is not None]
+    if evaluated:
+        steps = [r["step"] for r in evaluated]
+        axes.plot(steps, [r["val_loss"] / LN2 for r in evaluated], color="tab:orange",
+                  marker="o", markersize=4, linewidth=1.6,
+                  label="validation (at each evaluation and checkpoint)")
+        best = [r for r in evaluated if r.get("best")]
+        axes.plot([r["step"] for r in best], [r["val_loss"] / LN2 for r in best],
+                  linestyle="none", marker="*", markersize=11, color="tab:red",
+                  label="new best (best.pt)")
+        last = evaluated[-1]
+        axes.annotate(f"{last['val_loss'] / LN2:.3f}", (last["step"], last["val_loss"] / LN2),
+                      textcoords="offset points", xytext=(4, 6), fontsize=8)
+    for step in _epoch_starts(history):
+        axes.axvline(step, color="grey", linestyle=":", linewidth=0.8)
+    axes.set_xlabel("step (dotted lines: passes over the training text)")
+    axes.set_ylabel("loss, bits per character")
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def _training_curve(history: list[dict]) -> list[tuple[int, float]]:
+    """(step, bits/char) points: the fine curve where records have one, else one point
+    per evaluation (its mean training loss)."""
+    points = []
+    for record in history:
+        curve = record.get("train_curve")
+        if curve:
+            points.extend((step, loss / LN2) for step, loss in curve)
+        elif record.get("train_loss") is not None:
+            points.append((record["step"], record["train_loss"] / LN2))
+    return points
+
+
+def _epoch_starts(history: list[dict]) -> list[float]:
+    """Steps (interpolated between evaluations) at which each whole pass was completed."""
+    starts, previous = [], (0, 0.0)
+    for record in history:
+        step, epoch = record["step"], record.get("epoch") or 0.0
+        for whole in range(math.floor(previous[1]) + 1, math.floor(epoch) + 1):
+            fraction = (whole - previous[1]) / (epoch - previous[1])
+            starts.append(previous[0] + fraction * (step - previous[0]))
+        previous = (step, epoch)
+    return starts
