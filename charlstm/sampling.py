@@ -5,16 +5,22 @@ the model's distribution (scaled by temperature, optionally cut to the top k cha
 the smallest set whose probability reaches top p) and feeds it back in. It yields the new
 characters as they come, so callers can stream them. All randomness comes from an explicit
 `torch.Generator`, so a seed reproduces a sample and sampling never disturbs other RNGs.
+
+The prime runs through the model's fused recurrent module in one call; the new characters,
+one at a time, go through `stepping.Stepper` on a CPU (many times faster there for a single
+step) and through the module itself on GPUs, where cuDNN steps fast enough.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+import math
+from typing import Callable, Iterator
 
 import torch
 
 from .errors import UsageError
 from .model import CharRNN
+from .stepping import Stepper
 from .vocab import Vocabulary
 
 
@@ -54,8 +60,11 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None = None,
     if temperature == 0:
         return logits.argmax(dim=-1)
     scaled = logits.float() / temperature
-    if not torch.isfinite(scaled).all():  # a temperature so small it overflows: greedy
-        return logits.argmax(dim=-1)
+    # all finite exactly when the least and the greatest are (NaN propagates): one
+    # reduction, where isfinite().all() costs three, for a check made at every character
+    lowest, highest = torch.aminmax(scaled)
+    if not (math.isfinite(lowest.item()) and math.isfinite(highest.item())):
+        return logits.argmax(dim=-1)  # a temperature so small it overflows: greedy
     logits = scaled
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (N, 1)
@@ -66,16 +75,20 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None = None,
         # drop a character once the more likely ones already reach top_p on their own
         drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    probs = torch.softmax(logits, dim=-1)  # (N, V)
+    # An exponential race: with q ~ Exp(1) per entry, argmax(p / q) is drawn from p. It is
+    # how torch.multinomial draws one sample (so a seed picks what it picked before),
+    # without its checks on probs, which cost more than the draw itself at batch 1.
+    race = torch.empty_like(probs).exponential_(generator=generator)
+    return torch.div(probs, race, out=race).argmax(dim=-1)
 
 
 @torch.inference_mode()
 def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
              length: int = 1000, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, num_samples: int = 1,
-             generator: torch.Generator | None = None, stop_at: str | None = None
-             ) -> Iterator[list[str]]:
+             generator: torch.Generator | None = None, stop_at: str | None = None,
+             fast: bool | None = None) -> Iterator[list[str]]:
     """Yield one list of `num_samples` new characters per step; `length` 0 is endless.
 
     `prime` is one text for every sample, or a list with one prime per sample (then
@@ -83,7 +96,8 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
     samples are then generated together as one batch. Without a prime, the first character
     is drawn from the corpus's character frequencies. With `stop_at`, a sample ends once
     its text ends with that string (which is included); an ended sample yields "" until
-    all have ended, and then generation stops.
+    all have ended, and then generation stops. `fast` steps the model with
+    `stepping.Stepper` (True) or calls it (False); None, the default, steps on a CPU.
     """
     primes = prime if isinstance(prime, list) else None
     if primes is not None:
@@ -108,6 +122,7 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
             starts = [_start(model, vocab, text, device) for text in primes]
             logits = torch.cat([lg for lg, _ in starts])
             state = _stack([st for _, st in starts], model, device)
+        step = _step_function(model, device, fast)
         tails = [""] * num_samples  # the last characters of each sample, to spot stop_at
         done = [False] * num_samples
         produced = 0
@@ -125,10 +140,24 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
             produced += 1
             if (length and produced == length) or (stop_at is not None and all(done)):
                 break
-            logits, _, state = model(next_ids[:, None], state)
-            logits = logits[:, -1]
+            logits, state = step(next_ids, state)
     finally:
         model.train(was_training)
+
+
+def _step_function(model: CharRNN, device: torch.device, fast: bool | None
+                   ) -> Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]:
+    """(ids (N,), state) -> (logits (N, V), state): one character through the model."""
+    if fast is None:
+        fast = device.type == "cpu"
+    if fast:
+        return Stepper(model)
+
+    def call_model(ids, state):
+        logits, _, state = model(ids[:, None], state)
+        return logits[:, -1], state
+
+    return call_model
 
 
 def _start(model: CharRNN, vocab: Vocabulary, prime: str, device):

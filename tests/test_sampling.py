@@ -109,6 +109,17 @@ def test_extreme_temperatures(model, vocab, temperature):
         assert len(ids.unique()) == 10
 
 
+def test_logits_not_finite_once_scaled_fall_back_to_greedy():
+    logits = torch.tensor([[1e30, 3e30, -2e30, 2e30], [0.0, 1.0, 3.0, 2.0]])
+    # / 1e-20 overflows; a -inf or a NaN logit is not finite at any temperature
+    with_inf = torch.tensor([[1.0, 3.0, -2.0, 2.0], [-math.inf, 1.0, 3.0, 2.0]])
+    for seed in range(20):  # sampling would pick something else now and then
+        assert pick(logits, 1e-20, generator=gen(seed)).tolist() == [1, 2]
+        assert pick(with_inf, 1.0, generator=gen(seed)).tolist() == [1, 2]
+    with_nan = torch.tensor([[0.0, math.nan, 1.0]])
+    assert pick(with_nan, 1.0, generator=gen(0)).tolist() == with_nan.argmax(-1).tolist()
+
+
 def test_tiny_temperature_matches_greedy(model, vocab):
     cold = sample(model, vocab, "over ", 30, temperature=1e-6, generator=gen(1))[0]
     greedy = sample(model, vocab, "over ", 30, temperature=0.0)[0]

@@ -1,0 +1,138 @@
+"""Sampling speed on the CPU: charlstm's generate() against stepping the nn module.
+
+    python bench/sampling_speed.py [--models lstm,gru,rnn] [--shapes 2x512,2x256]
+                                   [--batches 1,64] [--seconds 2] [--rounds 3]
+
+For each recurrent cell, shape (layers x hidden units) and batch (--num-samples), three
+characters-per-second figures: the plain way, calling the model's fused nn module on one
+character at a time (`model(ids[:, None], state)`, what generation did before it had a
+stepper); charlstm's `generate()` end to end (the stepper, picking each character at
+temperature 0.8, and turning ids into text); and the bare `Stepper` alone. Models are
+random-init (speed does not depend on the weights), embedding 64, vocabulary --vocab.
+The targets are the issue's, for generate(). Rounds alternate the three so that drift in a
+shared machine hits all of them; the table shows the median of each. Prints the table and
+appends it to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import append  # noqa: E402
+from runner import markdown_table  # noqa: E402
+
+from charlstm.model import CharRNN, ModelConfig  # noqa: E402
+from charlstm.sampling import generate  # noqa: E402
+from charlstm.stepping import Stepper  # noqa: E402
+from charlstm.vocab import Vocabulary  # noqa: E402
+
+# the issue's targets for generate() on this 2-core CPU: (layers, hidden, batch) -> chars/s
+TARGETS = {(2, 512, 1): 4_000, (2, 256, 1): 10_000, (2, 512, 64): 14_000}
+WARM_UP_STEPS = 5
+
+
+def chars_per_second(step: Callable[[], int], seconds: float) -> float:
+    """Call `step` (which returns the characters it made) for about `seconds`."""
+    for _ in range(WARM_UP_STEPS):
+        step()
+    chars, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        chars += step()
+    return chars / (time.perf_counter() - started)
+
+
+def module_speed(model: CharRNN, batch: int, seconds: float) -> float:
+    ids = torch.randint(model.config.vocab_size, (batch, 1))
+    state = None
+
+    def step() -> int:
+        nonlocal state
+        _, _, state = model(ids, state)
+        return batch
+
+    return chars_per_second(step, seconds)
+
+
+def stepper_speed(model: CharRNN, batch: int, seconds: float) -> float:
+    stepper = Stepper(model)
+    ids = torch.randint(model.config.vocab_size, (batch,))
+    state = None
+
+    def step() -> int:
+        nonlocal state
+        _, state = stepper(ids, state)
+        return batch
+
+    return chars_per_second(step, seconds)
+
+
+def generate_speed(model: CharRNN, vocab: Vocabulary, batch: int, seconds: float) -> float:
+    stream = generate(model, vocab, "", 0, temperature=0.8, num_samples=batch,
+                      generator=torch.Generator().manual_seed(0))
+    try:
+        return chars_per_second(lambda: len(next(stream)), seconds)
+    finally:
+        stream.close()
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    layers, _, hidden = text.partition("x")
+    return int(layers), int(hidden)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="lstm,gru,rnn", help="comma-separated cells")
+    parser.add_argument("--shapes", default="2x512,2x256", help="LAYERSxHIDDEN, comma-separated")
+    parser.add_argument("--batches", default="1,64", help="samples generated together")
+    parser.add_argument("--vocab", type=int, default=80, help="vocabulary size")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measure and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-record", action="store_true", help="print only")
+    args = parser.parse_args()
+
+    vocab = Vocabulary.from_text("".join(chr(32 + i) for i in range(args.vocab)))
+    rows = []
+    for kind in args.models.split(","):
+        for layers, hidden in map(parse_shape, args.shapes.split(",")):
+            torch.manual_seed(0)
+            model = CharRNN(ModelConfig(vocab_size=len(vocab), model=kind, num_layers=layers,
+                                        hidden_size=hidden, embed_size=64)).eval()
+            for batch in map(int, args.batches.split(",")):
+                measured: dict[str, list[float]] = {"module": [], "generate": [], "stepper": []}
+                with torch.inference_mode():
+                    for _ in range(args.rounds):
+                        measured["module"].append(module_speed(model, batch, args.seconds))
+                        measured["generate"].append(
+                            generate_speed(model, vocab, batch, args.seconds))
+                        measured["stepper"].append(stepper_speed(model, batch, args.seconds))
+                module, generated, stepped = (statistics.median(measured[k])
+                                              for k in ("module", "generate", "stepper"))
+                target = TARGETS.get((layers, hidden, batch))
+                rows.append([
+                    f"{kind} {layers}x{hidden}", str(batch), f"{module:,.0f}",
+                    f"{generated:,.0f}", f"{stepped:,.0f}", f"{generated / module:.1f}x",
+                    f"{target:,}" if target else "-",
+                    ("met" if generated >= target else "not met") if target else "-",
+                ])
+                print(" | ".join(rows[-1]), file=sys.stderr)  # progress, the table comes last
+    table = markdown_table(
+        ["model", "batch", "nn module step (chars/s)", "generate() (chars/s)",
+         "bare Stepper (chars/s)", "generate / module", "target for generate()", "target"],
+        rows)
+    print(table)
+    if not args.no_record:
+        command = "python bench/sampling_speed.py " + " ".join(sys.argv[1:])
+        append("Sampling speed: generate() vs stepping the nn module", command.strip(), table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Tests for charlstm.stepping: the hand-written step equals the trained nn module's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from charlstm import sampling
+from charlstm.model import CharRNN, ModelConfig
+from charlstm.sampling import generate, sample
+from charlstm.stepping import Stepper
+from charlstm.vocab import Vocabulary
+
+VOCAB = 23
+KINDS = ("lstm", "gru", "rnn")
+
+
+def make_model(kind: str, num_layers: int = 2, hidden_size: int = 16,
+               seed: int = 0) -> CharRNN:
+    """Dropout on, so a step that forgot eval semantics would show; weights spread wider
+    than at initialisation, so the gates do not all sit near their middle."""
+    torch.manual_seed(seed)
+    model = CharRNN(ModelConfig(vocab_size=VOCAB, model=kind, num_layers=num_layers,
+                                hidden_size=hidden_size, embed_size=8, dropout=0.3))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(3.0)
+    return model.eval()
+
+
+def as_tuple(state) -> tuple:
+    return state if isinstance(state, tuple) else (state,)
+
+
+def assert_same_state(got, expected) -> None:
+    assert isinstance(got, tuple) == isinstance(expected, tuple)
+    for g, e in zip(as_tuple(got), as_tuple(expected), strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def step_both(model: CharRNN, stepper: Stepper, ids: torch.Tensor, state=None):
+    """Step the module and the stepper through ids (B, T) from `state`, checking each step;
+    the final state of the module."""
+    module_state, stepper_state = state, state
+    for t in range(ids.size(1)):
+        expected, _, module_state = model(ids[:, t:t + 1], module_state)
+        got, stepper_state = stepper(ids[:, t], stepper_state)
+        torch.testing.assert_close(got, expected[:, -1])
+        assert_same_state(stepper_state, module_state)
+    return module_state
+
+
+# ------------------------------------------------------------------ the arithmetic
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("kind", KINDS)
+def test_steps_equal_the_module(kind, num_layers):
+    model = make_model(kind, num_layers)
+    ids = torch.randint(VOCAB, (4, 50), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        step_both(model, Stepper(model), ids)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_steps_from_a_primed_state(kind):
+    model = make_model(kind, num_layers=2, seed=2)
+    generator = torch.Generator().manual_seed(3)
+    prime = torch.randint(VOCAB, (3, 30), generator=generator)
+    ids = torch.randint(VOCAB, (3, 40), generator=generator)
+    with torch.inference_mode():
+        _, _, state = model(prime)
+        step_both(model, Stepper(model), ids, state)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_layout_is_the_modules(kind):
+    model = make_model(kind, num_layers=3, hidden_size=8)
+    with torch.inference_mode():
+        _, state = Stepper(model)(torch.tensor([1, 2]), None)
+    expected = model.initial_state(2)
+    assert isinstance(state, tuple) == isinstance(expected, tuple)
+    assert [s.shape for s in as_tuple(state)] == [e.shape for e in as_tuple(expected)]
+    assert all(s.shape == (3, 2, 8) for s in as_tuple(state))
+
+
+def test_a_state_from_elsewhere_is_copied_in_not_changed():
+    """Only the stepper's own state steps in place; a state it did not return is read."""
+    model = make_model("lstm")
+    stepper = Stepper(model)
+    ids = torch.tensor([4, 5])
+    with torch.inference_mode():
+        _, _, primed = model(torch.tensor([[1, 2, 3], [3, 2, 1]]))
+        kept = tuple(s.clone() for s in primed)
+        first, _ = stepper(ids, primed)
+        first = first.clone()
+        stepper(ids, stepper(ids, primed)[1])  # steps on from its own state
+        again, _ = stepper(ids, primed)  # back to the primed state
+        assert_same_state(primed, kept)
+        torch.testing.assert_close(again, first)
+
+
+def test_batch_size_may_change_between_calls():
+    model = make_model("gru")
+    stepper = Stepper(model)
+    with torch.inference_mode():
+        for batch in (1, 5, 2):
+            ids = torch.randint(VOCAB, (batch, 10), generator=torch.Generator().manual_seed(batch))
+            step_both(model, stepper, ids)
+
+
+def test_zero_state_is_reset_each_time():
+    model = make_model("rnn")
+    stepper = Stepper(model)
+    ids = torch.tensor([7])
+    with torch.inference_mode():
+        first = stepper(ids, None)[0].clone()
+        stepper(ids, stepper(ids, None)[1])
+        torch.testing.assert_close(stepper(ids, None)[0], first)
+
+
+def test_other_dtypes():
+    model = make_model("lstm").double()
+    ids = torch.randint(VOCAB, (2, 20), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        stepper = Stepper(model)
+        step_both(model, stepper, ids)
+        assert stepper(ids[:, 0], None)[0].dtype == torch.float64
+
+
+def test_uses_the_modules_weights_without_copying_them():
+    model = make_model("lstm", num_layers=2)
+    stepper = Stepper(model)
+    rnn = model.rnn
+    assert stepper.weight_hh_t[0].data_ptr() == rnn.weight_hh_l0.data_ptr()
+    assert stepper.weight_ih_t[1].data_ptr() == rnn.weight_ih_l1.data_ptr()
+    assert stepper.head_weight_t.data_ptr() == model.head.weight.data_ptr()
+
+
+def test_works_outside_inference_mode_with_weights_that_need_grad():
+    model = make_model("gru", num_layers=2)
+    ids = torch.randint(VOCAB, (2, 5), generator=torch.Generator().manual_seed(5))
+    stepper = Stepper(model)
+    with torch.no_grad():
+        _, _, expected = model(ids)
+    state = None
+    for t in range(ids.size(1)):
+        logits, state = stepper(ids[:, t], state)
+    assert not logits.requires_grad
+    assert_same_state(state, expected)
+
+
+# -------------------------------------------------------------- generation uses it
+
+TEXT = "the quick brown fox jumps over the lazy dog. 0123456789!"
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Vocabulary:
+    return Vocabulary.from_text(TEXT)
+
+
+def text_model(vocab: Vocabulary, kind: str) -> CharRNN:
+    torch.manual_seed(0)
+    return CharRNN(ModelConfig(vocab_size=len(vocab), model=kind, num_layers=2,
+                               hidden_size=32, embed_size=8, dropout=0.1)).eval()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_generate_gives_the_same_text_either_way(vocab, kind):
+    model = text_model(vocab, kind)
+    for prime, options in [("the ", {}), ("", dict(top_k=5, temperature=0.7)),
+                           ("fox", dict(top_p=0.9, num_samples=3))]:
+        fast, plain = (sample(model, vocab, prime, 80, fast=fast,
+                              generator=torch.Generator().manual_seed(6), **options)
+                       for fast in (True, False))
+        assert fast == plain
+
+
+def test_greedy_fast_generation_is_deterministic_and_equals_the_modules(vocab):
+    model = text_model(vocab, "lstm")
+    runs = [sample(model, vocab, "the qu", 60, temperature=0, num_samples=2, fast=True,
+                   generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    assert runs[0] == runs[1]
+    assert runs[0] == sample(model, vocab, "the qu", 60, temperature=0, fast=False) * 2
+
+
+def test_one_prime_per_sample_on_the_fast_path(vocab):
+    model = text_model(vocab, "gru")
+    primes = ["the quick", "", "lazy dog. the lazy"]
+    fast, plain = ([""] * 3, [""] * 3)
+    for texts, use in ((fast, True), (plain, False)):
+        for chars in generate(model, vocab, primes, 40, fast=use,
+                              generator=torch.Generator().manual_seed(2)):
+            for n, char in enumerate(chars):
+                texts[n] += char
+    assert fast == plain
+
+
+def test_cpu_sampling_uses_the_stepper_by_default(vocab, monkeypatch):
+    """Milestone samples during training call sample() and so get the fast path too."""
+    built = []
+
+    class CountingStepper(Stepper):
+        def __init__(self, model):
+            built.append(model)
+            super().__init__(model)
+
+    monkeypatch.setattr(sampling, "Stepper", CountingStepper)
+    model = text_model(vocab, "lstm")
+    sample(model, vocab, "", 20, temperature=0.8, generator=torch.Generator().manual_seed(1))
+    assert built == [model]
+    sample(model, vocab, "", 20, fast=False)
+    assert len(built) == 1
+
+
+def test_a_state_for_another_batch_size_is_refused():
+    model = make_model("lstm", num_layers=2, hidden_size=8)
+    with torch.inference_mode(), pytest.raises(ValueError, match="shape"):
+        Stepper(model)(torch.tensor([1, 2, 3]), model.initial_state(1))
