@@ -11,6 +11,14 @@ The command line (`charlstm`, or `python -m charlstm`) is built on this package'
 
 __version__ = "1.0.0"
 
-from .api import LanguageModel, load, train  # noqa: E402  (needs __version__ above)
-
 __all__ = ["LanguageModel", "load", "train", "__version__"]
+
+
+def __getattr__(name: str):
+    """The library's entry points, imported on first use: they need torch, which takes
+    seconds to import, and `charlstm corpus ...`, --help and --version do not."""
+    if name in ("LanguageModel", "load", "train"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

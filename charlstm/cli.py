@@ -33,15 +33,13 @@ try:  # typer 0.2x carries its own copy of click
 except ImportError:  # older typer uses click itself
     from click import exceptions as click_exceptions
 
-from . import __version__, checkpoint, corpus as corpora
-from .api import load, make_generator
+from . import __version__, corpus as corpora
 from .errors import CharlstmError, UsageError
 from .files import atomic_writer
 from .presets import DEFAULT_PRESET, PRESETS
-from .progress import TrainingDisplay, format_duration, format_loss
-from .runs import make_trainer
-from .sampling import check_options, check_prime, generate
-from .scoring import UNKNOWN_CHAR_BITS
+
+# Modules that import torch (seconds, and some 200 MB) are imported inside the commands
+# that use them, so that `charlstm corpus ...`, --help and --version start at once.
 
 IMPORTED_AT = time.monotonic()
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -158,6 +156,35 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def _torchrun_aware(command):
+    """Run `command` as one of several processes when torchrun started this one (it sets
+    WORLD_SIZE, RANK and LOCAL_RANK): join their process group first and leave it after.
+    Expected errors are then reported by the main process only; the others wait until it
+    has, then end with the same exit code and say nothing: one line, not N."""
+    import functools
+
+    @functools.wraps(command)
+    def one_of_several(*args, **kwargs):
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return command(*args, **kwargs)
+        from . import distributed
+
+        distributed.start(int(os.environ.get("LOCAL_RANK", "0")))
+        try:
+            return command(*args, **kwargs)
+        except CharlstmError as exc:
+            if os.environ.get("CHARLSTM_DEBUG"):
+                raise
+            if distributed.is_main():
+                _fail(str(exc))
+            distributed.barrier()  # torchrun ends them all once one exits: say why first
+            raise typer.Exit(exc.exit_code) from None
+        finally:
+            distributed.finish()
+
+    return one_of_several
+
+
 @app.command(context_settings=HELP, epilog=(
     "Examples:\n\n"
     "  charlstm train                        # built-in corpus, default 'small' model\n\n"
@@ -165,7 +192,9 @@ def parse_duration(text: str) -> float:
     "  charlstm train my.txt --preset medium --dropout 0.3\n\n"
     "  charlstm train my.txt --out checkpoints/mine --resume   # continue a run\n\n"
     "  cat *.md | charlstm train - --max-steps 500\n\n"
-    "  charlstm train my.txt --json | jq -r '[.step, .val_bpc] | @tsv'"))
+    "  charlstm train my.txt --json | jq -r '[.step, .val_bpc] | @tsv'\n\n"
+    "  torchrun --nproc_per_node=4 -m charlstm train my.txt -b 128   # 4 GPUs, one model"))
+@_torchrun_aware
 def train(
     corpus: Optional[str] = typer.Argument(
         None, help="A text file, '-' for stdin, or a known corpus name "
@@ -271,19 +300,24 @@ def train(
         sample_every=sample_every, sample_length=sample_length,
         time_limit=parse_duration(time_budget) if time_budget is not None else None,
     )
-    display = (JsonTrainingDisplay if as_json else TrainingDisplay)(
-        show_samples=not quiet, live=False if quiet else None)
+    from .progress import TrainingDisplay, format_loss
+    from .runs import make_trainer
+
+    display = TrainingDisplay(show_samples=not quiet, live=False if quiet else None,
+                              records=JsonRecords() if as_json else None)
     trainer = make_trainer(corpus, out, resume, preset, settings, display, corpora_dir(),
                            checkpoints_dir(), lossy, _stdin() if corpus == "-" else None,
                            _byte_progress("encoding corpus"), launched_at())
+    main = trainer.is_main  # with several processes (torchrun) only the main one reports
     received: list[int] = []
 
     def on_signal(signum, frame):
         received.append(signum)
         if len(received) == 1:
             trainer.request_stop()
-            display.write("charlstm: stopping: saving a checkpoint first "
-                          "(press Ctrl-C twice more to quit without saving)")
+            if main:
+                display.write("charlstm: stopping: saving a checkpoint first "
+                              "(press Ctrl-C twice more to quit without saving)")
         elif len(received) >= 3:
             raise KeyboardInterrupt
 
@@ -295,6 +329,9 @@ def train(
             # once asked to stop, further presses while exiting are ignored, not tracebacks
             signal.signal(s, signal.SIG_IGN if received else handler)
     run = result.run_dir
+    if not main:  # the main process reports and plots; the others end with its exit code
+        return (EXIT_INTERRUPTED.get(received[0] if received else signal.SIGINT, 130)
+                if result.reason == "interrupted" else 0)
     if result.reason == "already finished":
         print(f"charlstm: {run} already finished at step {result.step:,}; raise --max-steps, "
               "--epochs or --time to train further", file=sys.stderr)
@@ -312,14 +349,13 @@ def train(
     return 0
 
 
-class JsonTrainingDisplay(TrainingDisplay):
-    """The usual display on stderr, plus one JSON metrics record per evaluation on stdout."""
+class JsonRecords:
+    """train --json: each evaluation's metrics record as one JSON line on stdout."""
 
-    out = None
+    def __init__(self):
+        self.out = StdoutWriter()
 
-    def on_eval(self, record: dict) -> None:
-        super().on_eval(record)
-        self.out = self.out or StdoutWriter()
+    def __call__(self, record: dict) -> None:
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
 
@@ -400,10 +436,8 @@ def _stdout_failed(exc: Exception) -> CharlstmError:
 
 
 def _read_stdin_text(what: str) -> str:
-    if sys.stdin is None:
-        return ""
     try:
-        return sys.stdin.buffer.read().decode("utf-8")
+        return _stdin().read().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{what} on standard input is not valid UTF-8 "
                          f"(byte offset {exc.start})") from None
@@ -471,6 +505,9 @@ def sample(
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Generate text from a trained model; only the text goes to stdout."""
+    from .api import load, make_generator
+    from .sampling import check_options, check_prime, generate
+
     check_options(temperature, top_k, top_p, length, num_samples)
     stop = _unescape(stop_at) if stop_at is not None else None
     if stop == "":
@@ -524,6 +561,8 @@ def _unescape(text: str) -> str:
 def _sample_each_line(lm, out: StdoutWriter, length: int, temperature: float,
                       top_k: int | None, top_p: float | None, generator,
                       stop: str | None, echo: bool) -> None:
+    from .sampling import generate
+
     """One continuation per stdin line, in order; characters the model never saw are left
     out of that line's prime (and said once on stderr)."""
     if sys.stdin is None:
@@ -577,6 +616,9 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead."),
 ) -> None:
     """Show a checkpoint's model, vocabulary, corpus and training history."""
+    from . import checkpoint
+    from .progress import format_duration, format_loss
+
     path = checkpoint.find(checkpoint_path)
     data = checkpoint.load(path)
     model, train = data["model_config"], data.get("train_config", {})
@@ -651,7 +693,7 @@ def plot_command(
 
     Needs matplotlib: pip install matplotlib (charlstm's [plot] extra).
     """
-    from . import plot
+    from . import checkpoint, plot
 
     path = checkpoint.find(run)
     data = checkpoint.load(path)
@@ -686,7 +728,7 @@ def _write_stdout_bytes(payload: bytes) -> None:
 
 def _plot_after_training(run_dir: Path, note) -> None:
     """The end-of-training plot, when matplotlib is there; never fails the run."""
-    from . import plot
+    from . import checkpoint, plot
 
     if not plot.available():
         note(f"charlstm: no loss plot written; for one: {plot.INSTALL_HINT}")
@@ -883,6 +925,9 @@ def score(
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Score text with a trained model: bits per character, lower = more like its corpus."""
+    from .api import load
+    from .scoring import UNKNOWN_CHAR_BITS
+
     started = time.monotonic()
     label, stream = _open_score_input(file)
     out = StdoutWriter()

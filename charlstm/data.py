@@ -18,6 +18,11 @@ k1 = bptt_warmup + seq_len steps run and only the last k2 = seq_len backpropagat
 
 Every draw comes from a generator seeded by (seed, epoch) or (seed, step), so the batch
 sequence is a pure function of the position and a resume continues it exactly.
+
+With several processes (see `distributed`), `batch_size` stays the global number of
+streams: every process lays them out the same way and takes its own contiguous share,
+streams [rank * B/N, (rank + 1) * B/N). The layout and the position do not depend on the
+number of processes, so a checkpoint means the same thing for any N that divides B.
 """
 
 from __future__ import annotations
@@ -35,9 +40,9 @@ IGNORE_INDEX = -100  # targets with this id are padding and carry no loss
 
 @dataclass
 class Batch:
-    inputs: torch.Tensor  # (B, T) token ids
-    targets: torch.Tensor  # (B, T) the next token of each input
-    warmup: torch.Tensor | None  # (B, W) context to run without gradient first, or None
+    inputs: torch.Tensor  # (b, T) token ids; b = B, or B/N for each of N processes
+    targets: torch.Tensor  # (b, T) the next token of each input
+    warmup: torch.Tensor | None  # (b, W) context to run without gradient first, or None
     fresh: bool  # True when the carried hidden state must be dropped before this batch
 
 
@@ -49,7 +54,8 @@ class TrainBatches:
     """The training batch sequence over tokens[:end], resumable from `state_dict`."""
 
     def __init__(self, tokens: np.ndarray, end: int, batch_size: int, seq_len: int,
-                 bptt_warmup: int = 0, shuffle: bool = False, seed: int = 0):
+                 bptt_warmup: int = 0, shuffle: bool = False, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
         self.tokens, self.end = tokens, end
         self.batch_size, self.seq_len, self.warmup = batch_size, seq_len, bptt_warmup
         self.shuffle, self.seed = shuffle, seed
@@ -62,6 +68,12 @@ class TrainBatches:
                 + f" (needs at least {needed:,}); use a longer corpus or lower "
                 "--batch-size / --seq-len"
             )
+        if batch_size % world_size:
+            raise UsageError(
+                f"--batch-size {batch_size} must be a multiple of the number of processes "
+                f"({world_size}): each process trains an equal share of the streams")
+        share = batch_size // world_size
+        self.streams = slice(rank * share, (rank + 1) * share)  # this process's streams
         self.epoch = 0
         self.step_in_epoch = 0
         self._starts = self._stream_starts(0)
@@ -108,12 +120,12 @@ class TrainBatches:
             self._starts = self._stream_starts(self.epoch)
         fresh = self.step_in_epoch == 0
         offsets = np.arange(self.seq_len + 1)
-        positions = self._starts[:, None] + self.step_in_epoch * self.seq_len + offsets
-        chunk = self.tokens[positions]  # (B, T+1)
+        starts = self._starts[self.streams]  # (b,) this process's streams: all of B in one
+        positions = starts[:, None] + self.step_in_epoch * self.seq_len + offsets
+        chunk = self.tokens[positions]  # (b, T+1)
         warmup = None
         if fresh and self.warmup:
-            warmup = _long(self.tokens[self._starts[:, None] - self.warmup
-                                       + np.arange(self.warmup)])
+            warmup = _long(self.tokens[starts[:, None] - self.warmup + np.arange(self.warmup)])
         self.step_in_epoch += 1
         return Batch(_long(chunk[:, :-1]), _long(chunk[:, 1:]), warmup, fresh)
 
@@ -121,8 +133,8 @@ class TrainBatches:
         step = self.epoch * self.steps_per_epoch + self.step_in_epoch
         rng = np.random.default_rng([self.seed, 1, step])
         span = self.warmup + self.seq_len + 1
-        starts = rng.integers(0, self.end - span + 1, size=self.batch_size)
-        chunk = self.tokens[starts[:, None] + np.arange(span)]  # (B, W+T+1)
+        starts = rng.integers(0, self.end - span + 1, size=self.batch_size)[self.streams]
+        chunk = self.tokens[starts[:, None] + np.arange(span)]  # (b, W+T+1)
         self.step_in_epoch += 1
         if self.step_in_epoch >= self.steps_per_epoch:
             self.epoch += 1

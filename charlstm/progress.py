@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 from tqdm import tqdm
 
@@ -36,8 +36,10 @@ def format_loss(nats: float | None) -> str:
 
 class TrainingDisplay(TrainingCallback):
     def __init__(self, stream: TextIO | None = None, show_samples: bool = True,
-                 live: bool | None = None):
+                 live: bool | None = None, records: Callable[[dict], None] | None = None):
+        """`records`, if given, also receives each evaluation's metrics record."""
         self.stream = stream or sys.stderr
+        self.records = records
         self.show_samples = show_samples
         self.live = self.stream.isatty() if live is None else live
         self.bar: tqdm | None = None
@@ -109,6 +111,8 @@ class TrainingDisplay(TrainingCallback):
         self.write(f"step {record['step']:,}: train loss {record['train_loss']:.4f}, "
                    f"validation {format_loss(record['val_loss'])}{best}  "
                    f"[{format_duration(record['elapsed'])}]")
+        if self.records is not None:
+            self.records(record)
 
     def on_sample(self, step: int, text: str) -> None:
         if not self.show_samples:

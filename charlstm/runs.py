@@ -5,6 +5,10 @@ names another) holding `last.pt`, `best.pt`, `config.json` and `metrics.jsonl`. 
 are layered: the preset's, then (when resuming) the run's own saved ones, then whatever the
 caller gave explicitly. A resumed run keeps its architecture and its corpus; asking for a
 different one is a usage error rather than a silent restart.
+
+With several processes (torchrun), the main one chooses the run folder, reads the
+checkpoint to resume and plans a time budget, and the others take what it found; the
+corpus is encoded by the main process first, so the others read its cache.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import BinaryIO
 
-from . import budget, checkpoint, corpus as corpora
+from . import budget, checkpoint, corpus as corpora, distributed
 from .device import choose_device
 from .errors import UsageError
 from .model import ModelConfig
@@ -80,12 +84,28 @@ def make_trainer(corpus: str | None = None, out: Path | None = None, resume: boo
     chosen = get_preset(preset or DEFAULT_PRESET)
     model_settings = {"model": "lstm", **chosen["model"], **model_given}
 
+    if corpus == "-" and distributed.active():
+        raise UsageError("several processes cannot share standard input; save the corpus "
+                         "to a file and name it instead of '-'")
+
+    def encode(spec: str | None) -> corpora.Corpus:
+        data = distributed.main_first(
+            lambda: corpora.encode(spec, corpora_dir, lossy, corpus_progress, stdin))
+        if len(set(distributed.gather(data.sha256))) > 1:
+            raise UsageError(f"the corpus {data.source!r} differs between the processes; "
+                             "every machine needs the same text at the same path")
+        return data
+
     saved, budget_plan = None, None
     if resume:
         if preset:  # a preset named on a resume must agree with the run, like explicit flags
             model_given = {**chosen["model"], **model_given}
-        run_dir = _run_to_resume(out, corpus, model_settings, checkpoints_dir)
-        saved = checkpoint.load(run_dir / "last.pt")
+
+        def find_and_load() -> tuple[Path, dict]:
+            run_dir = _run_to_resume(out, corpus, model_settings, checkpoints_dir)
+            return run_dir, checkpoint.load(run_dir / "last.pt")
+
+        run_dir, saved = distributed.run_on_main(find_and_load)
         saved_model = saved["model_config"]
         for key in ARCHITECTURE:
             if key in model_given and model_given[key] != saved_model.get(key):
@@ -95,17 +115,18 @@ def make_trainer(corpus: str | None = None, out: Path | None = None, resume: boo
                     "(start a new run with another --out instead)")
         model_config = ModelConfig.from_dict({**saved_model, **model_given})
         train_config = TrainConfig.from_dict(_with_limits(saved["train_config"], train_given))
-        data = corpora.encode(corpus or saved["corpus"]["source"], corpora_dir, lossy,
-                              corpus_progress, stdin)
+        data = encode(corpus or saved["corpus"]["source"])
         if data.sha256 != saved["corpus"]["sha256"]:
             raise UsageError(
                 f"the corpus {data.source!r} is not the text this run was trained on "
                 f"({saved['corpus']['source']!r}, sha256 {saved['corpus']['sha256'][:12]}…)")
     else:
-        data = corpora.encode(corpus, corpora_dir, lossy, corpus_progress, stdin)
+        data = encode(corpus)
         train_settings = chosen["train"]
         if "time_limit" in train_given and not model_given.keys() & SIZES:
-            budget_plan = _plan(data, preset, model_given, train_given)
+            # measured by the main process alone, so that all train the same model
+            budget_plan = distributed.run_on_main(
+                lambda: _plan(data, preset, model_given, train_given))
             model_settings = {"model": "lstm", **budget_plan.model, **model_given}
             train_settings = budget_plan.train
         train_config = TrainConfig.from_dict(_with_limits(train_settings, train_given))
@@ -114,7 +135,8 @@ def make_trainer(corpus: str | None = None, out: Path | None = None, resume: boo
             if epochs is not None:
                 model_settings["dropout"] = dropout_for(chosen, epochs)
         model_config = ModelConfig(vocab_size=len(data.vocab), **model_settings)
-        run_dir = _new_run_dir(out, data.name, model_settings, checkpoints_dir)
+        run_dir = distributed.run_on_main(
+            lambda: _new_run_dir(out, data.name, model_settings, checkpoints_dir))
     return Trainer(data, model_config, train_config, run_dir, callback, saved, launched_at,
                    budget_plan)
 

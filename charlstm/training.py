@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, distributed
 from .budget import BudgetPlan, cpu_precision, make_optimizer
 from .corpus import Corpus
 from .data import TrainBatches, eval_batches
@@ -150,6 +150,12 @@ class TrainingCallback:
     def on_end(self, result: TrainResult) -> None: ...
 
 
+class _Quiet(TrainingCallback):
+    """What the processes other than the main one report to: nothing at all."""
+
+    def on_notice(self, message: str) -> None: ...
+
+
 def split_point(length: int, val_frac: float) -> int:
     """Where the validation split starts: the last `val_frac` of the corpus, at least 1."""
     if val_frac == 0:
@@ -169,8 +175,12 @@ class Trainer:
         self.corpus, self.config, self.run_dir = corpus, config, Path(run_dir)
         self.launched_at, self.plan = launched_at, plan
         self.model_config = model_config
-        self.callback = callback or TrainingCallback()
-        self.device = choose_device(config.device)
+        # with several processes (see distributed) only the main one reports, evaluates
+        # and writes; the others train their share of the streams alongside it
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
+        self.callback = (callback or TrainingCallback()) if self.is_main else _Quiet()
+        self.device = distributed.local_device(choose_device(config.device))
         if model_config.vocab_size != len(corpus.vocab):
             raise UsageError("the model's vocabulary size does not match the corpus")
         tokens = corpus.tokens
@@ -184,7 +194,10 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay,
                                         self.device)
         self.batches = TrainBatches(tokens, self.val_start, config.batch_size, config.seq_len,
-                                    config.bptt_warmup, config.shuffle, config.seed)
+                                    config.bptt_warmup, config.shuffle, config.seed,
+                                    self.rank, self.world_size)
+        if self.rank:  # dropout of its own on each process (the main one's as in one process)
+            torch.manual_seed(distributed.process_seed(config.seed))
         self.step = 0
         self.elapsed = 0.0
         self.history: list[dict] = []
@@ -196,6 +209,7 @@ class Trainer:
         self.precision_note = (f"{self.precision} (as asked)" if config.precision != "auto"
                                else f"{self.precision} (auto, on {self.device.type})")
         self._stop_requested = False
+        self._stop_agreed = False  # with several processes: a stop asked for on any of them
         self.eval_seconds: float | None = None  # how long the last evaluation and save took
         self._trained_chars, self._training_seconds = 0, 0.0  # for the speed in this process
         self.time_spent: float | None = None  # the --time this run has used up, if it has
@@ -212,9 +226,9 @@ class Trainer:
             self._restore(resume_from)
         if self.precision is None and plan is not None:
             self.precision, self.precision_note = plan.precision, plan.precision_note
-        if self.precision is None:
-            self.precision, self.precision_note = cpu_precision(
-                self.model, config.batch_size, config.seq_len, self.device)
+        if self.precision is None:  # measured by the main process, for all of them
+            self.precision, self.precision_note = distributed.run_on_main(lambda: cpu_precision(
+                self.model, config.batch_size // self.world_size, config.seq_len, self.device))
         # fp16 scales the loss so small gradients survive; the scale is part of the state
         self.scaler = (torch.amp.GradScaler(self.device.type)
                        if needs_grad_scaler(self.precision) else None)
@@ -222,9 +236,11 @@ class Trainer:
             self.scaler.load_state_dict(resume_from["scaler"])
         # batches go to a GPU from page-locked memory, so the copy overlaps the step
         self._pin = self.device.type == "cuda"
-        # the module the training step runs: the model itself, or a compiled version of it
-        # (evaluation, sampling and checkpoints always use self.model)
-        self.trained = torch.compile(self.model) if config.compile else self.model
+        # the module the training step runs: the model itself, or DistributedDataParallel
+        # around it with several processes, maybe compiled (evaluation, sampling and
+        # checkpoints always use self.model: no collective happens in them)
+        trained = distributed.wrap(self.model, self.device)
+        self.trained = torch.compile(trained) if config.compile else trained
 
     # ------------------------------------------------------------------ set-up
 
@@ -240,13 +256,12 @@ class Trainer:
             self.time_spent = saved.get("time_spent")
             self.lr_scale = float(saved.get("lr_scale", 1.0))
             self.rollbacks = int(saved.get("rollbacks", 0))
-            self.hidden = state_from_list(saved["hidden"], self.model_config.model, self.device)
+            self.hidden = state_from_list(self._my_streams(saved["hidden"]),
+                                          self.model_config.model, self.device)
             self.eval_loss_sum, self.eval_loss_steps = saved["eval_loss"]
             self.curve = list(saved.get("curve", []))
             self.curve_sum, self.curve_steps = saved.get("curve_window", (0.0, 0))
-            torch.set_rng_state(saved["rng"]["torch"])
-            if self.device.type == "cuda" and saved["rng"].get("cuda"):
-                torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+            self._restore_rng(saved["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"the checkpoint cannot resume this run: {exc}") from exc
         if self.config.precision == "auto" and saved.get("precision"):
@@ -257,6 +272,24 @@ class Trainer:
             else:
                 self.precision = saved["precision"]
                 self.precision_note = f"{self.precision} (as the run was started)"
+
+    def _my_streams(self, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
+        """This process's streams of a saved state, which holds all B of them."""
+        if hidden and hidden[0].size(1) == self.config.batch_size:
+            return [t[:, self.batches.streams].contiguous() for t in hidden]  # (L, b, H)
+        return hidden
+
+    def _restore_rng(self, rng: dict) -> None:
+        """Each process takes the generator states of the process of its rank when the
+        run was saved; one with no saved states (the run had fewer processes) is seeded
+        from the seed, its rank and the step."""
+        saved = rng.get("processes") or [rng]
+        if self.rank >= len(saved):
+            torch.manual_seed(distributed.process_seed(self.config.seed, self.step))
+            return
+        torch.set_rng_state(saved[self.rank]["torch"])
+        if self.device.type == "cuda" and saved[self.rank].get("cuda"):
+            torch.cuda.set_rng_state_all(saved[self.rank]["cuda"])
 
     # ------------------------------------------------------------------ the loop
 
@@ -316,6 +349,7 @@ class Trainer:
             "val_chars": len(self.corpus.tokens) - self.val_start,
             "eval_chars": self.val_end - self.val_start,
             "parameters": self.model.num_parameters(), "device": str(self.device),
+            "processes": self.world_size,
             "precision": self.precision, "precision_note": self.precision_note,
             "model": self.model_config.to_dict(), "train": cfg.to_dict(),
             "step": self.step, "steps_per_epoch": self.batches.steps_per_epoch,
@@ -324,16 +358,7 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Train until a limit is reached or a stop is requested; always save on the way out."""
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for leftover in remove_leftovers(self.run_dir):
-                log.info("removed %s, left by a writer that was killed", leftover)
-            write_atomically(self.run_dir / "config.json",
-                             json.dumps(self.info(), indent=2).encode("utf-8"))
-            self._rewrite_metrics()
-        except OSError as exc:
-            raise CheckpointError(f"cannot write to the run folder {self.run_dir}: "
-                                  f"{exc.strerror or exc}") from exc
+        distributed.run_on_main(self._prepare_run_dir)
         if self._limit_reached() or (self.config.time_limit and self.time_spent is not None
                                      and self.time_spent >= self.config.time_limit):
             result = self._result("already finished")
@@ -366,7 +391,7 @@ class Trainer:
         self._good_state = self._snapshot()
         reason = None
         while reason is None:
-            if self._stop_requested:
+            if self._should_stop():
                 reason = "interrupted"
                 break
             step_started = time.monotonic()
@@ -384,6 +409,7 @@ class Trainer:
             self._trained_chars += cfg.batch_size * cfg.seq_len
             self._training_seconds += now - step_started
             self.elapsed = elapsed_before + (now - started)
+            self._agree_on_clock()
             reason = self._limit_reached()
             if self.step % LOG_EVERY == 0 or reason is not None:
                 steps = report_steps
@@ -403,6 +429,7 @@ class Trainer:
                 eval_started = time.monotonic()
                 self._evaluate_and_save(reason)
                 self.eval_seconds = time.monotonic() - eval_started
+                self._agree_on_clock()  # the main process's evaluation time, for all
             elif cfg.sample_every and self.step % cfg.sample_every == 0:
                 self._milestone_sample()
             if report_steps == 0:
@@ -413,6 +440,41 @@ class Trainer:
         result = self._result(reason)
         self.callback.on_end(result)
         return result
+
+    def _prepare_run_dir(self) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            for leftover in remove_leftovers(self.run_dir):
+                log.info("removed %s, left by a writer that was killed", leftover)
+            write_atomically(self.run_dir / "config.json",
+                             json.dumps(self.info(), indent=2).encode("utf-8"))
+            self._rewrite_metrics()
+        except OSError as exc:
+            raise CheckpointError(f"cannot write to the run folder {self.run_dir}: "
+                                  f"{exc.strerror or exc}") from exc
+
+    def _should_stop(self) -> bool:
+        """Whether a stop was asked for; with several processes, whether it was on any of
+        them by the last step's agreement, so that all stop after the same step."""
+        return self._stop_agreed if self.world_size > 1 else self._stop_requested
+
+    def _agree_on_clock(self) -> None:
+        """With several processes, after each step and evaluation: every process takes
+        the main one's clock, speed and evaluation time, so that the time limit and the
+        learning-rate schedule come out the same everywhere, and learns whether any
+        process was asked to stop. One small collective; nothing in a single process."""
+        if self.world_size == 1:
+            return
+        clock = [0.0] * 4
+        if self.is_main:
+            clock = [self.elapsed, self._training_seconds, float(self._trained_chars),
+                     -1.0 if self.eval_seconds is None else self.eval_seconds]
+        shared = torch.tensor([float(self._stop_requested), *clock], dtype=torch.float64,
+                              device=self.device)  # where any backend can reduce it
+        stop, elapsed, seconds, chars, eval_seconds = distributed.all_sum(shared).tolist()
+        self._stop_agreed = stop > 0
+        self.elapsed, self._training_seconds, self._trained_chars = elapsed, seconds, int(chars)
+        self.eval_seconds = None if eval_seconds < 0 else eval_seconds
 
     def _sum_dtype(self) -> torch.dtype:
         """float64 for sums of losses, except on Apple MPS, which has no float64."""
@@ -442,7 +504,9 @@ class Trainer:
         # the clipping norm also tells whether any gradient is inf or NaN (one device sync)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                               self.config.grad_clip or math.inf)
-        loss = loss.detach()
+        # with several processes, the mean over all of them: every process then decides
+        # alike below (the gradients and so the norm were averaged in backward already)
+        loss = distributed.mean(loss.detach())
         if scaler is not None and torch.isfinite(loss):
             # inf gradients under fp16 mean the loss scale is too high: the scaler skips
             # the update and lowers the scale, which is routine, not divergence
@@ -552,7 +616,7 @@ class Trainer:
         return total.item() / count
 
     def _milestone_sample(self) -> None:
-        if not self.config.sample_length:
+        if not self.config.sample_length or not self.is_main:
             return
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed + self.step)
         text = sample(self.model, self.corpus.vocab, "", self.config.sample_length,
@@ -562,7 +626,10 @@ class Trainer:
     def _evaluate_and_save(self, reason: str | None) -> None:
         train_loss = self.eval_loss_sum / max(self.eval_loss_steps, 1)
         self.eval_loss_sum, self.eval_loss_steps = 0.0, 0
-        val_loss = self.evaluate()
+        # only the main process evaluates; the others take its result (and its time of
+        # day), so that all their histories and best losses agree
+        val_loss, now = distributed.run_on_main(
+            lambda: (self.evaluate(), datetime.now(timezone.utc)))
         improved = val_loss is not None and (self.best_val_loss is None
                                              or val_loss < self.best_val_loss)
         if improved:
@@ -574,17 +641,12 @@ class Trainer:
             "best": improved, "lr": self.optimizer.param_groups[0]["lr"],
             "train_curve": self.curve,
             "elapsed": round(self.elapsed, 3),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "time": now.isoformat(timespec="seconds"),
         }
         self.history.append(record)
         self.curve = []
         self._save(best=improved)
-        try:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as exc:
-            raise CheckpointError(f"cannot append to {self.run_dir / 'metrics.jsonl'}: "
-                                  f"{exc.strerror or exc}") from exc
+        distributed.run_on_main(lambda: self._append_metrics(record))
         self.callback.on_eval(record)
         every = self.config.sample_every
         if every == 0 or self.step % every == 0 or reason is not None:
@@ -593,9 +655,14 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict:
+        """Everything a resume needs. With several processes every one must call this at
+        the same time: the carried state of all B streams and each process's generator
+        states are gathered from them (the main process's are also the top-level ones)."""
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        if self.world_size > 1:
+            rng["processes"] = distributed.gather(dict(rng))
         return {
             "charlstm_version": __version__,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -609,7 +676,8 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             "data": self.batches.state_dict(),
-            "hidden": state_to_list(self.hidden),
+            "hidden": state_to_list(distributed.gather_streams(self.hidden)),  # (L, B, H)
+            "processes": self.world_size,
             "eval_loss": [self.eval_loss_sum, self.eval_loss_steps],
             "curve": self.curve,
             "curve_window": [self.curve_sum, self.curve_steps],
@@ -624,14 +692,24 @@ class Trainer:
 
     def _save(self, best: bool) -> None:
         paths = [self.run_dir / "last.pt"] + ([self.run_dir / "best.pt"] if best else [])
-        checkpoint.save(self.state_dict(), *paths)
+        state = self.state_dict()  # every process takes part; the main one writes
+        distributed.run_on_main(lambda: checkpoint.save(state, *paths))
         self._good_state = self._snapshot()
-        log.info("saved %s", ", ".join(str(p) for p in paths))
+        if self.is_main:
+            log.info("saved %s", ", ".join(str(p) for p in paths))
 
     def _rewrite_metrics(self) -> None:
         """metrics.jsonl mirrors the history of the checkpoint the run continues from."""
         lines = "".join(json.dumps(record) + "\n" for record in self.history)
         write_atomically(self.run_dir / "metrics.jsonl", lines.encode("utf-8"))
+
+    def _append_metrics(self, record: dict) -> None:
+        try:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise CheckpointError(f"cannot append to {self.run_dir / 'metrics.jsonl'}: "
+                                  f"{exc.strerror or exc}") from exc
 
     def _result(self, reason: str) -> TrainResult:
         return TrainResult(self.step, reason, self.run_dir, self.best_val_loss, self.history)

@@ -272,3 +272,39 @@ def test_eval_batches_rejects_empty_span():
         eval_batches(POSITIONS, 0, 10, 2, 4)
     with pytest.raises(ValueError):
         eval_batches(POSITIONS, 10, 10, 2, 4)
+
+
+# ---------------------------------------------------------------- several processes
+
+
+@pytest.mark.parametrize("world", [2, 3, 6])
+@pytest.mark.parametrize("mode", [dict(), dict(bptt_warmup=4), dict(shuffle=True),
+                                  dict(shuffle=True, bptt_warmup=3)],
+                         ids=["contiguous", "contiguous-warmup", "shuffle", "shuffle-warmup"])
+def test_processes_share_out_the_global_streams(world, mode):
+    """Each process's batch is its contiguous slice of the one-process batch, at every
+    step and across epochs, so N processes together train the same streams as one."""
+    B, T = 6, 8
+    whole = TrainBatches(POSITIONS, 800, batch_size=B, seq_len=T, seed=5, **mode)
+    shares = [TrainBatches(POSITIONS, 800, batch_size=B, seq_len=T, seed=5, rank=rank,
+                           world_size=world, **mode) for rank in range(world)]
+    assert [s.streams for s in shares] == [slice(r * B // world, (r + 1) * B // world)
+                                          for r in range(world)]
+    for _ in range(2 * whole.steps_per_epoch + 3):
+        expected, parts = whole.next(), [s.next() for s in shares]
+        assert all(part.fresh == expected.fresh for part in parts)
+        for field in ("inputs", "targets", "warmup"):
+            if getattr(expected, field) is None:
+                assert all(getattr(part, field) is None for part in parts)
+            else:
+                joined = torch.cat([getattr(part, field) for part in parts])  # (B, ...)
+                assert torch.equal(joined, getattr(expected, field)), field
+        # the position is global: the same on every process and in one
+        assert all(s.state_dict() == whole.state_dict() for s in shares)
+        assert all(s.epochs_done == whole.epochs_done for s in shares)
+
+
+def test_batch_size_must_divide_among_processes():
+    with pytest.raises(UsageError, match=r"--batch-size 6 must be a multiple of the number "
+                                         r"of processes \(4\)"):
+        TrainBatches(POSITIONS, 2000, batch_size=6, seq_len=8, rank=1, world_size=4)

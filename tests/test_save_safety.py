@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import charlstm
-from charlstm import checkpoint, cli
+from charlstm import checkpoint, progress
 
 from conftest import TINY_SETTINGS, TINY_TEXT, invoke, one_line_error
 
@@ -89,13 +89,13 @@ def after_first_evaluation(monkeypatch: pytest.MonkeyPatch) -> Callable:
     checkpoint is saved by then): the file system changes under a run that has saved."""
     actions: list[Callable] = []
 
-    class Display(cli.TrainingDisplay):
+    class Display(progress.TrainingDisplay):
         def on_eval(self, record: dict) -> None:
             super().on_eval(record)
             while actions:
                 actions.pop(0)()
 
-    monkeypatch.setattr(cli, "TrainingDisplay", Display)
+    monkeypatch.setattr(progress, "TrainingDisplay", Display)  # train imports it when run
     return actions.append
 
 
