@@ -6,6 +6,8 @@ import hashlib
 import io
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +103,37 @@ def test_changed_file_is_encoded_again(tmp_path):
     assert second.sha256 != first.sha256
 
 
+def test_changed_file_of_the_same_size_is_encoded_again(tmp_path):
+    path = tmp_path / "text.txt"
+    corpora_dir = tmp_path / "corpora"
+    path.write_text("abcdef", encoding="utf-8")
+    first = corpus.encode(str(path), corpora_dir)
+    stat = path.stat()
+    path.write_text("fedcba", encoding="utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    second = corpus.encode(str(path), corpora_dir)
+    assert decoded(second) == "fedcba"
+    assert second.sha256 != first.sha256
+
+
+def test_unchanged_file_is_not_read_again(tmp_path, monkeypatch):
+    """A cache hit opens the cached tokens and their description, never the corpus."""
+    path = tmp_path / "text.txt"
+    path.write_bytes(MIXED.encode("utf-8"))
+    first = corpus.encode(str(path), tmp_path / "corpora")
+    real_open = open
+
+    def guarded_open(file, *args, **kwargs):
+        assert Path(file).resolve() != path.resolve(), "the corpus was read again"
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded_open)
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: guarded_open(self, *a, **k))
+    second = corpus.encode(str(path), tmp_path / "corpora")
+    assert np.array_equal(np.asarray(second.tokens), np.asarray(first.tokens))
+    assert second.sha256 == first.sha256
+
+
 def test_stdin(tmp_path):
     data = MIXED.encode("utf-8")
     c = corpus.encode("-", tmp_path / "corpora", stdin=io.BytesIO(data))
@@ -115,7 +148,165 @@ def test_empty_stdin_is_usage_error(tmp_path):
         corpus.encode("-", tmp_path / "corpora", stdin=io.BytesIO(b""))
 
 
+def reference(text: str) -> tuple[str, list[int], list[int]]:
+    """What encoding `text` must give, the slow and obvious way: (characters in code point
+    order, their counts, the token ids)."""
+    chars = "".join(sorted(set(text)))
+    index = {c: i for i, c in enumerate(chars)}
+    return chars, [text.count(c) for c in chars], [index[c] for c in text]
+
+
+# long ASCII stretches (pieces that are pure ASCII) around mixed text (pieces that are not)
+ASCII_AND_MIXED = "plain ascii text, line after line\n" * 9 + MIXED + "more ascii\n" * 7 + "😀é"
+
+
+@pytest.fixture(params=["numpy", "python", "by share"])
+def decoder(request, monkeypatch):
+    """Which way mixed pieces are decoded: always with numpy from the bytes, always with
+    Python's decoder, or as in use, by the share of multi-byte characters."""
+    share = {"numpy": 1.0, "python": 0.0, "by share": corpus.MOSTLY_ASCII}[request.param]
+    monkeypatch.setattr(corpus, "MOSTLY_ASCII", share)
+    return request.param
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 4, 5, 11, 64, 1 << 20])
+def test_ascii_and_mixed_pieces_match_a_plain_reading(tmp_path, monkeypatch, chunk_bytes,
+                                                      decoder):
+    """Whatever the chunk size (pieces all ASCII, mixed, characters cut by reads) and the
+    decoder, the vocabulary, counts and ids are those of decoding the whole text at once."""
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", chunk_bytes)
+    path = tmp_path / "text.txt"
+    path.write_bytes(ASCII_AND_MIXED.encode("utf-8"))
+    c = corpus.encode(str(path), tmp_path / "corpora")
+    chars, counts, ids = reference(ASCII_AND_MIXED)
+    assert c.vocab.chars == chars
+    assert list(c.vocab.counts) == counts
+    assert np.asarray(c.tokens).tolist() == ids
+    assert c.sha256 == hashlib.sha256(ASCII_AND_MIXED.encode("utf-8")).hexdigest()
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3, 1 << 20])
+def test_pure_ascii_corpus(tmp_path, monkeypatch, chunk_bytes):
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", chunk_bytes)
+    text = "".join(chr(i) for i in range(128)) * 3
+    path = tmp_path / "ascii.txt"
+    path.write_bytes(text.encode("ascii"))
+    c = corpus.encode(str(path), tmp_path / "corpora")
+    chars, counts, ids = reference(text)
+    assert (c.vocab.chars, list(c.vocab.counts)) == (chars, counts)
+    assert np.asarray(c.tokens).tolist() == ids
+
+
+def test_code_points_at_the_edges_of_each_utf8_length(tmp_path, decoder):
+    """The first and last code point of 1-, 2-, 3- and 4-byte UTF-8, and around the
+    surrogates, decode to themselves."""
+    edges = "\x00\x7f\x80\u07ff\u0800\ud7ff\ue000\uffff\U00010000\U0010ffff"
+    text = (edges + "a") * 5
+    path = tmp_path / "edges.txt"
+    path.write_bytes(text.encode("utf-8"))
+    c = corpus.encode(str(path), tmp_path / "corpora")
+    assert decoded(c) == text
+    assert c.vocab.chars == "".join(sorted(set(text)))
+
+
+def test_large_vocabulary_with_ascii_pieces(tmp_path, monkeypatch, decoder):
+    """More than 256 characters (uint16 ids) in a text whose pieces are partly ASCII."""
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 64)
+    text = "ascii only here. " * 20 + "".join(chr(0x4E00 + i) for i in range(300)) + "end"
+    path = tmp_path / "big-vocab.txt"
+    path.write_bytes(text.encode("utf-8"))
+    c = corpus.encode(str(path), tmp_path / "corpora")
+    assert c.tokens.dtype == np.uint16
+    assert np.asarray(c.tokens).tolist() == reference(text)[2]
+
+
+def test_progress_reports_every_byte(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 100)
+    data = ASCII_AND_MIXED.encode("utf-8")
+    path = tmp_path / "text.txt"
+    path.write_bytes(data)
+    seen = []
+    corpus.encode(str(path), tmp_path / "corpora",
+                  progress=lambda done, total: seen.append((done, total)))
+    assert len(seen) > 1
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert seen[-1] == (len(data), len(data))
+
+
+# the command line run in a fresh interpreter, reporting whether torch got imported
+WITHOUT_TORCH = """
+import sys
+from charlstm.cli import main
+sys.argv = ["charlstm", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print("torch imported" if "torch" in sys.modules else "no torch", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("command", [["corpus", "prepare", "text.txt"], ["corpus", "list"],
+                                     ["--help"], ["--version"]])
+def test_corpus_commands_do_not_import_torch(tmp_path, command):
+    """Preparing a corpus (and asking for help or the version) starts in a fraction of a
+    second and stays small: torch is imported only by the commands that use models."""
+    env = {**os.environ, "CHARLSTM_CORPORA": str(tmp_path / "corpora")}
+    (tmp_path / "text.txt").write_bytes(MIXED.encode("utf-8"))
+    result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *command], cwd=tmp_path,
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().endswith("no torch"), result.stderr
+    if command[:2] == ["corpus", "prepare"]:
+        assert f"{len(MIXED):,} characters" in result.stdout
+
+
+def test_corpus_prepare_prints_a_summary_also_from_the_cache(tmp_path):
+    env = {**os.environ, "CHARLSTM_CORPORA": str(tmp_path / "corpora")}
+    (tmp_path / "text.txt").write_bytes(MIXED.encode("utf-8"))
+    outputs = [subprocess.run([sys.executable, "-m", "charlstm", "corpus", "prepare",
+                               "text.txt"], cwd=tmp_path, capture_output=True, text=True,
+                              env=env) for _ in range(2)]
+    for result in outputs:
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+    summary = outputs[0].stdout
+    assert summary == outputs[1].stdout  # the second from the cache
+    sha = hashlib.sha256(MIXED.encode("utf-8")).hexdigest()[:12]
+    assert summary == (f"text.txt: {len(MIXED):,} characters, vocabulary {len(set(MIXED))} "
+                       f"(uint8), sha256 {sha}\n")
+    assert len(list((tmp_path / "corpora" / "cache").glob("*.tokens"))) == 1
+
+
 # ------------------------------------------------------------------- invalid UTF-8
+
+# sequences Python's decoder refuses: a bad first byte, overlong forms, a surrogate, a code
+# point past U+10FFFF, missing or stray continuation bytes
+NOT_UTF8 = [b"\xff", b"\xc0\x80", b"\xc1\xbf", b"\xe0\x80\x80", b"\xe0\x9f\xbf",
+            b"\xed\xa0\x80", b"\xf0\x8f\xbf\xbf", b"\xf4\x90\x80\x80", b"\xf5\x80\x80\x80",
+            b"\x80", b"\xbf\xbf", b"\xe4\xb8a", b"\xf0\x9f\x98", b"\xc3"]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 5, 1 << 20])
+@pytest.mark.parametrize("bad", NOT_UTF8)
+def test_invalid_utf8_as_pythons_decoder_sees_it(tmp_path, monkeypatch, chunk_bytes, bad,
+                                                 decoder):
+    """The offset named is the one Python's decoder names for the whole text, and --lossy
+    gives exactly its replacement characters."""
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", chunk_bytes)
+    data = "ok é 世 ".encode("utf-8") + bad + " 😀 more".encode("utf-8") + bad
+    with pytest.raises(UnicodeDecodeError) as expected:
+        data.decode("utf-8")
+    path = tmp_path / "bad.txt"
+    path.write_bytes(data)
+    with pytest.raises(CorpusError) as info:
+        corpus.encode(str(path), tmp_path / "corpora")
+    assert offset_in(str(info.value)) == expected.value.start
+    assert expected.value.reason in str(info.value)
+    lossy = corpus.encode(str(path), tmp_path / "corpora", lossy=True)
+    assert decoded(lossy) == data.decode("utf-8", "replace")
+    assert np.asarray(lossy.tokens).tolist() == reference(data.decode("utf-8", "replace"))[2]
+
+
 
 
 def test_invalid_utf8_names_byte_offset(tmp_path):
@@ -311,3 +502,11 @@ def test_pydocs_is_a_prose_corpus_built_offline(tmp_path):
     assert corpus.resolve("pydocs", tmp_path) == path and path.stat().st_mtime_ns == mtime
     encoded = corpus.encode("pydocs", tmp_path)
     assert encoded.name == "pydocs" and len(encoded.tokens) == len(text)
+
+
+def test_importing_the_package_does_not_import_torch_until_its_api_is_used():
+    code = ("import sys, charlstm; print('torch' in sys.modules); charlstm.load; "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split() == ["False", "True"]
