@@ -762,7 +762,9 @@ def sparkline(values: list[float], width: int = 60) -> str:
 # ----------------------------------------------------------------------------- corpus
 
 
-@corpus_app.command("list", context_settings=HELP)
+@corpus_app.command("list", context_settings=HELP, epilog=(
+    "Examples:\n\n  charlstm corpus list\n\n"
+    "  charlstm corpus list | grep -v 'not here'    # the ones ready to train on"))
 def corpus_list() -> None:
     """Show the built-in and downloadable corpora and whether each is here."""
     folder = corpora_dir()
@@ -812,7 +814,10 @@ def corpus_get(
     print(path)
 
 
-@corpus_app.command("prepare", context_settings=HELP)
+@corpus_app.command("prepare", context_settings=HELP, epilog=(
+    "Examples:\n\n  charlstm corpus prepare enwik8.txt      # encode once, train many times\n\n"
+    "  charlstm corpus prepare pydocs\n\n"
+    "  charlstm corpus prepare --lossy scraped.txt   # invalid UTF-8 becomes U+FFFD"))
 def corpus_prepare(
     corpus: str = typer.Argument(..., help="A text file, '-' or a known corpus name."),
     lossy: bool = typer.Option(False, "--lossy", help="Replace invalid UTF-8 bytes."),

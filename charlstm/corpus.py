@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import logging
+import mmap
 import sys
 import sysconfig
 import urllib.error
@@ -310,7 +311,22 @@ def _load_cached(meta_path: Path, tokens_path: Path, name: str, source: str) -> 
 
 
 def _memmap(path: Path, dtype: np.dtype, length: int) -> np.ndarray:
-    return np.memmap(path, dtype=dtype, mode="r", shape=(length,))
+    """The token file as a read-only array over a memory map (the array's `base` is the
+    mmap.mmap, so that training can let go of the pages it has read; see data)."""
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(mapped, dtype=dtype, count=length)
+
+
+def release_pages(tokens: np.ndarray) -> None:
+    """Let the operating system take back the pages of a memory-mapped token array that
+    were read so far. They stay in the page cache (reading them again is cheap), but they
+    leave this process's resident memory, which would otherwise grow towards the size of
+    the corpus over an epoch. Does nothing for arrays in memory, or without madvise."""
+    view = getattr(tokens, "base", None)  # np.frombuffer keeps a memoryview of the mmap
+    mapped = getattr(view, "obj", None)
+    if isinstance(mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 # The text is read in pieces of about CHUNK_BYTES, each ending on a character boundary

@@ -33,9 +33,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .corpus import release_pages
 from .errors import UsageError
 
 IGNORE_INDEX = -100  # targets with this id are padding and carry no loss
+RELEASE_EVERY = 1000  # batches between handing the corpus pages read back to the OS
 
 
 @dataclass
@@ -77,6 +79,7 @@ class TrainBatches:
         self.epoch = 0
         self.step_in_epoch = 0
         self._starts = self._stream_starts(0)
+        self._batches_read = 0  # in this process (not part of the position)
 
     @staticmethod
     def min_characters(batch_size: int, seq_len: int, bptt_warmup: int, shuffle: bool) -> int:
@@ -112,6 +115,9 @@ class TrainBatches:
         return self.epoch + self.step_in_epoch / self.steps_per_epoch
 
     def next(self) -> Batch:
+        self._batches_read += 1
+        if self._batches_read % RELEASE_EVERY == 0:  # memory stays flat on a huge corpus
+            release_pages(self.tokens)
         if self.shuffle:
             return self._random_windows()
         if self.step_in_epoch >= self.steps_per_epoch:

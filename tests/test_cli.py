@@ -464,3 +464,14 @@ def test_corpus_prepare_from_stdin(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "7 characters" in result.stdout
     assert "vocabulary 4" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["train"], ["sample"], ["score"], ["info"], ["plot"],
+                                     ["corpus", "list"], ["corpus", "get"],
+                                     ["corpus", "prepare"]])
+def test_every_command_has_help_with_examples(command):
+    result = invoke(*command, "--help", env={"COLUMNS": "120", "NO_COLOR": "1"})
+    assert result.exit_code == 0
+    examples = result.stdout.split("Examples:", 1)
+    assert len(examples) == 2, result.stdout
+    assert f"charlstm {' '.join(command)}" in examples[1]  # each shows the command itself

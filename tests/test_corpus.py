@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import os
 import re
 import subprocess
@@ -81,7 +82,7 @@ def test_second_encode_reuses_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus, "_encoded_chunks", no_encoding)
     monkeypatch.setattr(corpus, "_vocabulary", no_encoding)
     second = corpus.encode(str(path), corpora_dir)
-    assert isinstance(second.tokens, np.memmap)
+    assert isinstance(second.tokens.base.obj, mmap.mmap)  # mapped, not read into memory
     assert np.array_equal(np.asarray(first.tokens), np.asarray(second.tokens))
     assert second.vocab == first.vocab
     assert second.sha256 == first.sha256
