@@ -7,9 +7,10 @@ For each recurrent cell, shape (layers x hidden units) and batch (--num-samples)
 characters-per-second figures: the plain way, calling the model's fused nn module on one
 character at a time (`model(ids[:, None], state)`, what generation did before it had a
 stepper); charlstm's `generate()` end to end (the stepper, picking each character at
-temperature 0.8, and turning ids into text); and the bare `Stepper` alone. Models are
+temperature 0.8, and turning ids into text); the bare `Stepper` alone; and a floor: only
+the matrix products of the layers and the output layer, nothing else (see matmul_floor). Models are
 random-init (speed does not depend on the weights), embedding 64, vocabulary --vocab.
-The targets are the issue's, for generate(). Rounds alternate the three so that drift in a
+The targets are the issue's, for generate(). Rounds alternate the four so that drift in a
 shared machine hits all of them; the table shows the median of each. Prints the table and
 appends it to bench/RESULTS.md.
 """
@@ -74,6 +75,32 @@ def stepper_speed(model: CharRNN, batch: int, seconds: float) -> float:
     return chars_per_second(step, seconds)
 
 
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def matmul_floor(model: CharRNN, batch: int, seconds: float) -> float:
+    """Only the matrix products any one-step method must do per character, each layer's
+    weights as one stacked matrix (layer 0: the recurrent ones; its input weights are a
+    table lookup) and the output layer, into preallocated outputs: on a CPU this is
+    bounded by how fast the weights stream from memory."""
+    c = model.config
+    width = GATES[c.model] * c.hidden_size
+    weights = [torch.randn(c.hidden_size if layer == 0 else 2 * c.hidden_size, width)
+               for layer in range(c.num_layers)]
+    inputs = [torch.randn(batch, w.size(0)) for w in weights]
+    outputs = [torch.empty(batch, width) for _ in weights]
+    head, hidden = torch.randn(c.hidden_size, c.vocab_size), torch.randn(batch, c.hidden_size)
+    logits = torch.empty(batch, c.vocab_size)
+
+    def step() -> int:
+        for x, w, out in zip(inputs, weights, outputs):
+            torch.mm(x, w, out=out)
+        torch.mm(hidden, head, out=logits)
+        return batch
+
+    return chars_per_second(step, seconds)
+
+
 def generate_speed(model: CharRNN, vocab: Vocabulary, batch: int, seconds: float) -> float:
     stream = generate(model, vocab, "", 0, temperature=0.8, num_samples=batch,
                       generator=torch.Generator().manual_seed(0))
@@ -107,26 +134,31 @@ def main() -> None:
             model = CharRNN(ModelConfig(vocab_size=len(vocab), model=kind, num_layers=layers,
                                         hidden_size=hidden, embed_size=64)).eval()
             for batch in map(int, args.batches.split(",")):
-                measured: dict[str, list[float]] = {"module": [], "generate": [], "stepper": []}
+                measured: dict[str, list[float]] = {"module": [], "generate": [], "stepper": [],
+                                                    "floor": []}
                 with torch.inference_mode():
                     for _ in range(args.rounds):
                         measured["module"].append(module_speed(model, batch, args.seconds))
                         measured["generate"].append(
                             generate_speed(model, vocab, batch, args.seconds))
                         measured["stepper"].append(stepper_speed(model, batch, args.seconds))
-                module, generated, stepped = (statistics.median(measured[k])
-                                              for k in ("module", "generate", "stepper"))
+                        measured["floor"].append(matmul_floor(model, batch, args.seconds))
+                module, generated, stepped, floor = (
+                    statistics.median(measured[k])
+                    for k in ("module", "generate", "stepper", "floor"))
                 target = TARGETS.get((layers, hidden, batch))
                 rows.append([
                     f"{kind} {layers}x{hidden}", str(batch), f"{module:,.0f}",
-                    f"{generated:,.0f}", f"{stepped:,.0f}", f"{generated / module:.1f}x",
+                    f"{generated:,.0f}", f"{stepped:,.0f}", f"{floor:,.0f}",
+                    f"{generated / module:.1f}x",
                     f"{target:,}" if target else "-",
                     ("met" if generated >= target else "not met") if target else "-",
                 ])
                 print(" | ".join(rows[-1]), file=sys.stderr)  # progress, the table comes last
     table = markdown_table(
         ["model", "batch", "nn module step (chars/s)", "generate() (chars/s)",
-         "bare Stepper (chars/s)", "generate / module", "target for generate()", "target"],
+         "bare Stepper (chars/s)", "matrix products only (chars/s)", "generate / module",
+         "target for generate()", "target"],
         rows)
     print(table)
     if not args.no_record:
