@@ -14,6 +14,7 @@ step) and through the module itself on GPUs, where cuDNN steps fast enough.
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable, Iterator
 
 import torch
@@ -83,7 +84,10 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None = None,
     return torch.div(probs, race, out=race).argmax(dim=-1)
 
 
-@torch.inference_mode()
+BLOCK_STEPS = 64  # at most this many steps are computed per trip into inference mode ...
+BLOCK_SECONDS = 0.02  # ... or this much time, so that text still streams as it is made
+
+
 def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
              length: int = 1000, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, num_samples: int = 1,
@@ -98,6 +102,11 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
     its text ends with that string (which is included); an ended sample yields "" until
     all have ended, and then generation stops. `fast` steps the model with
     `stepping.Stepper` (True) or calls it (False); None, the default, steps on a CPU.
+
+    Steps are computed in short blocks (up to BLOCK_STEPS, or BLOCK_SECONDS), each in one
+    trip into inference mode, and then yielded one by one: entering inference mode for
+    every character would cost about as much as a small model's step, and the caller's
+    code between characters runs outside it.
     """
     primes = prime if isinstance(prime, list) else None
     if primes is not None:
@@ -114,33 +123,48 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
     was_training = model.training
     model.eval()
     try:
-        if primes is None:
-            logits, state = _start(model, vocab, prime, device)
-            logits = logits.expand(num_samples, -1)
-            state = _expand(state, num_samples)
-        else:
-            starts = [_start(model, vocab, text, device) for text in primes]
-            logits = torch.cat([lg for lg, _ in starts])
-            state = _stack([st for _, st in starts], model, device)
-        step = _step_function(model, device, fast)
+        with torch.inference_mode():
+            if primes is None:
+                logits, state = _start(model, vocab, prime, device)
+                logits = logits.expand(num_samples, -1)
+                state = _expand(state, num_samples)
+            else:
+                starts = [_start(model, vocab, text, device) for text in primes]
+                logits = torch.cat([lg for lg, _ in starts])
+                state = _stack([st for _, st in starts], model, device)
+            step = _step_function(model, device, fast)
         tails = [""] * num_samples  # the last characters of each sample, to spot stop_at
         done = [False] * num_samples
         produced = 0
-        while length == 0 or produced < length:
-            next_ids = pick(logits, temperature, top_k, top_p, generator)  # (N,)
-            chars = [vocab.chars[i] for i in next_ids.tolist()]
-            if stop_at is not None:
-                for n, char in enumerate(chars):
-                    if done[n]:
-                        chars[n] = ""
-                        continue
-                    tails[n] = (tails[n] + char)[-len(stop_at):]
-                    done[n] = tails[n] == stop_at
-            yield chars
-            produced += 1
-            if (length and produced == length) or (stop_at is not None and all(done)):
-                break
-            logits, state = step(next_ids, state)
+
+        @torch.inference_mode()
+        def block() -> tuple[list[list[str]], bool]:
+            """The next few steps' characters, and whether generation has ended."""
+            nonlocal logits, state, produced
+            rows, started = [], time.perf_counter()
+            while True:
+                next_ids = pick(logits, temperature, top_k, top_p, generator)  # (N,)
+                chars = [vocab.chars[i] for i in next_ids.tolist()]
+                if stop_at is not None:
+                    for n, char in enumerate(chars):
+                        if done[n]:
+                            chars[n] = ""
+                            continue
+                        tails[n] = (tails[n] + char)[-len(stop_at):]
+                        done[n] = tails[n] == stop_at
+                rows.append(chars)
+                produced += 1
+                if (length and produced == length) or (stop_at is not None and all(done)):
+                    return rows, True
+                logits, state = step(next_ids, state)
+                if (len(rows) >= BLOCK_STEPS
+                        or time.perf_counter() - started >= BLOCK_SECONDS):
+                    return rows, False
+
+        finished = False
+        while not finished:
+            rows, finished = block()
+            yield from rows
     finally:
         model.train(was_training)
 

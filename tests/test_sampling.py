@@ -10,6 +10,7 @@ import torch
 from charlstm.api import LanguageModel
 from charlstm.errors import UsageError
 from charlstm.model import CharRNN, ModelConfig
+from charlstm import sampling
 from charlstm.sampling import generate, pick, sample
 from charlstm.vocab import Vocabulary
 
@@ -289,3 +290,35 @@ def test_one_prime_per_sample_matches_each_prime_alone(model, vocab):
 def test_prime_list_is_checked_for_unknown_characters(model, vocab):
     with pytest.raises(UsageError, match="never saw"):
         list(generate(model, vocab, ["the", "Ω"], 5))
+
+
+@pytest.mark.parametrize("options", [dict(length=50), dict(length=0, stop_at="e"),
+                                     dict(length=40, num_samples=3, stop_at="a")])
+def test_blocks_of_steps_do_not_change_the_text(model, vocab, monkeypatch, options):
+    """Steps are computed a few at a time: the block size changes nothing in the output."""
+    def run():
+        stream = generate(model, vocab, "the ", temperature=0.9,
+                          generator=torch.Generator().manual_seed(5), **options)
+        return ["".join(chars) for chars in stream]
+
+    whole = run()
+    monkeypatch.setattr(sampling, "BLOCK_STEPS", 3)
+    assert run() == whole
+    monkeypatch.setattr(sampling, "BLOCK_STEPS", 1)
+    assert run() == whole
+
+
+def test_the_callers_code_runs_outside_inference_mode_between_characters(model, vocab):
+    was_training = model.training
+    model.train()
+    stream = generate(model, vocab, "the ", length=0, generator=torch.Generator().manual_seed(1))
+    try:
+        for _ in range(100):
+            next(stream)
+            assert not torch.is_inference_mode_enabled()
+            assert torch.is_grad_enabled()
+            assert not model.training  # evaluation mode while generating
+        stream.close()
+        assert model.training  # and training mode back once it ends
+    finally:
+        model.train(was_training)
