@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import append  # noqa: E402
+from machine import publish  # noqa: E402
 from runner import markdown_table  # noqa: E402
 
 PREP_MB_PER_S = 100  # targets from the issue
@@ -184,12 +184,9 @@ def main() -> None:
             if args.workdir is None:
                 workdir.rmdir()
     table = markdown_table(["measure", "value", "target", "status"], rows)
-    print(table)
-    if not args.no_record:
-        command = "python bench/corpus_scale.py " + shlex.join(sys.argv[1:])
-        append(f"Corpus preparation and start-up at {args.size / 1e6:,.0f} MB", command,
-               f"Corpus: generated, {args.size:,} bytes, mostly ASCII with multi-byte "
-               f"words throughout (seed {args.seed}).\n\n{table}")
+    publish(f"Corpus preparation and start-up at {args.size / 1e6:,.0f} MB", table,
+            not args.no_record, body=f"Corpus: generated, {args.size:,} bytes, mostly ASCII "
+            f"with multi-byte words throughout (seed {args.seed}).\n\n{table}")
 
 
 def measure(workdir: Path, size: int, seed: int, extra: list[str]) -> list[list[str]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import append  # noqa: E402
+from machine import publish  # noqa: E402
 from runner import SHAKESPEARE, markdown_table  # noqa: E402
 
 from charlstm.model import CharRNN, detach_state  # noqa: E402
@@ -121,10 +121,7 @@ def main() -> None:
         ("loop / bare fused", f"{loop / bare_fused:.1%}"),
     ]
     table = markdown_table(["measure", "value"], [list(row) for row in rows])
-    print(table)
-    if not args.no_record:
-        command = "python bench/loop_speed.py " + " ".join(sys.argv[1:])
-        append("Training loop speed vs a bare step", command.strip(), table)
+    publish("Training loop speed vs a bare step", table, not args.no_record)
 
 
 if __name__ == "__main__":

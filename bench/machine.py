@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,6 +45,20 @@ def describe() -> str:
             f"{os.cpu_count()} cores; Python {platform.python_version()}, torch "
             f"{torch.__version__} ({torch.get_num_threads()} threads), charlstm "
             f"{charlstm.__version__} ({git_commit()})")
+
+
+def this_command() -> str:
+    """The command line that ran this benchmark, as it can be typed again."""
+    return shlex.join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+
+
+def publish(section: str, table: str, record: bool, body: str | None = None,
+            command: str | None = None) -> None:
+    """Print a benchmark's table, and unless told not to (--no-record), append it (or a
+    longer `body`) to RESULTS.md with the command that made it."""
+    print(table)
+    if record:
+        append(section, command or this_command(), body or table)
 
 
 def append(section: str, command: str, body: str) -> None:

@@ -11,12 +11,11 @@ appends it to bench/RESULTS.md with the exact command.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import append  # noqa: E402
+from machine import publish  # noqa: E402
 from runner import SHAKESPEARE, markdown_table, train  # noqa: E402
 
 
@@ -39,10 +38,7 @@ def main() -> None:
         print(f"{precision}: {run.val_loss:.4f} nats", file=sys.stderr)
     table = markdown_table(["precision", "model", "steps", "chars/s (whole run)",
                             "wall clock", "val loss (nats)", "val bits/char"], rows)
-    print(table)
-    if not args.no_record:
-        command = "python bench/precision.py " + shlex.join(sys.argv[1:])
-        append(f"fp32 vs bf16 at equal wall-clock ({args.budget})", command, table)
+    publish(f"fp32 vs bf16 at equal wall-clock ({args.budget})", table, not args.no_record)
 
 
 if __name__ == "__main__":

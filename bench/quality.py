@@ -11,12 +11,11 @@ Prints a table and appends it to bench/RESULTS.md with the exact command.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import append  # noqa: E402
+from machine import publish  # noqa: E402
 from runner import SHAKESPEARE, markdown_table, train  # noqa: E402
 
 
@@ -53,11 +52,9 @@ def main() -> None:
     header = ["corpus", "wall clock", "val loss (nats)", "val bits/char", "model",
               "trained on", "precision", "why this model"]
     table = "\n\n".join([markdown_table(header, rows), *samples])
-    print(table)
-    if not args.no_record:
-        command = "python bench/quality.py " + shlex.join(sys.argv[1:])
-        target = f", target {args.target} nats" if args.target is not None else ""
-        append(args.label or f"Quality at a {args.budget} budget{target}", command, table)
+    target = f", target {args.target} nats" if args.target is not None else ""
+    publish(args.label or f"Quality at a {args.budget} budget{target}", table,
+            not args.no_record)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import append  # noqa: E402
+from machine import publish  # noqa: E402
 from runner import markdown_table  # noqa: E402
 
 from charlstm.model import CharRNN, ModelConfig  # noqa: E402
@@ -160,10 +160,7 @@ def main() -> None:
          "bare Stepper (chars/s)", "matrix products only (chars/s)", "generate / module",
          "target for generate()", "target"],
         rows)
-    print(table)
-    if not args.no_record:
-        command = "python bench/sampling_speed.py " + " ".join(sys.argv[1:])
-        append("Sampling speed: generate() vs stepping the nn module", command.strip(), table)
+    publish("Sampling speed: generate() vs stepping the nn module", table, not args.no_record)
 
 
 if __name__ == "__main__":

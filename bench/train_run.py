@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import append  # noqa: E402
+from machine import publish  # noqa: E402
 from runner import markdown_table, train  # noqa: E402
 
 
@@ -41,11 +41,10 @@ def main() -> None:
         ["model", run.model()],
     ]
     table = markdown_table(["measure", "value"], rows)
-    print(table)
-    if not args.no_record:
-        shown = "charlstm train " + shlex.join(train_args)
-        append(args.label, f"python bench/train_run.py --label '{args.label}' -- "
-                           f"{shlex.join(train_args)}", f"Trains: `{shown}`.\n\n{table}")
+    shown = "charlstm train " + shlex.join(train_args)
+    publish(args.label, table, not args.no_record, body=f"Trains: `{shown}`.\n\n{table}",
+            command=f"python bench/train_run.py --label '{args.label}' -- "
+                    f"{shlex.join(train_args)}")
 
 
 if __name__ == "__main__":
