@@ -45,6 +45,10 @@ IMPORTED_AT = time.monotonic()
 HELP = {"help_option_names": ["-h", "--help"]}
 DATA, MODEL, OPTIM, CKPT, OUTPUT = "Data", "Model", "Optimization", "Checkpointing", "Output"
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# the model argument of `sample` and `score`
+CHECKPOINT_ARGUMENT = typer.Argument(..., metavar="CHECKPOINT",
+                                     help="A .pt file, or a run folder (uses its best.pt, "
+                                          "else last.pt).")
 
 
 class PipeClosed(Exception):
@@ -471,9 +475,7 @@ def _read_prime(prime: str | None, prime_file: str | None) -> str:
     "  charlstm sample RUN --stop-at '\\n\\n' -n 2000   # up to the first blank line\n\n"
     "  cut -c1-20 names.txt | charlstm sample RUN --each-line --stop-at '\\n'"))
 def sample(
-    checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT",
-                                           help="A .pt file, or a run folder (uses its "
-                                                "best.pt, else last.pt)."),
+    checkpoint_path: Path = CHECKPOINT_ARGUMENT,
     length: int = typer.Option(1000, "--length", "-n",
                                help="Characters to generate per sample; 0 = endless."),
     temperature: float = typer.Option(1.0, "--temperature", "-t",
@@ -909,9 +911,7 @@ def _score_json(record: dict) -> str:
     "  git log --format=%s | charlstm score RUN -l --json | jq .bits_per_char\n\n"
     "  charlstm score RUN - --json < chapter.txt  # characters, bits, unknown too"))
 def score(
-    checkpoint_path: Path = typer.Argument(..., metavar="CHECKPOINT",
-                                           help="A .pt file, or a run folder (uses its "
-                                                "best.pt, else last.pt)."),
+    checkpoint_path: Path = CHECKPOINT_ARGUMENT,
     file: Optional[str] = typer.Argument(None, metavar="[FILE|-]",
                                          help="The text to score; '-' or none reads stdin "
                                               "(none only when stdin is not a terminal).",
