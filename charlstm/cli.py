@@ -341,7 +341,11 @@ def train(
               "--epochs or --time to train further", file=sys.stderr)
         return 0
     if result.history:
-        _plot_after_training(run, lambda message: print(message, file=sys.stderr))
+        # what the plot needs, from the trainer: no need to read the checkpoint back
+        summary = {"model_config": trainer.model_config.to_dict(),
+                   "corpus": trainer.corpus.describe(), "step": result.step,
+                   "history": result.history}
+        _plot_after_training(run, summary, lambda message: print(message, file=sys.stderr))
     if result.reason == "interrupted":
         print(f"charlstm: stopped at step {result.step:,}; saved {run / 'last.pt'}\n"
               f"charlstm: resume with: charlstm train --out {run} --resume", file=sys.stderr)
@@ -728,16 +732,16 @@ def _write_stdout_bytes(payload: bytes) -> None:
         raise _stdout_failed(exc) from None
 
 
-def _plot_after_training(run_dir: Path, note) -> None:
-    """The end-of-training plot, when matplotlib is there; never fails the run."""
-    from . import checkpoint, plot
+def _plot_after_training(run_dir: Path, data: dict, note) -> None:
+    """The end-of-training plot, when matplotlib is there; never fails the run. `data`
+    has the checkpoint's model_config, corpus, step and history."""
+    from . import plot
 
     if not plot.available():
         note(f"charlstm: no loss plot written; for one: {plot.INSTALL_HINT}")
         return
     target = run_dir / plot.PLOT_NAME
     try:
-        data = checkpoint.load(checkpoint.find(run_dir))
         with atomic_writer(target) as f:
             plot.plot_history(data.get("history", []), f, _plot_title(data, run_dir))
     except (CharlstmError, OSError) as exc:
