@@ -45,7 +45,8 @@ IMPORTED_AT = time.monotonic()
 HELP = {"help_option_names": ["-h", "--help"]}
 DATA, MODEL, OPTIM, CKPT, OUTPUT = "Data", "Model", "Optimization", "Checkpointing", "Output"
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
-# the model argument of `sample` and `score`
+# the model argument and the device option of `sample` and `score`
+DEVICE_OPTION = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 CHECKPOINT_ARGUMENT = typer.Argument(..., metavar="CHECKPOINT",
                                      help="A .pt file, or a run folder (uses its best.pt, "
                                           "else last.pt).")
@@ -508,7 +509,7 @@ def sample(
     each_line: bool = typer.Option(False, "--each-line",
                                    help="Read stdin line by line and write one continuation "
                                         "of each line (its prime), in order; batched."),
-    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = DEVICE_OPTION,
 ) -> None:
     """Generate text from a trained model; only the text goes to stdout."""
     from .api import load, make_generator
@@ -931,7 +932,7 @@ def score(
     lossy: bool = typer.Option(False, "--lossy",
                                help="Replace invalid UTF-8 bytes with U+FFFD (an unknown "
                                     "character) instead of failing."),
-    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = DEVICE_OPTION,
 ) -> None:
     """Score text with a trained model: bits per character, lower = more like its corpus."""
     from .api import load
