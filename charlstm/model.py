@@ -113,6 +113,15 @@ def detach_state(state):
     return state.detach()
 
 
+def keep_state_where(bad: torch.Tensor, old, new):
+    """`new`, or where the 0-d bool `bad` is True, `old` (None: the zero state), chosen
+    on the device without reading `bad`."""
+    if isinstance(new, tuple):
+        return tuple(keep_state_where(bad, o, n)
+                     for o, n in zip(old if old is not None else (None,) * len(new), new))
+    return new.masked_fill(bad, 0.0) if old is None else torch.where(bad, old, new)
+
+
 def state_to_list(state) -> list[torch.Tensor]:
     """A state as a plain list of tensors (for checkpoints)."""
     if state is None:

@@ -27,7 +27,8 @@ from .data import TrainBatches, eval_batches
 from .device import autocast, choose_device, needs_grad_scaler, precision_without_measuring
 from .errors import CheckpointError, TrainingDiverged, UsageError
 from .files import remove_leftovers, write_atomically
-from .model import CharRNN, ModelConfig, detach_state, state_from_list, state_to_list
+from .model import (CharRNN, ModelConfig, detach_state, keep_state_where, state_from_list,
+                    state_to_list)
 from .sampling import sample
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,9 @@ class Trainer:
         self.model = CharRNN(model_config).to(self.device)
         self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay,
                                         self.device)
+        # a fused optimizer takes a bad-step flag on the device and skips the update there,
+        # so the step never waits for the device to say whether it was finite
+        self._skips_on_device = getattr(self.optimizer, "_step_supports_amp_scaling", False)
         self.batches = TrainBatches(tokens, self.val_start, config.batch_size, config.seq_len,
                                     config.bptt_warmup, config.shuffle, config.seed,
                                     self.rank, self.world_size)
@@ -373,20 +377,22 @@ class Trainer:
         # float64 sums of float32 losses are exact here, so a window split by a resume adds
         # up to the same bits as an uninterrupted one
         report_sum = torch.zeros((), dtype=self._sum_dtype(), device=self.device)
-        report_steps = 0
+        report_steps = 0  # steps since the last report, skipped ones included
+        pending: list[tuple[int, torch.Tensor]] = []  # their bad-step flags, still unread
         report_started = started
 
-        def take_report() -> float:
-            """The summed loss since the last report, folded into the evaluation's sum."""
+        def take_report(skipped: int) -> tuple[float, int]:
+            """The summed loss since the last report and how many steps it is over, folded
+            into the evaluation's sum."""
             nonlocal report_steps
-            loss = report_sum.item()
+            loss, good = report_sum.item(), report_steps - skipped
             self.eval_loss_sum += loss
-            self.eval_loss_steps += report_steps
+            self.eval_loss_steps += good
             self.curve_sum += loss
-            self.curve_steps += report_steps
+            self.curve_steps += good
             report_sum.zero_()
             report_steps = 0
-            return loss
+            return loss, good
 
         self._good_state = self._snapshot()
         reason = None
@@ -395,35 +401,41 @@ class Trainer:
                 reason = "interrupted"
                 break
             step_started = time.monotonic()
-            loss = self._train_step()
+            loss, bad = self._train_step()
             self.step += 1
-            if loss is not None:
-                report_sum += loss
-                report_steps += 1
-                self.bad_steps = 0
-            elif self._guard():  # rolled back: the steps since the snapshot are undone
-                report_sum.zero_()
-                report_steps = 0
-                continue  # the step rolled back to was evaluated and saved already
+            report_sum += loss.masked_fill(bad, 0.0)  # a skipped step's loss counts for nothing
+            report_steps += 1
+            pending.append((self.step, bad))
             now = time.monotonic()
             self._trained_chars += cfg.batch_size * cfg.seq_len
             self._training_seconds += now - step_started
             self.elapsed = elapsed_before + (now - started)
             self._agree_on_clock()
             reason = self._limit_reached()
-            if self.step % LOG_EVERY == 0 or reason is not None:
-                steps = report_steps
-                speed = steps * cfg.batch_size * cfg.seq_len / max(now - report_started, 1e-9)
-                loss_sum = take_report()
+            logging = self.step % LOG_EVERY == 0 or reason is not None
+            evaluating = self.step % cfg.eval_every == 0 or reason is not None
+            if not (logging or evaluating):
+                continue
+            skipped = self._settle(pending)
+            if skipped is None:  # rolled back: the steps since the snapshot are undone
+                report_sum.zero_()
+                report_steps, reason = 0, None
+                report_started = time.monotonic()
+                continue  # the step rolled back to was evaluated and saved already
+            if logging:
+                speed = report_steps * cfg.batch_size * cfg.seq_len / max(now - report_started,
+                                                                         1e-9)
+                loss_sum, good = take_report(skipped)
+                skipped = 0
                 if self.step % self.curve_every == 0 and self.curve_steps:
                     self.curve.append([self.step, self.curve_sum / self.curve_steps])
                     self.curve_sum, self.curve_steps = 0.0, 0
                 self.callback.on_step(StepStats(
                     self.step, self.batches.epochs_done,
-                    loss_sum / steps if steps else math.nan,
+                    loss_sum / good if good else math.nan,
                     self.optimizer.param_groups[0]["lr"], speed, self.elapsed))
-            if self.step % cfg.eval_every == 0 or reason is not None:
-                take_report()  # the steps since the last report count for this evaluation
+            if evaluating:
+                take_report(skipped)  # the steps since the last report count for this evaluation
                 if reason == "time":  # so that a resume with the same --time has nothing to do
                     self.time_spent = cfg.time_limit
                 eval_started = time.monotonic()
@@ -432,10 +444,14 @@ class Trainer:
                 self._agree_on_clock()  # the main process's evaluation time, for all
             elif cfg.sample_every and self.step % cfg.sample_every == 0:
                 self._milestone_sample()
-            if report_steps == 0:
-                report_started = time.monotonic()  # speed counts training, not evaluation
+            report_started = time.monotonic()  # speed counts training, not evaluation
         if reason == "interrupted":
-            take_report()
+            skipped = self._settle(pending)
+            if skipped is None:  # rolled back to the last save: nothing since it counts
+                report_sum.zero_()
+                report_steps = 0
+            else:
+                take_report(skipped)
             self._save(best=False)
         result = self._result(reason)
         self.callback.on_end(result)
@@ -480,9 +496,11 @@ class Trainer:
         """float64 for sums of losses, except on Apple MPS, which has no float64."""
         return torch.float32 if self.device.type == "mps" else torch.float64
 
-    def _train_step(self) -> torch.Tensor | None:
-        """One optimisation step; None if its loss or gradients were not finite, in which
-        case nothing was updated and the carried state is kept from before it."""
+    def _train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step: its loss and a flag, both still on the device, that is
+        True if the loss or a gradient was not finite. Such a step updates nothing: the
+        fused optimizer skips it on the device, and the carried state is kept from before
+        it. Nothing here waits for the device; the loop reads the flags at its reports."""
         batch = self.batches.next()
         if batch.fresh:
             self.hidden = None
@@ -501,24 +519,30 @@ class Trainer:
         else:
             scaler.scale(loss).backward()
             scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-        # the clipping norm also tells whether any gradient is inf or NaN (one device sync)
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                               self.config.grad_clip or math.inf)
         # with several processes, the mean over all of them: every process then decides
         # alike below (the gradients and so the norm were averaged in backward already)
         loss = distributed.mean(loss.detach())
-        if scaler is not None and torch.isfinite(loss):
+        if scaler is not None:
             # inf gradients under fp16 mean the loss scale is too high: the scaler skips
-            # the update and lowers the scale, which is routine, not divergence
+            # the update and lowers the scale, which is routine, not divergence; only a
+            # non-finite loss (whose gradients are not finite either) counts as bad
+            bad = ~torch.isfinite(loss)
             scaler.step(self.optimizer)
             scaler.update()
-        elif not torch.isfinite(loss + norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
         else:
-            self.optimizer.step()
-        self.hidden = detach_state(hidden)
-        return loss
+            bad = ~torch.isfinite(loss + norm)  # the norm is not finite if any gradient is
+            if self._skips_on_device:
+                self.optimizer.found_inf = bad.float()  # the fused kernel's skip flag
+                try:
+                    self.optimizer.step()
+                finally:
+                    del self.optimizer.found_inf
+            elif not bad:  # an optimizer without the flag: one device sync a step
+                self.optimizer.step()
+        self.hidden = keep_state_where(bad, self.hidden, detach_state(hidden))
+        return loss, bad
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if self._pin:
@@ -527,7 +551,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ divergence guard
 
-    def _guard(self) -> bool:
+    def _settle(self, pending: list[tuple[int, torch.Tensor]]) -> int | None:
+        """Read the bad-step flags of the steps since the last report (one device sync)
+        and pass each bad step to the guard in order: how many were skipped, or None if
+        the guard rolled the run back, which undoes the later steps too."""
+        if not pending:
+            return 0
+        flags = torch.stack([bad for _, bad in pending]).tolist()
+        steps = [step for step, _ in pending]
+        pending.clear()
+        for step, bad in zip(steps, flags):
+            if not bad:
+                self.bad_steps = 0
+            elif self._guard(step):
+                return None
+        return sum(flags)
+
+    def _guard(self, step: int) -> bool:
         """Handle a skipped (non-finite) step; True if it rolled the run back.
 
         A few in a row are skipped; then the run goes back to the state of its last save
@@ -535,7 +575,7 @@ class Trainer:
         """
         self.bad_steps += 1
         if self.bad_steps < BAD_STEPS_BEFORE_ROLLBACK:
-            self._notice(f"step {self.step:,}: the loss or a gradient was not finite; "
+            self._notice(f"step {step:,}: the loss or a gradient was not finite; "
                          "skipped the update")
             return False
         if self.rollbacks >= MAX_ROLLBACKS:
@@ -543,15 +583,14 @@ class Trainer:
             kept = (f"the last good checkpoint is {last}" if last.exists() else
                     "nothing was saved, as it diverged before its first evaluation")
             raise TrainingDiverged(
-                f"training diverged: the loss was not finite at step {self.step:,} even "
+                f"training diverged: the loss was not finite at step {step:,} even "
                 f"after {self.rollbacks} rollbacks, with the learning rate down to "
                 f"{self.lr_scale:g} of its schedule; {kept} (try a lower --lr or "
                 "--grad-clip)")
         self.rollbacks += 1
         self.lr_scale *= 0.5
-        bad_step = self.step
         self._restore_snapshot(self._good_state)
-        self._notice(f"step {bad_step:,}: {self.bad_steps} non-finite steps in a row; rolled "
+        self._notice(f"step {step:,}: {self.bad_steps} non-finite steps in a row; rolled "
                      f"back to step {self.step:,} with the learning rate at "
                      f"{self.lr_scale:g} of its schedule (rollback {self.rollbacks} of at "
                      f"most {MAX_ROLLBACKS})")

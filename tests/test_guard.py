@@ -73,18 +73,88 @@ def test_a_single_bad_step_is_skipped(tiny_corpus, tmp_path):
                for r in result.history)
 
 
-def test_skipped_step_changes_nothing(tiny_corpus, tmp_path):
-    """The update, the carried state and the loss reports all ignore a skipped step."""
+def unfused(trainer):
+    """Give the trainer a plain AdamW, which cannot skip a step on the device: the step
+    then reads the bad-step flag itself."""
+    groups = [{"params": group["params"], "weight_decay": group["weight_decay"]}
+              for group in trainer.optimizer.param_groups]
+    trainer.optimizer = torch.optim.AdamW(groups, lr=trainer.config.lr, betas=(0.9, 0.99))
+    trainer._skips_on_device = False
+    return trainer
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_skipped_step_changes_nothing(tiny_corpus, tmp_path, fused):
+    """The update, the carried state and the loss reports all ignore a skipped step,
+    whether the fused optimizer skips it on the device or the step itself does."""
     constant_lr = dict(warmup_steps=0, min_lr_ratio=1.0, eval_every=100)
     trainer = make(tiny_corpus, tmp_path, max_steps=5, **constant_lr)
+    clean = make(tiny_corpus, tmp_path / "clean", max_steps=4, **constant_lr)
+    assert trainer._skips_on_device  # torch 2.4+ fuses AdamW on the CPU
+    if not fused:
+        unfused(trainer), unfused(clean)
     poison_loss(trainer, {5})
     trainer.fit()  # steps 1-4 train, step 5 is skipped, then the run ends
-    clean = make(tiny_corpus, tmp_path / "clean", max_steps=4, **constant_lr)
     clean.fit()
+    for name, value in clean.optimizer.state_dict()["state"].items():
+        for key, tensor in value.items():  # the skipped step left no trace in AdamW either
+            assert torch.equal(tensor, trainer.optimizer.state_dict()["state"][name][key])
     for name, value in clean.model.state_dict().items():
         assert torch.equal(value, trainer.model.state_dict()[name]), name
     assert trainer.eval_loss_steps == 0  # folded into the final evaluation
     assert trainer.history[-1]["train_loss"] == clean.history[-1]["train_loss"]
+
+
+# what reads a tensor's value on the host: on a GPU each waits for the device to catch up
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
+
+
+def count_host_reads(trainer) -> list[str]:
+    """Record every read of a tensor's value made inside the trainer's step."""
+    reads, step = [], trainer._train_step
+
+    def watched():
+        originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+        def counting(name):
+            def read(tensor, *args, **kwargs):
+                reads.append(name)
+                return originals[name](tensor, *args, **kwargs)
+            return read
+
+        for name in HOST_READS:
+            setattr(torch.Tensor, name, counting(name))
+        try:
+            return step()
+        finally:
+            for name, original in originals.items():
+                setattr(torch.Tensor, name, original)
+
+    trainer._train_step = watched
+    return reads
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_a_training_step_never_waits_for_the_device(tiny_corpus, tmp_path, scaled):
+    """A step leaves its loss and its bad-step flag on the device, a skipped step
+    included; the loop reads them every LOG_EVERY steps. The watch itself is checked on
+    a plain AdamW, whose step has to read the flag."""
+    notices = Notices()
+    trainer = make(tiny_corpus, tmp_path, notices, max_steps=30, eval_every=30)
+    if scaled:  # fp16's path: the gradient scaler, whose skip is on the device as well
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    poison_loss(trainer, {7})
+    reads = count_host_reads(trainer)
+    result = trainer.fit()
+    assert reads == []
+    assert result.step == 30 and len(notices.notices) == 1 and "step 7" in notices.notices[0]
+    assert all_finite(trainer.model)
+    plain = unfused(make(tiny_corpus, tmp_path / "plain", max_steps=30, eval_every=30))
+    plain_reads = count_host_reads(plain)
+    plain.fit()
+    # its step reads the flag (and torch's unfused AdamW reads its step counts, which
+    # live on the host): the watch sees reads where there are some
+    assert plain_reads.count("__bool__") == 30
 
 
 def test_repeated_bad_steps_roll_back_with_a_lower_learning_rate(tiny_corpus, tmp_path):
