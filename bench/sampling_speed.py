@@ -3,14 +3,16 @@
     python bench/sampling_speed.py [--models lstm,gru,rnn] [--shapes 2x512,2x256]
                                    [--batches 1,64] [--seconds 2] [--rounds 3]
 
-For each recurrent cell, shape (layers x hidden units) and batch (--num-samples), three
+For each recurrent cell, shape (layers x hidden units) and batch (--num-samples), these
 characters-per-second figures: the plain way, calling the model's fused nn module on one
 character at a time (`model(ids[:, None], state)`, what generation did before it had a
-stepper); charlstm's `generate()` end to end (the stepper, picking each character at
+stepper); the issue's reference for one-step arithmetic, `nn.LSTMCell` (`GRUCell`,
+`RNNCell`) called once per layer per character between the model's embedding and output
+layer (see cell_speed); charlstm's `generate()` end to end (the stepper, picking each character at
 temperature 0.8, and turning ids into text); the bare `Stepper` alone; and a floor: only
 the matrix products of the layers and the output layer, nothing else (see matmul_floor). Models are
 random-init (speed does not depend on the weights), embedding 64, vocabulary --vocab.
-The targets are the issue's, for generate(). Rounds alternate the four so that drift in a
+The targets are the issue's, for generate(). Rounds alternate the five so that drift in a
 shared machine hits all of them; the table shows the median of each. Prints the table and
 appends it to bench/RESULTS.md.
 """
@@ -76,6 +78,29 @@ def stepper_speed(model: CharRNN, batch: int, seconds: float) -> float:
 
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+CELLS = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn": torch.nn.RNNCell}
+
+
+def cell_speed(model: CharRNN, batch: int, seconds: float) -> float:
+    """The issue's reference: torch's one-step cell modules, one call per layer per
+    character (one matrix product per weight matrix), from the model's embedding to its
+    output layer. The cells' weights are their own random ones: speed does not depend on
+    them."""
+    c = model.config
+    cells = [CELLS[c.model](c.embed_size if layer == 0 else c.hidden_size, c.hidden_size)
+             for layer in range(c.num_layers)]
+    ids = torch.randint(c.vocab_size, (batch,))
+    states: list = [None] * c.num_layers
+
+    def step() -> int:
+        x = model.embed(ids)
+        for layer, cell in enumerate(cells):
+            states[layer] = cell(x, states[layer])
+            x = states[layer][0] if c.model == "lstm" else states[layer]
+        model.head(x)
+        return batch
+
+    return chars_per_second(step, seconds)
 
 
 def matmul_floor(model: CharRNN, batch: int, seconds: float) -> float:
@@ -134,30 +159,32 @@ def main() -> None:
             model = CharRNN(ModelConfig(vocab_size=len(vocab), model=kind, num_layers=layers,
                                         hidden_size=hidden, embed_size=64)).eval()
             for batch in map(int, args.batches.split(",")):
-                measured: dict[str, list[float]] = {"module": [], "generate": [], "stepper": [],
-                                                    "floor": []}
+                measured: dict[str, list[float]] = {"module": [], "cell": [], "generate": [],
+                                                    "stepper": [], "floor": []}
                 with torch.inference_mode():
                     for _ in range(args.rounds):
                         measured["module"].append(module_speed(model, batch, args.seconds))
+                        measured["cell"].append(cell_speed(model, batch, args.seconds))
                         measured["generate"].append(
                             generate_speed(model, vocab, batch, args.seconds))
                         measured["stepper"].append(stepper_speed(model, batch, args.seconds))
                         measured["floor"].append(matmul_floor(model, batch, args.seconds))
-                module, generated, stepped, floor = (
+                module, cell, generated, stepped, floor = (
                     statistics.median(measured[k])
-                    for k in ("module", "generate", "stepper", "floor"))
+                    for k in ("module", "cell", "generate", "stepper", "floor"))
                 target = TARGETS.get((layers, hidden, batch))
                 rows.append([
-                    f"{kind} {layers}x{hidden}", str(batch), f"{module:,.0f}",
+                    f"{kind} {layers}x{hidden}", str(batch), f"{module:,.0f}", f"{cell:,.0f}",
                     f"{generated:,.0f}", f"{stepped:,.0f}", f"{floor:,.0f}",
-                    f"{generated / module:.1f}x",
+                    f"{generated / module:.1f}x", f"{generated / cell:.1f}x",
                     f"{target:,}" if target else "-",
                     ("met" if generated >= target else "not met") if target else "-",
                 ])
                 print(" | ".join(rows[-1]), file=sys.stderr)  # progress, the table comes last
     table = markdown_table(
-        ["model", "batch", "nn module step (chars/s)", "generate() (chars/s)",
-         "bare Stepper (chars/s)", "matrix products only (chars/s)", "generate / module",
+        ["model", "batch", "nn module step (chars/s)", "nn cell step (chars/s)",
+         "generate() (chars/s)", "bare Stepper (chars/s)", "matrix products only (chars/s)",
+         "generate / module", "generate / cell step",
          "target for generate()", "target"],
         rows)
     publish("Sampling speed: generate() vs stepping the nn module", table, not args.no_record)

@@ -77,10 +77,12 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None = None,
         drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     probs = torch.softmax(logits, dim=-1)  # (N, V)
-    # An exponential race: with q ~ Exp(1) per entry, argmax(p / q) is drawn from p. It is
-    # how torch.multinomial draws one sample (so a seed picks what it picked before),
-    # without its checks on probs, which cost more than the draw itself at batch 1.
-    race = torch.empty_like(probs).exponential_(generator=generator)
+    # An exponential race: with q ~ Exp(1) per entry, argmax(p / q) is drawn from p (what
+    # torch.multinomial does for one sample, without its checks on probs, which cost more
+    # than the draw at batch 1). q is -log(u) for u uniform in [0, 1): on a CPU that is
+    # about four times faster than exponential_, which matters at batch 64. u = 0 makes
+    # q infinite and p / q zero: that character just loses the race.
+    race = torch.empty_like(probs).uniform_(generator=generator).log_().neg_()
     return torch.div(probs, race, out=race).argmax(dim=-1)
 
 
