@@ -24,12 +24,14 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
-    """The commit measured, marked "+changes" when the working tree differs from it."""
+    """The commit measured, marked "+changes" when the package or the benchmarks in the
+    working tree differ from it."""
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
                                 capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "charlstm"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "charlstm", "bench",
+                                ":!bench/RESULTS.md"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown commit"
