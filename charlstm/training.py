@@ -335,6 +335,19 @@ class Trainer:
             return "time"
         return None
 
+    def _final_is_near(self) -> bool:
+        """Whether --time will end the run within half an evaluation interval: then an
+        evaluation due now is left to the final one, which would repeat it moments later
+        (the plan puts the fourth of four evaluations at the end of the budget, where
+        the speed measured at start-up rarely lands it exactly)."""
+        cfg = self.config
+        if not cfg.time_limit or not self._trained_chars:
+            return False
+        steps = self._trained_chars / (cfg.batch_size * cfg.seq_len)
+        interval = cfg.eval_every * self._training_seconds / steps
+        left = cfg.time_limit - self._final_reserve() - self.elapsed
+        return left < interval / 2
+
     def learning_rate(self) -> float:
         """Linear warm-up, then cosine decay from lr to lr * min_lr_ratio over the run,
         times the divergence guard's factor (1 until a rollback halves it)."""
@@ -413,7 +426,8 @@ class Trainer:
             self._agree_on_clock()
             reason = self._limit_reached()
             logging = self.step % LOG_EVERY == 0 or reason is not None
-            evaluating = self.step % cfg.eval_every == 0 or reason is not None
+            evaluating = reason is not None or (self.step % cfg.eval_every == 0
+                                                and not self._final_is_near())
             if not (logging or evaluating):
                 continue
             skipped = self._settle(pending)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlstm import budget, checkpoint, runs
+from charlstm import budget, checkpoint, runs, training
 from charlstm.model import CharRNN, ModelConfig
 from charlstm.presets import PRESETS, dropout_for
 
@@ -198,6 +198,41 @@ def test_training_stops_early_enough_for_the_final_evaluation(tiny_corpus, tmp_p
     assert 1.0 < stopped_at < 2.0
     assert trainer.eval_seconds > 0
     assert finished < 2.0 + 1.0  # the final evaluation, save and sample fit in the slack
+
+
+class VirtualClock:
+    """time.monotonic for the trainer: only training steps take time, `per_step` each."""
+
+    def __init__(self, per_step: float):
+        self.now, self.per_step = 0.0, per_step
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def timed(self, step):
+        def timed_step():
+            self.now += self.per_step
+            return step()
+        return timed_step
+
+
+@pytest.mark.parametrize("eval_every, evaluated", [
+    (36, [36, 80]),  # step 72 is due 1 s before the end: under half of a 4.5 s interval
+    (24, [24, 48, 80]),  # step 72 again: under half of 3 s
+    (14, [14, 28, 42, 56, 70, 80]),  # step 70 is due 1.25 s before: over half of 1.75 s
+])
+def test_an_evaluation_due_just_before_the_end_is_left_to_the_final_one(
+        tiny_corpus, tmp_path, monkeypatch, eval_every, evaluated):
+    clock = VirtualClock(per_step=0.125)  # 80 steps in the 10 s, in exact binary sums
+    monkeypatch.setattr(training, "time", clock)
+    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 10.0,
+                "eval_every": eval_every, "sample_length": 0}
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
+                                launched_at=0.0, **dirs(tmp_path))
+    trainer._train_step = clock.timed(trainer._train_step)
+    result = trainer.fit()
+    assert result.reason == "time" and result.step == 80  # evaluations take no time here
+    assert [record["step"] for record in result.history] == evaluated
 
 
 def test_finished_time_budget_stays_finished_on_resume(tiny_corpus, tmp_path):
