@@ -104,6 +104,16 @@ def process_seed(seed: int, step: int = 0) -> int:
 # ------------------------------------------------------------------ collectives
 
 
+def host_device(device: torch.device) -> torch.device:
+    """Where a few numbers the processes must agree on (the clock, a stop) are reduced:
+    on the CPU when the group carries CPU tensors (gloo, alone or beside NCCL as `start`
+    sets it up), so that reading the sum never waits for a GPU to finish its queued
+    work; on `device` for a group that only has NCCL."""
+    if active() and "cpu:" not in dist.get_backend_config():
+        return device
+    return torch.device("cpu")
+
+
 def all_sum(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor summed over the processes, in place (itself in a single process)."""
     if active():

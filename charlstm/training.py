@@ -492,7 +492,8 @@ class Trainer:
         """With several processes, after each step and evaluation: every process takes
         the main one's clock, speed and evaluation time, so that the time limit and the
         learning-rate schedule come out the same everywhere, and learns whether any
-        process was asked to stop. One small collective; nothing in a single process."""
+        process was asked to stop. One small collective, on the CPU beside a GPU run
+        (so the step does not wait for the GPU); nothing in a single process."""
         if self.world_size == 1:
             return
         clock = [0.0] * 4
@@ -500,7 +501,7 @@ class Trainer:
             clock = [self.elapsed, self._training_seconds, float(self._trained_chars),
                      -1.0 if self.eval_seconds is None else self.eval_seconds]
         shared = torch.tensor([float(self._stop_requested), *clock], dtype=torch.float64,
-                              device=self.device)  # where any backend can reduce it
+                              device=distributed.host_device(self.device))
         stop, elapsed, seconds, chars, eval_seconds = distributed.all_sum(shared).tolist()
         self._stop_agreed = stop > 0
         self.elapsed, self._training_seconds, self._trained_chars = elapsed, seconds, int(chars)

@@ -106,11 +106,24 @@ def test_helpers_change_nothing_in_one_process():
     assert distributed.main_first(lambda: 8) == 8
     cpu = torch.device("cpu")
     assert distributed.local_device(cpu) == cpu
+    assert distributed.host_device(torch.device("cuda", 0)) == cpu
     model = torch.nn.Linear(2, 2)
     assert distributed.wrap(model, cpu) is model
     # each process's dropout seed differs by rank and step, and is a valid torch seed
     assert distributed.process_seed(1337) != distributed.process_seed(1337, 1)
     assert 0 <= distributed.process_seed(2**63 - 1) < 2**64
+
+
+@pytest.mark.parametrize("backends, expected", [
+    ("cpu:gloo,cuda:nccl", "cpu"),  # what start() sets up beside GPUs: agree on the CPU
+    ("cpu:gloo,cuda:gloo", "cpu"),
+    ("cuda:nccl", "cuda"),  # a group started elsewhere with NCCL alone: on the GPU
+])
+def test_the_processes_agree_on_the_clock_without_waiting_for_a_gpu(monkeypatch, backends,
+                                                                    expected):
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(dist, "get_backend_config", lambda: backends)
+    assert distributed.host_device(torch.device("cuda", 0)).type == expected
 
 
 def api_process(rank: int, world: int, root: Path, settings: dict) -> None:
