@@ -403,9 +403,13 @@ class Trainer:
             self.eval_loss_steps += good
             self.curve_sum += loss
             self.curve_steps += good
+            discard_report()
+            return loss, good
+
+        def discard_report() -> None:
+            nonlocal report_steps
             report_sum.zero_()
             report_steps = 0
-            return loss, good
 
         self._good_state = self._snapshot()
         reason = None
@@ -432,9 +436,8 @@ class Trainer:
                 continue
             skipped = self._settle(pending)
             if skipped is None:  # rolled back: the steps since the snapshot are undone
-                report_sum.zero_()
-                report_steps, reason = 0, None
-                report_started = time.monotonic()
+                discard_report()
+                reason, report_started = None, time.monotonic()
                 continue  # the step rolled back to was evaluated and saved already
             if logging:
                 speed = report_steps * cfg.batch_size * cfg.seq_len / max(now - report_started,
@@ -462,8 +465,7 @@ class Trainer:
         if reason == "interrupted":
             skipped = self._settle(pending)
             if skipped is None:  # rolled back to the last save: nothing since it counts
-                report_sum.zero_()
-                report_steps = 0
+                discard_report()
             else:
                 take_report(skipped)
             self._save(best=False)
