@@ -248,6 +248,9 @@ def train(
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", rich_help_panel=OPTIM,
                                               help="Global gradient norm cap, 0 = off "
                                                    "(default: 1.0)"),
+    beta1: Optional[float] = typer.Option(None, "--beta1", rich_help_panel=OPTIM,
+                                          help="AdamW's momentum, the decay of its running "
+                                               "mean of gradients (from the preset)"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", rich_help_panel=OPTIM,
                                             help="Stop after this many steps (from the preset)"),
     epochs: Optional[float] = typer.Option(None, "--epochs", rich_help_panel=OPTIM,
@@ -299,7 +302,7 @@ def train(
         val_frac=val_frac, shuffle=shuffle, bptt_warmup=bptt_warmup, model=model,
         num_layers=num_layers, hidden_size=hidden_size, embed_size=embed_size,
         dropout=dropout, batch_size=batch_size, seq_len=seq_len, lr=lr,
-        warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+        warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, beta1=beta1,
         max_steps=max_steps, epochs=epochs, seed=seed, device=device, precision=precision,
         eval_every=eval_every, eval_chars=eval_chars, compile=compile_model,
         sample_every=sample_every, sample_length=sample_length,

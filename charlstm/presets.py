@@ -25,8 +25,8 @@ PRESETS: dict[str, dict] = {
     },
     "small": {  # the default: a minute or two on a laptop CPU
         "model": {"num_layers": 1, "hidden_size": 512, "embed_size": 64, "dropout": 0.25},
-        "train": {"batch_size": 32, "seq_len": 32, "lr": 1e-2, "max_steps": 2000,
-                  "eval_every": 250},
+        "train": {"batch_size": 32, "seq_len": 32, "lr": 1e-2, "beta1": 0.8,
+                  "max_steps": 2000, "eval_every": 250},
         "dropout_schedule": {"free_epochs": 2.0, "per_epoch": 0.02},
         "min_chars": 0,
     },

@@ -54,6 +54,7 @@ class TrainConfig:
     warmup_steps: int = 100  # steps of linear learning-rate warm-up
     weight_decay: float = 0.01  # AdamW decay of weight matrices and embeddings
     grad_clip: float = 1.0  # cap on the global gradient norm; 0 turns clipping off
+    beta1: float = 0.9  # AdamW's momentum: the decay of its running mean of gradients
     max_steps: int | None = 2000  # stop after this many steps
     epochs: float | None = None  # stop after this many passes over the training split
     time_limit: float | None = None  # stop after this many wall-clock seconds
@@ -83,6 +84,8 @@ class TrainConfig:
             raise UsageError(f"--min-lr-ratio must be in [0, 1], not {self.min_lr_ratio}")
         if not self.weight_decay >= 0 or not self.grad_clip >= 0:
             raise UsageError("--weight-decay and --grad-clip must be 0 or more")
+        if not 0 <= self.beta1 < 1:
+            raise UsageError(f"--beta1 must be in [0, 1), not {self.beta1}")
         if not 0 <= self.val_frac < 1:
             raise UsageError(f"--val-frac must be in [0, 1), not {self.val_frac}")
         for name in ("max_steps", "epochs", "time_limit"):
@@ -193,7 +196,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = CharRNN(model_config).to(self.device)
         self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay,
-                                        self.device)
+                                        self.device, config.beta1)
         # a fused optimizer takes a bad-step flag on the device and skips the update there,
         # so the step never waits for the device to say whether it was finite
         self._skips_on_device = getattr(self.optimizer, "_step_supports_amp_scaling", False)

@@ -242,6 +242,7 @@ def bad_corpora(tmp_path: Path) -> Path:
     ("tiny.txt", ["--hidden-size", "-1"], 2, "--hidden-size"),
     ("tiny.txt", ["--dropout", "1.5"], 2, "--dropout"),
     ("tiny.txt", ["--lr", "0"], 2, "--lr"),
+    ("tiny.txt", ["--beta1", "1"], 2, "--beta1"),
     ("tiny.txt", ["--time", "5x"], 2, "5x"),
     ("tiny.txt", ["--time", "0s"], 2, "--time"),
     ("tiny.txt", ["--model", "transformer"], 2, "transformer"),

@@ -143,6 +143,21 @@ def test_other_cells_train(tiny_corpus, tmp_path, cell):
 # ------------------------------------------------------------- learning-rate schedule
 
 
+@pytest.mark.parametrize("preset, given, expected", [
+    ("small", None, 0.8),  # the small preset's own momentum
+    ("medium", None, 0.9),
+    ("small", 0.5, 0.5),  # an explicit --beta1 wins
+])
+def test_adam_momentum_comes_from_the_preset_unless_given(tiny_corpus, tmp_path, preset, given,
+                                                          expected):
+    settings = {"max_steps": 1, "batch_size": 2, "seq_len": 8, "beta1": given}
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", preset=preset,
+                                settings=settings, **dirs(tmp_path))
+    assert trainer.config.beta1 == expected
+    assert {group["betas"] for group in trainer.optimizer.param_groups} == {(expected, 0.99)}
+
+
+
 def test_learning_rate_schedule(tiny_corpus, tmp_path):
     lr, warmup, steps, ratio = 1e-2, 10, 100, 0.1
     trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", **dirs(tmp_path),
