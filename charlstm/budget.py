@@ -12,8 +12,9 @@ Two choices are made by timing a few real training steps instead of guessing:
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -45,8 +46,10 @@ def step_seconds(model: CharRNN, batch_size: int, seq_len: int, device: torch.de
     """Seconds for one training step (forward, backward, and the optimizer if given).
 
     Runs `warmup` untimed steps first (the first ones are slower while oneDNN and the
-    allocator settle). The caller's RNG is left as it was, and the
-    gradients are cleared, so measuring does not change a run.
+    allocator settle), then times `repeats` steps one by one and keeps the fastest: on a
+    shared machine a step is only ever slowed down, by whatever else runs. The caller's
+    RNG is left as it was, and the gradients are cleared, so measuring does not change a
+    run.
     """
     def one_step() -> None:
         with autocast(device, precision):
@@ -60,12 +63,15 @@ def step_seconds(model: CharRNN, batch_size: int, seq_len: int, device: torch.de
         x = torch.randint(model.config.vocab_size, (batch_size, seq_len), device=device)
         for _ in range(warmup):
             one_step()
-        started = time.perf_counter()
+        seconds = math.inf
         for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
             one_step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = (time.perf_counter() - started) / repeats
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = min(seconds, time.perf_counter() - started)
     model.zero_grad(set_to_none=True)
     return seconds
 
@@ -98,6 +104,14 @@ class BudgetPlan:
     chars_per_sec: float  # the chosen preset's training speed as measured here
     epochs: float  # passes over the training split the budget allows at that speed
     note: str  # what was chosen and why, in one line
+    # the settings the trainer refits once it knows its real speed (those not given)
+    refit: frozenset = field(default_factory=frozenset)
+
+
+def eval_interval(steps: float, time_limit: float) -> int:
+    """Steps between evaluations for a run of `steps` steps in `time_limit` seconds: four
+    evaluations (and checkpoints) in the budget, and at least one every ten minutes."""
+    return max(1, round(steps * min(0.25, 600 / time_limit)))
 
 
 def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.device,
@@ -141,8 +155,7 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     dropout = dropout_for(spec, epochs)
     train = dict(spec["train"])
     steps = speed * time_limit / (train["batch_size"] * train["seq_len"])
-    # evaluate (and checkpoint) four times in a budget, and at least every ten minutes
-    train["eval_every"] = max(1, round(steps * min(0.25, 600 / time_limit)))
+    train["eval_every"] = eval_interval(steps, time_limit)
     note = (f"{chosen} preset for the {time_limit:g} s budget: measured "
             f"{', '.join(measured)}, about {epochs:.1f} passes over the "
             f"{train_chars:,} training characters, so dropout {dropout:g}")

@@ -73,6 +73,12 @@ class CharRNN(nn.Module):
                 getattr(self.rnn, f"bias_ih_l{layer}")[h:2 * h].fill_(1.0)
                 getattr(self.rnn, f"bias_hh_l{layer}")[h:2 * h].fill_(0.0)
 
+    def set_dropout(self, p: float) -> None:
+        """Change the dropout of a built model (and its config), e.g. part-way through a run."""
+        self.config.dropout = p
+        self.drop.p = p
+        self.rnn.dropout = p if self.config.num_layers > 1 else 0.0
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -127,6 +127,9 @@ def make_trainer(corpus: str | None = None, out: Path | None = None, resume: boo
             # measured by the main process alone, so that all train the same model
             budget_plan = distributed.run_on_main(
                 lambda: _plan(data, preset, model_given, train_given))
+            # what the plan decided and nobody gave is refitted to the speed seen in training
+            budget_plan.refit = frozenset({"dropout"} - model_given.keys()
+                                          | {"eval_every"} - train_given.keys())
             model_settings = {"model": "lstm", **budget_plan.model, **model_given}
             train_settings = budget_plan.train
         train_config = TrainConfig.from_dict(_with_limits(train_settings, train_given))

@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 
 from . import __version__, checkpoint, distributed
-from .budget import BudgetPlan, cpu_precision, make_optimizer
+from .budget import BudgetPlan, cpu_precision, eval_interval, make_optimizer
 from .corpus import Corpus
 from .data import TrainBatches, eval_batches
 from .device import autocast, choose_device, needs_grad_scaler, precision_without_measuring
 from .errors import CheckpointError, TrainingDiverged, UsageError
 from .files import remove_leftovers, write_atomically
+from .presets import PRESETS, dropout_for
 from .model import (CharRNN, ModelConfig, detach_state, keep_state_where, state_from_list,
                     state_to_list)
 from .sampling import sample
@@ -41,6 +42,8 @@ LOG_EVERY = 10  # steps between progress reports (each one reads the loss off th
 CURVE_POINTS = 20  # about this many training-loss points per evaluation, for plots
 BAD_STEPS_BEFORE_ROLLBACK = 3  # non-finite steps in a row that are skipped before rolling back
 MAX_ROLLBACKS = 5  # rollbacks (each halving the learning rate) before giving up
+REFIT_AFTER = 0.1  # with a budget plan: the share of --time trained before refitting it
+REFIT_MARGIN = 1.2  # ... if the speed is off by more than this factor either way
 
 
 @dataclass
@@ -226,11 +229,15 @@ class Trainer:
         self._good_state: dict | None = None
         # the training-loss curve: [step, mean loss] points every curve_every steps since
         # the last evaluation, and the sum and count of the window being filled
-        self.curve_every = LOG_EVERY * max(1, config.eval_every // (CURVE_POINTS * LOG_EVERY))
+        self._set_curve_every()
         self.curve: list[list] = []
         self.curve_sum, self.curve_steps = 0.0, 0
+        # a budget plan is fitted to a speed measured in a few steps: once a tenth of the
+        # budget has trained at the real speed, the settings it decided are fitted again
+        self._refit_pending = bool(plan and plan.refit and config.time_limit)
         if resume_from is not None:
             self._restore(resume_from)
+            self._refit_pending = False
         if self.precision is None and plan is not None:
             self.precision, self.precision_note = plan.precision, plan.precision_note
         if self.precision is None:  # measured by the main process, for all of them
@@ -351,6 +358,42 @@ class Trainer:
         left = cfg.time_limit - self._final_reserve() - self.elapsed
         return left < interval / 2
 
+    def _set_curve_every(self) -> None:
+        self.curve_every = LOG_EVERY * max(1, self.config.eval_every
+                                           // (CURVE_POINTS * LOG_EVERY))
+
+    def _refit(self) -> None:
+        """Fit the budget plan's dropout and evaluation interval (those not given) to the
+        speed training has shown, instead of the few steps timed before it: a measurement
+        disturbed by whatever else ran on the machine would otherwise set them for the
+        wrong number of passes. Nothing changes unless the speed is off by more than
+        REFIT_MARGIN. Every process computes the same, from the agreed clock."""
+        self._refit_pending = False
+        cfg, plan = self.config, self.plan
+        speed = self._trained_chars / self._training_seconds
+        if 1 / REFIT_MARGIN < speed / plan.chars_per_sec < REFIT_MARGIN:
+            return
+        left = max(0.0, cfg.time_limit - self._final_reserve() - self.elapsed)
+        steps = self.step + speed * left / (cfg.batch_size * cfg.seq_len)
+        epochs = steps * cfg.batch_size * cfg.seq_len / max(self.val_start, 1)
+        changed = []
+        if "dropout" in plan.refit:
+            dropout = dropout_for(PRESETS[plan.preset], epochs)
+            if dropout != self.model_config.dropout:
+                self.model.set_dropout(dropout)
+                changed.append(f"dropout {dropout:g}")
+        if "eval_every" in plan.refit:
+            every = eval_interval(steps, cfg.time_limit)
+            if every != cfg.eval_every:
+                cfg.eval_every = every
+                self._set_curve_every()
+                changed.append(f"an evaluation every {every:,} steps")
+        if changed:
+            self._notice(f"training runs at {_speed(speed)} chars/s, not the "
+                         f"{_speed(plan.chars_per_sec)} measured at the start: about "
+                         f"{epochs:.1f} passes in the budget, so {' and '.join(changed)}")
+            distributed.run_on_main(self._write_config)
+
     def learning_rate(self) -> float:
         """Linear warm-up, then cosine decay from lr to lr * min_lr_ratio over the run,
         times the divergence guard's factor (1 until a rollback halves it)."""
@@ -431,6 +474,9 @@ class Trainer:
             self._training_seconds += now - step_started
             self.elapsed = elapsed_before + (now - started)
             self._agree_on_clock()
+            if self._refit_pending and (self._training_seconds
+                                        >= REFIT_AFTER * cfg.time_limit):
+                self._refit()
             reason = self._limit_reached()
             logging = self.step % LOG_EVERY == 0 or reason is not None
             evaluating = reason is not None or (self.step % cfg.eval_every == 0
@@ -481,12 +527,15 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for leftover in remove_leftovers(self.run_dir):
                 log.info("removed %s, left by a writer that was killed", leftover)
-            write_atomically(self.run_dir / "config.json",
-                             json.dumps(self.info(), indent=2).encode("utf-8"))
+            self._write_config()
             self._rewrite_metrics()
         except OSError as exc:
             raise CheckpointError(f"cannot write to the run folder {self.run_dir}: "
                                   f"{exc.strerror or exc}") from exc
+
+    def _write_config(self) -> None:
+        write_atomically(self.run_dir / "config.json",
+                         json.dumps(self.info(), indent=2).encode("utf-8"))
 
     def _should_stop(self) -> bool:
         """Whether a stop was asked for; with several processes, whether it was on any of
@@ -772,3 +821,8 @@ class Trainer:
 
     def _result(self, reason: str) -> TrainResult:
         return TrainResult(self.step, reason, self.run_dir, self.best_val_loss, self.history)
+
+
+def _speed(chars_per_sec: float) -> str:
+    return (f"{chars_per_sec / 1000:.0f}k" if chars_per_sec >= 10_000
+            else f"{chars_per_sec:,.0f}")

@@ -6,6 +6,7 @@ measurements and that measuring leaves a run unchanged, never a speed.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -247,3 +248,83 @@ def test_finished_time_budget_stays_finished_on_resume(tiny_corpus, tmp_path):
     more = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", resume=True,
                              settings={"time_limit": 3.0}, **dirs(tmp_path)).fit()
     assert more.reason == "time" and more.step > first.step
+
+
+# ------------------------------------------------------------ refitting to the real speed
+
+
+class NoticeRecorder(training.TrainingCallback):
+    def __init__(self):
+        self.notices = []
+
+    def on_notice(self, message):
+        self.notices.append(message)
+
+
+def misjudged_plan(chars_per_sec: float):
+    """A budget plan for TINY_SETTINGS' shape under the small preset, fitted to a speed
+    that the run will not have."""
+    train = {**PRESETS["small"]["train"], "batch_size": 8, "seq_len": 16, "warmup_steps": 5,
+             "eval_every": 4, "sample_length": 0, "precision": "fp32", "device": "cpu"}
+    model = {"num_layers": 1, "hidden_size": 64, "embed_size": 16, "dropout": 0.0}
+    return budget.BudgetPlan("small", model, train, "fp32", "fp32 (as asked)", chars_per_sec,
+                             0.36, "a plan measured while the machine was busy")
+
+
+def test_plan_settings_are_refitted_to_the_speed_training_shows(tiny_corpus, tmp_path,
+                                                                 monkeypatch):
+    clock = VirtualClock(per_step=0.0625)  # 2,048 chars/s: 160 steps of 8 x 16 in 10 s
+    monkeypatch.setattr(training, "time", clock)
+    # the plan measured a tenth of that: 16 steps, so an evaluation every 4, and dropout 0
+    monkeypatch.setattr(runs, "_plan", lambda *args: misjudged_plan(204.8))
+    recorder = NoticeRecorder()
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run",
+                                settings={"time_limit": 10.0}, callback=recorder,
+                                launched_at=0.0, **dirs(tmp_path))
+    assert trainer.plan.refit == {"dropout", "eval_every"}
+    trainer._train_step = clock.timed(trainer._train_step)
+    result = trainer.fit()
+    # refitted after a tenth of the budget (step 16): 160 steps, so an evaluation every 40
+    assert result.step == 160 and trainer.config.eval_every == 40
+    assert [record["step"] for record in result.history] == [4, 8, 12, 40, 80, 120, 160]
+    dropout = dropout_for(PRESETS["small"], 160 * 8 * 16 / trainer.val_start)
+    assert dropout > 0
+    assert trainer.model.drop.p == dropout and trainer.model_config.dropout == dropout
+    assert checkpoint.load(result.last_path)["model_config"]["dropout"] == dropout
+    saved = json.loads((result.run_dir / "config.json").read_text())
+    assert saved["model"]["dropout"] == dropout and saved["train"]["eval_every"] == 40
+    assert len(recorder.notices) == 1
+    assert "2,048 chars/s, not the 205 measured" in recorder.notices[0]
+
+
+def test_given_settings_are_not_refitted(tiny_corpus, tmp_path, monkeypatch):
+    clock = VirtualClock(per_step=0.0625)
+    monkeypatch.setattr(training, "time", clock)
+    monkeypatch.setattr(runs, "_plan", lambda *args: misjudged_plan(204.8))
+    recorder = NoticeRecorder()
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run",
+                                settings={"time_limit": 10.0, "dropout": 0.1,
+                                          "eval_every": 50},
+                                callback=recorder, launched_at=0.0, **dirs(tmp_path))
+    assert trainer.plan.refit == frozenset()
+    trainer._train_step = clock.timed(trainer._train_step)
+    result = trainer.fit()
+    assert result.step == 160 and trainer.config.eval_every == 50
+    assert trainer.model.drop.p == 0.1 and recorder.notices == []
+    assert [record["step"] for record in result.history] == [50, 100, 160]
+
+
+def test_a_good_plan_is_left_as_it_is(tiny_corpus, tmp_path, monkeypatch):
+    clock = VirtualClock(per_step=0.0625)
+    monkeypatch.setattr(training, "time", clock)
+    plan = misjudged_plan(2048.0)  # right: 160 steps, an evaluation every 40
+    plan.train["eval_every"] = 40
+    monkeypatch.setattr(runs, "_plan", lambda *args: plan)
+    recorder = NoticeRecorder()
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run",
+                                settings={"time_limit": 10.0, "dropout": 0.0},
+                                callback=recorder, launched_at=0.0, **dirs(tmp_path))
+    trainer._train_step = clock.timed(trainer._train_step)
+    result = trainer.fit()
+    assert recorder.notices == [] and trainer.config.eval_every == 40
+    assert [record["step"] for record in result.history] == [40, 80, 120, 160]
