@@ -2,12 +2,13 @@
 
     python bench/settings.py --variant 'LABEL=TRAIN ARGS' [--variant ...] [--steps 1450]
                              [--seed 1337 --seed 1] [--corpus PATH] [--preset small]
+                             [--dropout 0]
 
 A wall-clock comparison on a shared machine mixes each setting's effect with how fast
 the machine happened to be (a 70 s run here has taken 850 to 2,100 steps). Here every
-variant trains for the same steps on the same seeds, with dropout 0, bf16 and one
-evaluation at the end over the whole validation split; such a run gives the same loss
-however fast the machine is. The first variant is the reference the others are compared
+variant trains for the same steps on the same seeds, with the same dropout (0 unless
+given), bf16 and one evaluation at the end over the whole validation split; such a run
+gives the same loss however fast the machine is. The first variant is the reference the others are compared
 with. Prints a table and appends it to bench/RESULTS.md with the exact command.
 """
 
@@ -32,12 +33,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, action="append", help="repeatable (default 1337)")
     parser.add_argument("--corpus", default=str(SHAKESPEARE))
     parser.add_argument("--preset", default="small")
+    parser.add_argument("--dropout", default="0", help="the same for every variant")
     parser.add_argument("--label", default=None, help="the heading in RESULTS.md")
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args()
     seeds = args.seed or [1337]
     fixed = [args.corpus, "--preset", args.preset, "--max-steps", str(args.steps),
-             "--eval-every", str(args.steps), "--eval-chars", "0", "--dropout", "0",
+             "--eval-every", str(args.steps), "--eval-chars", "0", "--dropout", args.dropout,
              "--precision", "bf16", "--sample-length", "0", "--quiet"]
     rows, reference = [], None
     for variant in args.variant:
@@ -56,7 +58,7 @@ def main() -> None:
                      f"{mean - reference:+.4f}" if rows else "reference"])
     header = ["variant", "train arguments", *(f"seed {s}" for s in seeds), "mean",
               "vs the first"]
-    intro = (f"`{args.preset}` preset, {args.steps:,} steps, dropout 0, bf16, on "
+    intro = (f"`{args.preset}` preset, {args.steps:,} steps, dropout {args.dropout}, bf16, on "
              f"{Path(args.corpus).name}; validation loss in nats over the whole split.\n\n")
     publish(args.label or f"Settings at a fixed {args.steps:,} steps",
             intro + markdown_table(header, rows), not args.no_record)
