@@ -7,7 +7,9 @@ Two choices are made by timing a few real training steps instead of guessing:
 - **the model for a time budget**: given `--time` and no model size, each preset's speed
   here says how many characters it could learn from in that time, and the biggest preset
   that gets enough of them to beat the smaller ones is chosen (see presets.py). Its
-  dropout then follows from how many passes over the corpus the budget allows.
+  dropout then follows from how many passes over the corpus the budget allows. (The
+  trainer fits the dropout and the evaluation interval again once training has shown its
+  real speed: see Trainer._refit.)
 """
 
 from __future__ import annotations
@@ -120,9 +122,9 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     """The preset, and its dropout, for `time_limit` seconds of training here.
 
     The candidates (by default every preset with a `min_chars`) are tried from the
-    smallest up; each is timed for three steps, and the biggest whose speed gives it at
-    least its `min_chars` of training text in the budget wins. A preset whose speed,
-    predicted from the last one's by parameter count, falls far short is not timed.
+    smallest up; each is timed by the fastest of three steps, and the biggest whose speed
+    gives it at least its `min_chars` of training text in the budget wins. A preset whose
+    speed, predicted from the last one's by parameter count, falls far short is not timed.
     """
     precision_note = f"{precision} (as asked)"
     chosen, speed, size, measured = None, 0.0, 0, []

@@ -27,9 +27,9 @@ from .data import TrainBatches, eval_batches
 from .device import autocast, choose_device, needs_grad_scaler, precision_without_measuring
 from .errors import CheckpointError, TrainingDiverged, UsageError
 from .files import remove_leftovers, write_atomically
-from .presets import PRESETS, dropout_for
 from .model import (CharRNN, ModelConfig, detach_state, keep_state_where, state_from_list,
                     state_to_list)
+from .presets import PRESETS, dropout_for
 from .sampling import sample
 
 log = logging.getLogger(__name__)
@@ -534,8 +534,12 @@ class Trainer:
                                   f"{exc.strerror or exc}") from exc
 
     def _write_config(self) -> None:
-        write_atomically(self.run_dir / "config.json",
-                         json.dumps(self.info(), indent=2).encode("utf-8"))
+        try:
+            write_atomically(self.run_dir / "config.json",
+                             json.dumps(self.info(), indent=2).encode("utf-8"))
+        except OSError as exc:
+            raise CheckpointError(f"cannot write to the run folder {self.run_dir}: "
+                                  f"{exc.strerror or exc}") from exc
 
     def _should_stop(self) -> bool:
         """Whether a stop was asked for; with several processes, whether it was on any of
