@@ -9,6 +9,7 @@ exactly where the saved one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -522,24 +523,27 @@ class Trainer:
         self.callback.on_end(result)
         return result
 
-    def _prepare_run_dir(self) -> None:
+    @contextlib.contextmanager
+    def _writing_run_dir(self):
+        """An OSError while writing the run folder becomes a one-line CheckpointError."""
         try:
+            yield
+        except OSError as exc:
+            raise CheckpointError(f"cannot write to the run folder {self.run_dir}: "
+                                  f"{exc.strerror or exc}") from exc
+
+    def _prepare_run_dir(self) -> None:
+        with self._writing_run_dir():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for leftover in remove_leftovers(self.run_dir):
                 log.info("removed %s, left by a writer that was killed", leftover)
             self._write_config()
             self._rewrite_metrics()
-        except OSError as exc:
-            raise CheckpointError(f"cannot write to the run folder {self.run_dir}: "
-                                  f"{exc.strerror or exc}") from exc
 
     def _write_config(self) -> None:
-        try:
+        with self._writing_run_dir():
             write_atomically(self.run_dir / "config.json",
                              json.dumps(self.info(), indent=2).encode("utf-8"))
-        except OSError as exc:
-            raise CheckpointError(f"cannot write to the run folder {self.run_dir}: "
-                                  f"{exc.strerror or exc}") from exc
 
     def _should_stop(self) -> bool:
         """Whether a stop was asked for; with several processes, whether it was on any of

@@ -271,18 +271,26 @@ def misjudged_plan(chars_per_sec: float):
                              0.36, "a plan measured while the machine was busy")
 
 
-def test_plan_settings_are_refitted_to_the_speed_training_shows(tiny_corpus, tmp_path,
-                                                                 monkeypatch):
-    clock = VirtualClock(per_step=0.0625)  # 2,048 chars/s: 160 steps of 8 x 16 in 10 s
+def planned_trainer(tiny_corpus, tmp_path, monkeypatch, plan, **settings):
+    """A trainer for a 10 s budget from `plan`, on a virtual clock at 2,048 chars/s (160
+    steps of 8 x 16 in the budget), and the recorder of its notices."""
+    clock = VirtualClock(per_step=0.0625)
     monkeypatch.setattr(training, "time", clock)
-    # the plan measured a tenth of that: 16 steps, so an evaluation every 4, and dropout 0
-    monkeypatch.setattr(runs, "_plan", lambda *args: misjudged_plan(204.8))
+    monkeypatch.setattr(runs, "_plan", lambda *args: plan)
     recorder = NoticeRecorder()
     trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run",
-                                settings={"time_limit": 10.0}, callback=recorder,
+                                settings={"time_limit": 10.0, **settings}, callback=recorder,
                                 launched_at=0.0, **dirs(tmp_path))
-    assert trainer.plan.refit == {"dropout", "eval_every"}
     trainer._train_step = clock.timed(trainer._train_step)
+    return trainer, recorder
+
+
+def test_plan_settings_are_refitted_to_the_speed_training_shows(tiny_corpus, tmp_path,
+                                                                 monkeypatch):
+    # the plan measured a tenth of the speed: 16 steps, so an evaluation every 4, and dropout 0
+    trainer, recorder = planned_trainer(tiny_corpus, tmp_path, monkeypatch,
+                                        misjudged_plan(204.8))
+    assert trainer.plan.refit == {"dropout", "eval_every"}
     result = trainer.fit()
     # refitted after a tenth of the budget (step 16): 160 steps, so an evaluation every 40
     assert result.step == 160 and trainer.config.eval_every == 40
@@ -298,16 +306,9 @@ def test_plan_settings_are_refitted_to_the_speed_training_shows(tiny_corpus, tmp
 
 
 def test_given_settings_are_not_refitted(tiny_corpus, tmp_path, monkeypatch):
-    clock = VirtualClock(per_step=0.0625)
-    monkeypatch.setattr(training, "time", clock)
-    monkeypatch.setattr(runs, "_plan", lambda *args: misjudged_plan(204.8))
-    recorder = NoticeRecorder()
-    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run",
-                                settings={"time_limit": 10.0, "dropout": 0.1,
-                                          "eval_every": 50},
-                                callback=recorder, launched_at=0.0, **dirs(tmp_path))
+    trainer, recorder = planned_trainer(tiny_corpus, tmp_path, monkeypatch,
+                                        misjudged_plan(204.8), dropout=0.1, eval_every=50)
     assert trainer.plan.refit == frozenset()
-    trainer._train_step = clock.timed(trainer._train_step)
     result = trainer.fit()
     assert result.step == 160 and trainer.config.eval_every == 50
     assert trainer.model.drop.p == 0.1 and recorder.notices == []
@@ -315,16 +316,10 @@ def test_given_settings_are_not_refitted(tiny_corpus, tmp_path, monkeypatch):
 
 
 def test_a_good_plan_is_left_as_it_is(tiny_corpus, tmp_path, monkeypatch):
-    clock = VirtualClock(per_step=0.0625)
-    monkeypatch.setattr(training, "time", clock)
     plan = misjudged_plan(2048.0)  # right: 160 steps, an evaluation every 40
     plan.train["eval_every"] = 40
-    monkeypatch.setattr(runs, "_plan", lambda *args: plan)
-    recorder = NoticeRecorder()
-    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run",
-                                settings={"time_limit": 10.0, "dropout": 0.0},
-                                callback=recorder, launched_at=0.0, **dirs(tmp_path))
-    trainer._train_step = clock.timed(trainer._train_step)
+    trainer, recorder = planned_trainer(tiny_corpus, tmp_path, monkeypatch, plan,
+                                        dropout=0.0)
     result = trainer.fit()
     assert recorder.notices == [] and trainer.config.eval_every == 40
     assert [record["step"] for record in result.history] == [40, 80, 120, 160]
