@@ -33,7 +33,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .corpus import release_pages
+from .encoding import release_pages
 from .errors import UsageError
 
 IGNORE_INDEX = -100  # targets with this id are padding and carry no loss

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import charlstm.corpus as corpus_module
 import charlstm.data as data_module
 from charlstm.data import IGNORE_INDEX, TrainBatches, eval_batches
 from charlstm.errors import UsageError
@@ -315,26 +314,6 @@ def test_batch_size_must_divide_among_processes():
 # ------------------------------------------------------------------ memory on big corpora
 
 
-def rss_file_kb() -> int:
-    """Resident pages of memory-mapped files in this process (Linux), in kB."""
-    for line in open("/proc/self/status", encoding="ascii"):
-        if line.startswith("RssFile:"):
-            return int(line.split()[1])
-    pytest.skip("no RssFile in /proc/self/status on this system")
-
-
-def test_pages_read_from_a_mapped_corpus_can_be_handed_back(tmp_path):
-    text = "".join(chr(97 + i % 26) for i in range(1000)) * 24_000  # 24 MB, ASCII
-    (tmp_path / "big.txt").write_text(text, encoding="ascii")
-    tokens = corpus_module.encode(str(tmp_path / "big.txt"), tmp_path / "corpora").tokens
-    before = rss_file_kb()
-    total = int(tokens.sum(dtype=np.int64))  # reads every page
-    assert rss_file_kb() - before > 16_000
-    corpus_module.release_pages(tokens)
-    assert rss_file_kb() - before < 4_000
-    assert int(tokens.sum(dtype=np.int64)) == total  # still readable, the same values
-
-
 def test_training_batches_hand_pages_back_every_so_often(monkeypatch):
     released = []
     monkeypatch.setattr(data_module, "RELEASE_EVERY", 5)
@@ -346,9 +325,3 @@ def test_training_batches_hand_pages_back_every_so_often(monkeypatch):
         for _ in range(12):
             batches.next()
         assert len(released) == 2 and all(t is tokens for t in released)
-
-
-def test_release_pages_leaves_arrays_in_memory_alone():
-    tokens = np.arange(100, dtype=np.uint8)
-    corpus_module.release_pages(tokens)
-    assert tokens[42] == 42
