@@ -228,7 +228,7 @@ def download(name: str, corpora_dir: Path, source: str | None = None,
     return target
 
 
-# --------------------------------------------------------------------------- encoding
+# ------------------------------------------------------------------ resolve and encode
 
 
 def encode(spec: str | None, corpora_dir: Path, lossy: bool = False,
