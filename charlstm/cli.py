@@ -1,14 +1,17 @@
-"""The `charlstm` command line: train, sample, score, info and corpus.
+"""The `charlstm` command line: train, sample, score, info, plot and corpus.
 
-The only module that reads the environment, prints, and picks exit codes: 0 success,
-1 runtime failure, 2 usage error, 130 interrupted (143 terminated). Expected failures are
-one line on stderr; CHARLSTM_DEBUG=1 shows the traceback. stdout carries only the product
-(generated text, tables asked for); progress and diagnostics go to stderr.
+The commands and their options; each goes through the library (charlstm.load, the
+LanguageModel, the trainer). The command line alone reads the environment, prints and
+picks exit codes: 0 success, 1 runtime failure, 2 usage error, 130 interrupted (143
+terminated). Expected failures are one line on stderr; CHARLSTM_DEBUG=1 shows the
+traceback. stdout carries only the product (generated text, tables asked for); progress
+and diagnostics go to stderr. Its helpers: cli_input.py (stdin, primes, lines, escapes,
+durations), cli_output.py (stdout, the info view, bars, formats), cli_processes.py
+(torchrun, signals) and progress.py (the training display).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
@@ -34,6 +37,8 @@ from .cli_input import (_input_pieces, input_lines, open_score_input, parse_dura
 from .cli_output import (DownloadProgress, JsonRecords, PipeClosed, StdoutWriter,
                          byte_progress, format_loss, print_info, score_json, silence_stdout,
                          write_stdout_bytes)
+from .cli_output import print_error as _fail  # (the name CharlstmGroup uses)
+from .cli_processes import EXIT_INTERRUPTED, stopping_on_signals, torchrun_aware
 from .errors import CharlstmError, UsageError
 from .files import atomic_writer
 from .presets import DEFAULT_PRESET, PRESETS
@@ -44,7 +49,6 @@ from .presets import DEFAULT_PRESET, PRESETS
 IMPORTED_AT = time.monotonic()
 HELP = {"help_option_names": ["-h", "--help"]}
 DATA, MODEL, OPTIM, CKPT, OUTPUT = "Data", "Model", "Optimization", "Checkpointing", "Output"
-EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # the model argument and the device option of `sample` and `score`
 DEVICE_OPTION = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 CHECKPOINT_ARGUMENT = typer.Argument(..., metavar="CHECKPOINT",
@@ -89,10 +93,6 @@ class CharlstmGroup(TyperGroup):
         sys.exit(code)
 
 
-def _fail(message: str, where: str | None = None) -> None:
-    print(f"{where or 'charlstm'}: error: {message}", file=sys.stderr, flush=True)
-
-
 app = typer.Typer(
     cls=CharlstmGroup, context_settings=HELP, no_args_is_help=True,
     help="Train character-level recurrent language models (LSTM, GRU, RNN) on any text, "
@@ -130,35 +130,6 @@ def main_options(
 
 # ----------------------------------------------------------------------------- train
 
-def _torchrun_aware(command):
-    """Run `command` as one of several processes when torchrun started this one (it sets
-    WORLD_SIZE, RANK and LOCAL_RANK): join their process group first and leave it after.
-    Expected errors are then reported by the main process only; the others wait until it
-    has, then end with the same exit code and say nothing: one line, not N."""
-    import functools
-
-    @functools.wraps(command)
-    def one_of_several(*args, **kwargs):
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return command(*args, **kwargs)
-        from . import distributed
-
-        distributed.start(int(os.environ.get("LOCAL_RANK", "0")))
-        try:
-            return command(*args, **kwargs)
-        except CharlstmError as exc:
-            if os.environ.get("CHARLSTM_DEBUG"):
-                raise
-            if distributed.is_main():
-                _fail(str(exc))
-            distributed.barrier()  # torchrun ends them all once one exits: say why first
-            raise typer.Exit(exc.exit_code) from None
-        finally:
-            distributed.finish()
-
-    return one_of_several
-
-
 @app.command(context_settings=HELP, epilog=(
     "Examples:\n\n"
     "  charlstm train                        # built-in corpus, default 'small' model\n\n"
@@ -168,7 +139,7 @@ def _torchrun_aware(command):
     "  cat *.md | charlstm train - --max-steps 500\n\n"
     "  charlstm train my.txt --json | jq -r '[.step, .val_bpc] | @tsv'\n\n"
     "  torchrun --nproc_per_node=4 -m charlstm train my.txt -b 128   # 4 GPUs, one model"))
-@_torchrun_aware
+@torchrun_aware
 def train(
     corpus: Optional[str] = typer.Argument(
         None, help="A text file, '-' for stdin, or a known corpus name "
@@ -286,7 +257,7 @@ def train(
                            checkpoints_dir(), lossy, stdin() if corpus == "-" else None,
                            byte_progress("encoding corpus"), launched_at())
     main = trainer.is_main  # with several processes (torchrun) only the main one reports
-    with _stopping_on_signals(trainer, display, main) as received:
+    with stopping_on_signals(trainer, display, main) as received:
         result = trainer.fit()
     run = result.run_dir
     if not main:  # the main process reports and plots; the others end with its exit code
@@ -311,31 +282,6 @@ def train(
           f"best validation loss {best}\n"
           f"charlstm: sample with: charlstm sample {run}", file=sys.stderr)
     return 0
-
-
-@contextlib.contextmanager
-def _stopping_on_signals(trainer, display, main: bool):
-    """The first Ctrl-C (or SIGTERM) asks `trainer` to stop once it has saved; the third
-    quits without saving. Yields the list of the signals received."""
-    received: list[int] = []
-
-    def on_signal(signum, frame):
-        received.append(signum)
-        if len(received) == 1:
-            trainer.request_stop()
-            if main:
-                display.write("charlstm: stopping: saving a checkpoint first "
-                              "(press Ctrl-C twice more to quit without saving)")
-        elif len(received) >= 3:
-            raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, on_signal) for s in EXIT_INTERRUPTED}
-    try:
-        yield received
-    finally:
-        for s, handler in previous.items():
-            # once asked to stop, further presses while exiting are ignored, not tracebacks
-            signal.signal(s, signal.SIG_IGN if received else handler)
 
 
 def launched_at() -> float:

@@ -23,6 +23,12 @@ from tqdm import tqdm
 from .errors import CharlstmError
 
 
+def print_error(message: str, where: str | None = None) -> None:
+    """An expected failure as one line on stderr: 'charlstm: error: ...', or with the
+    command's path ('charlstm sample: error: ...') for a usage error."""
+    print(f"{where or 'charlstm'}: error: {message}", file=sys.stderr, flush=True)
+
+
 class PipeClosed(Exception):
     """The reader of stdout went away (`| head`): stop quietly."""
 
