@@ -347,8 +347,9 @@ def sample(
     """Generate text from a trained model; only the text goes to stdout."""
     from .api import load, make_generator
 
+    has_prime = prime is not None or prime_file is not None
     stop = _check_sample_options(length, temperature, top_k, top_p, seed, num_samples,
-                                 stop_at, each_line, prime is not None or prime_file is not None)
+                                 stop_at, each_line, has_prime)
     lm = load(checkpoint_path, device)
     options = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                    stop_at=stop, generator=make_generator(seed, lm.device))
@@ -387,7 +388,7 @@ def _check_sample_options(length: int, temperature: float, top_k: int | None,
     stop = unescape(stop_at) if stop_at is not None else None
     if stop == "":
         raise UsageError("--stop-at must not be empty")
-    if seed is not None and not 0 <= seed < 2**63:  # as train's, whose seed numpy takes too
+    if seed is not None and not 0 <= seed < 2**63:  # the same range as train's
         raise UsageError(f"--seed must be in [0, 2**63), not {seed}")
     if length == 0 and num_samples > 1:
         raise UsageError("endless sampling (--length 0) streams one sample; "
@@ -405,7 +406,7 @@ EACH_LINE_BATCH = 64  # input lines continued together
 
 def _sample_each_line(lm, out: StdoutWriter, echo: bool, options: dict) -> None:
     """One continuation per stdin line, in order; characters the model never saw are left
-    out of that line's prime (and said once on stderr). `options` are LanguageModel.sample's."""
+    out of that line's prime (and said once on stderr). `options`: LanguageModel.sample's."""
     unknown_lines = 0
     for lines in stdin_line_batches(EACH_LINE_BATCH):
         primes = ["".join(c for c in line if c in lm.vocab) for line in lines]
