@@ -20,7 +20,7 @@ import torch
 
 from . import checkpoint, sampling, scoring
 from .device import choose_device
-from .errors import CheckpointError
+from .errors import CheckpointError, UsageError
 from .model import CharRNN, ModelConfig
 from .runs import make_trainer
 from .training import TrainingCallback, TrainResult
@@ -52,20 +52,54 @@ class LanguageModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def generate(self, prime: str = "", length: int = 1000, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None,
-                 seed: int | None = None) -> Iterator[str]:
-        """Stream a continuation of `prime`, one character at a time (length 0: endless)."""
-        generator = make_generator(seed, self.device)
-        for chars in sampling.generate(self.model, self.vocab, prime, length, temperature,
-                                       top_k, top_p, 1, generator):
-            yield chars[0]
+    def generate(self, prime: str | list[str] = "", length: int = 1000,
+                 temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, *,
+                 num_samples: int = 1, stop_at: str | None = None,
+                 generator: torch.Generator | None = None
+                 ) -> Iterator[str] | Iterator[list[str]]:
+        """Stream a continuation of `prime`, one character at a time (length 0: endless).
 
-    def sample(self, prime: str = "", length: int = 200, temperature: float = 1.0,
+        One sample (a str prime, num_samples 1) yields str chunks:
+
+            for chunk in lm.generate("def ", length=100, seed=1): print(chunk, end="")
+
+        Several samples are generated together as one batch, and then each step yields
+        a list with one chunk per sample, in order: ask for `num_samples` continuations
+        of one prime, or give a list of primes (one sample each; num_samples is then
+        ignored). With `stop_at`, a sample ends once its text ends with that string
+        (included); an ended sample's chunks are "" until all have ended, and then the
+        stream stops. `seed` makes the text reproducible; `generator`, given instead,
+        draws from a torch.Generator the caller keeps, to continue one stream of
+        randomness over several calls. Options are checked at the call, before any text.
+        """
+        batched = isinstance(prime, list) or num_samples != 1
+        if isinstance(prime, list):
+            num_samples = len(prime)
+        sampling.check_options(temperature, top_k, top_p, length, max(num_samples, 1)
+                               if isinstance(prime, list) else num_samples)
+        for text in prime if isinstance(prime, list) else [prime]:
+            sampling.check_prime(text, self.vocab)
+        if stop_at == "":
+            raise UsageError("the stop string must not be empty")
+        if generator is None:
+            generator = make_generator(seed, self.device)
+        steps = sampling.generate(self.model, self.vocab, prime, length, temperature, top_k,
+                                  top_p, num_samples, generator, stop_at)
+        return steps if batched else (chars[0] for chars in steps)
+
+    def sample(self, prime: str | list[str] = "", length: int = 200, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None,
-               seed: int | None = None) -> str:
-        """A whole continuation of `prime` as one string (the prime not included)."""
-        return "".join(self.generate(prime, length, temperature, top_k, top_p, seed))
+               seed: int | None = None, *, num_samples: int = 1, stop_at: str | None = None,
+               generator: torch.Generator | None = None) -> str | list[str]:
+        """A whole continuation of `prime` as one string (the prime not included); with
+        several samples (num_samples, or a list of primes: see `generate`), a list of
+        them, in order."""
+        steps = self.generate(prime, length, temperature, top_k, top_p, seed,
+                              num_samples=num_samples, stop_at=stop_at, generator=generator)
+        if isinstance(prime, list) or num_samples != 1:
+            return ["".join(chars) for chars in zip(*steps)]  # steps (length, N) -> N texts
+        return "".join(steps)
 
     def score(self, text: str) -> dict:
         """How many bits the model needs for `text`: a dict with the keys text,

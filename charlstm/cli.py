@@ -1,20 +1,22 @@
-"""The `charlstm` command line: train, sample, score, info and corpus.
+"""The `charlstm` command line: train, sample, score, info, plot and corpus.
 
-The only module that reads the environment, prints, and picks exit codes: 0 success,
-1 runtime failure, 2 usage error, 130 interrupted (143 terminated). Expected failures are
-one line on stderr; CHARLSTM_DEBUG=1 shows the traceback. stdout carries only the product
-(generated text, tables asked for); progress and diagnostics go to stderr.
+The commands and their options; each goes through the library (charlstm.load, the
+LanguageModel, the trainer). The command line alone reads the environment, prints and
+picks exit codes: 0 success, 1 runtime failure, 2 usage error, 130 interrupted (143
+terminated). Expected failures are one line on stderr; CHARLSTM_DEBUG=1 shows the
+traceback. stdout carries only the product (generated text, tables asked for); progress
+and diagnostics go to stderr. Its helpers: cli_input.py (stdin, primes, lines, escapes,
+durations), cli_output.py (stdout, the info view, bars, formats), cli_processes.py
+(torchrun, signals) and progress.py (the training display).
 """
 
 from __future__ import annotations
 
-import codecs
 import io
 import json
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import time
@@ -22,10 +24,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from tqdm import tqdm
 from typer.core import TyperGroup
 
 try:  # typer 0.2x carries its own copy of click
@@ -34,6 +32,13 @@ except ImportError:  # older typer uses click itself
     from click import exceptions as click_exceptions
 
 from . import __version__, corpus as corpora
+from .cli_input import (_input_pieces, input_lines, open_score_input, parse_duration,
+                        read_prime, stdin, stdin_line_batches, unescape)
+from .cli_output import (DownloadProgress, JsonRecords, PipeClosed, StdoutWriter,
+                         byte_progress, format_loss, print_info, score_json, silence_stdout,
+                         write_stdout_bytes)
+from .cli_output import print_error as _fail  # (the name CharlstmGroup uses)
+from .cli_processes import EXIT_INTERRUPTED, stopping_on_signals, torchrun_aware
 from .errors import CharlstmError, UsageError
 from .files import atomic_writer
 from .presets import DEFAULT_PRESET, PRESETS
@@ -44,16 +49,11 @@ from .presets import DEFAULT_PRESET, PRESETS
 IMPORTED_AT = time.monotonic()
 HELP = {"help_option_names": ["-h", "--help"]}
 DATA, MODEL, OPTIM, CKPT, OUTPUT = "Data", "Model", "Optimization", "Checkpointing", "Output"
-EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # the model argument and the device option of `sample` and `score`
 DEVICE_OPTION = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 CHECKPOINT_ARGUMENT = typer.Argument(..., metavar="CHECKPOINT",
                                      help="A .pt file, or a run folder (uses its best.pt, "
                                           "else last.pt).")
-
-
-class PipeClosed(Exception):
-    """The reader of stdout went away (`| head`): stop quietly."""
 
 
 class CharlstmGroup(TyperGroup):
@@ -76,7 +76,7 @@ class CharlstmGroup(TyperGroup):
         except typer.Abort:
             code = 130
         except PipeClosed:
-            _silence_stdout()
+            silence_stdout()
             code = 0
         except CharlstmError as exc:
             if os.environ.get("CHARLSTM_DEBUG"):
@@ -91,19 +91,6 @@ class CharlstmGroup(TyperGroup):
                   "(set CHARLSTM_DEBUG=1 to see the traceback)")
             code = 1
         sys.exit(code)
-
-
-def _fail(message: str, where: str | None = None) -> None:
-    print(f"{where or 'charlstm'}: error: {message}", file=sys.stderr, flush=True)
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush cannot complain."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 app = typer.Typer(
@@ -143,53 +130,6 @@ def main_options(
 
 # ----------------------------------------------------------------------------- train
 
-DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s|ms)?", re.IGNORECASE)
-
-
-def parse_duration(text: str) -> float:
-    """'90', '90s', '10m', '1h30m', '2.5m' -> seconds."""
-    cleaned = text.strip().lower().replace(" ", "")
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
-    total, position = 0.0, 0
-    for match in DURATION.finditer(cleaned):
-        if match.start() != position:
-            break
-        total += float(match.group(1)) * units[match.group(2)]
-        position = match.end()
-    if not cleaned or position != len(cleaned) or total <= 0:
-        raise UsageError(f"--time takes a duration like 90s, 10m or 1h30m, not {text!r}")
-    return total
-
-
-def _torchrun_aware(command):
-    """Run `command` as one of several processes when torchrun started this one (it sets
-    WORLD_SIZE, RANK and LOCAL_RANK): join their process group first and leave it after.
-    Expected errors are then reported by the main process only; the others wait until it
-    has, then end with the same exit code and say nothing: one line, not N."""
-    import functools
-
-    @functools.wraps(command)
-    def one_of_several(*args, **kwargs):
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return command(*args, **kwargs)
-        from . import distributed
-
-        distributed.start(int(os.environ.get("LOCAL_RANK", "0")))
-        try:
-            return command(*args, **kwargs)
-        except CharlstmError as exc:
-            if os.environ.get("CHARLSTM_DEBUG"):
-                raise
-            if distributed.is_main():
-                _fail(str(exc))
-            distributed.barrier()  # torchrun ends them all once one exits: say why first
-            raise typer.Exit(exc.exit_code) from None
-        finally:
-            distributed.finish()
-
-    return one_of_several
-
-
 @app.command(context_settings=HELP, epilog=(
     "Examples:\n\n"
     "  charlstm train                        # built-in corpus, default 'small' model\n\n"
@@ -199,7 +139,7 @@ def _torchrun_aware(command):
     "  cat *.md | charlstm train - --max-steps 500\n\n"
     "  charlstm train my.txt --json | jq -r '[.step, .val_bpc] | @tsv'\n\n"
     "  torchrun --nproc_per_node=4 -m charlstm train my.txt -b 128   # 4 GPUs, one model"))
-@_torchrun_aware
+@torchrun_aware
 def train(
     corpus: Optional[str] = typer.Argument(
         None, help="A text file, '-' for stdin, or a known corpus name "
@@ -292,7 +232,8 @@ def train(
                                                 help="Characters per milestone sample, 0 = none "
                                                      "(default: 200)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", rich_help_panel=OUTPUT,
-                               help="No progress bar or samples; evaluations only."),
+                               help="Print only the start, each evaluation and the end: "
+                                    "no progress bar, step lines or samples."),
     as_json: bool = typer.Option(False, "--json", rich_help_panel=OUTPUT,
                                  help="Also write each evaluation's metrics to stdout as one "
                                       "JSON line (for jq); progress stays on stderr."),
@@ -308,34 +249,16 @@ def train(
         sample_every=sample_every, sample_length=sample_length,
         time_limit=parse_duration(time_budget) if time_budget is not None else None,
     )
-    from .progress import TrainingDisplay, format_loss
+    from .progress import TrainingDisplay
     from .runs import make_trainer
 
-    display = TrainingDisplay(show_samples=not quiet, live=False if quiet else None,
-                              records=JsonRecords() if as_json else None)
+    display = TrainingDisplay(quiet=quiet, records=JsonRecords() if as_json else None)
     trainer = make_trainer(corpus, out, resume, preset, settings, display, corpora_dir(),
-                           checkpoints_dir(), lossy, _stdin() if corpus == "-" else None,
-                           _byte_progress("encoding corpus"), launched_at())
+                           checkpoints_dir(), lossy, stdin() if corpus == "-" else None,
+                           byte_progress("encoding corpus"), launched_at())
     main = trainer.is_main  # with several processes (torchrun) only the main one reports
-    received: list[int] = []
-
-    def on_signal(signum, frame):
-        received.append(signum)
-        if len(received) == 1:
-            trainer.request_stop()
-            if main:
-                display.write("charlstm: stopping: saving a checkpoint first "
-                              "(press Ctrl-C twice more to quit without saving)")
-        elif len(received) >= 3:
-            raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, on_signal) for s in EXIT_INTERRUPTED}
-    try:
+    with stopping_on_signals(trainer, display, main) as received:
         result = trainer.fit()
-    finally:
-        for s, handler in previous.items():
-            # once asked to stop, further presses while exiting are ignored, not tracebacks
-            signal.signal(s, signal.SIG_IGN if received else handler)
     run = result.run_dir
     if not main:  # the main process reports and plots; the others end with its exit code
         return (EXIT_INTERRUPTED.get(received[0] if received else signal.SIGINT, 130)
@@ -361,22 +284,6 @@ def train(
     return 0
 
 
-class JsonRecords:
-    """train --json: each evaluation's metrics record as one JSON line on stdout."""
-
-    def __init__(self):
-        self.out = StdoutWriter()
-
-    def __call__(self, record: dict) -> None:
-        self.out.write(json.dumps(record) + "\n")
-        self.out.flush()
-
-
-def _stdin():
-    """Standard input as bytes; a closed one (`<&-`) reads as empty."""
-    return sys.stdin.buffer if sys.stdin is not None else io.BytesIO()
-
-
 def launched_at() -> float:
     """The time.monotonic() at which this process started, so --time counts from launch.
 
@@ -394,84 +301,7 @@ def launched_at() -> float:
     return IMPORTED_AT
 
 
-def _byte_progress(description: str):
-    """A tqdm byte counter on stderr for long reads, shown only on a terminal."""
-    state: dict = {}
-
-    def update(done: int, total: int | None) -> None:
-        if not sys.stderr.isatty() or (total or 0) < 20_000_000:
-            return
-        bar = state.get("bar")
-        if bar is None:
-            bar = state["bar"] = tqdm(total=total, unit="B", unit_scale=True, leave=False,
-                                      desc=description, file=sys.stderr)
-        bar.update(done - bar.n)
-        if total and done >= total:
-            bar.close()
-
-    return update
-
-
 # ----------------------------------------------------------------------------- sample
-
-
-class StdoutWriter:
-    """Streams text to stdout, flushing often enough to watch and rarely enough to be fast."""
-
-    def __init__(self, interval: float = 0.05):
-        self.interval, self.last_flush = interval, time.monotonic()
-
-    def write(self, text: str) -> None:
-        try:
-            sys.stdout.write(text)
-            now = time.monotonic()
-            if now - self.last_flush >= self.interval:
-                sys.stdout.flush()
-                self.last_flush = now
-        except BrokenPipeError:
-            raise PipeClosed from None
-        except (OSError, AttributeError) as exc:  # a full disk, a closed stdout (`>&-`)
-            raise _stdout_failed(exc) from None
-
-    def flush(self) -> None:
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            raise PipeClosed from None
-        except (OSError, AttributeError) as exc:  # a full disk, a closed stdout (`>&-`)
-            raise _stdout_failed(exc) from None
-
-
-def _stdout_failed(exc: Exception) -> CharlstmError:
-    reason = getattr(exc, "strerror", None) or "it is closed"
-    return CharlstmError(f"cannot write to standard output: {reason}")
-
-
-def _read_stdin_text(what: str) -> str:
-    try:
-        return _stdin().read().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{what} on standard input is not valid UTF-8 "
-                         f"(byte offset {exc.start})") from None
-
-
-def _read_prime(prime: str | None, prime_file: str | None) -> str:
-    if prime is not None and prime_file is not None:
-        raise UsageError("give --prime or --prime-file, not both")
-    if prime is not None:
-        return prime
-    if prime_file == "-":
-        return _read_stdin_text("the prime")
-    if prime_file is not None:
-        try:
-            return Path(prime_file).read_text("utf-8")
-        except FileNotFoundError:
-            raise UsageError(f"no such prime file: {prime_file}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read prime file {prime_file}: {exc}") from None
-    if sys.stdin is not None and not sys.stdin.isatty():
-        return _read_stdin_text("the prime")
-    return ""
 
 
 @app.command(context_settings=HELP, epilog=(
@@ -516,37 +346,25 @@ def sample(
 ) -> None:
     """Generate text from a trained model; only the text goes to stdout."""
     from .api import load, make_generator
-    from .sampling import check_options, check_prime, generate
 
-    check_options(temperature, top_k, top_p, length, num_samples)
-    stop = _unescape(stop_at) if stop_at is not None else None
-    if stop == "":
-        raise UsageError("--stop-at must not be empty")
-    if seed is not None and not 0 <= seed < 2**64:
-        raise UsageError(f"--seed must be in [0, 2**64), not {seed}")
-    if length == 0 and num_samples > 1:
-        raise UsageError("endless sampling (--length 0) streams one sample; "
-                         "drop --num-samples or give a --length")
-    if num_samples > 100_000:
-        raise UsageError(f"--num-samples {num_samples:,} is more than 100,000 per run")
-    if each_line and (prime is not None or prime_file is not None or num_samples > 1
-                      or length == 0):
-        raise UsageError("--each-line takes its primes from stdin, one sample per line, of "
-                         "a finite --length; drop --prime, --prime-file and --num-samples")
+    has_prime = prime is not None or prime_file is not None
+    stop = _check_sample_options(length, temperature, top_k, top_p, seed, num_samples,
+                                 stop_at, each_line, has_prime)
     lm = load(checkpoint_path, device)
-    generator = make_generator(seed, lm.device)
+    options = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                   stop_at=stop, generator=make_generator(seed, lm.device))
     out = StdoutWriter()
     if each_line:
-        _sample_each_line(lm, out, length, temperature, top_k, top_p, generator, stop, echo)
+        _sample_each_line(lm, out, echo, options)
         return
-    text = _read_prime(prime, prime_file)
-    check_prime(text, lm.vocab)
+    text = read_prime(prime, prime_file)
+    steps = lm.generate(text, num_samples=num_samples, **options)  # checks the prime first
     if echo:
         out.write(text)
     rest: list[list[str]] = [[] for _ in range(num_samples - 1)]
     last = text
-    for chars in generate(lm.model, lm.vocab, text, length, temperature, top_k, top_p,
-                          num_samples, generator, stop):
+    for step in steps:  # the first sample streams; the others are printed after it
+        chars = step if num_samples > 1 else [step]
         out.write(chars[0])
         last = chars[0]
         for column, char in zip(rest, chars[1:]):
@@ -559,56 +377,44 @@ def sample(
     out.flush()
 
 
+def _check_sample_options(length: int, temperature: float, top_k: int | None,
+                          top_p: float | None, seed: int | None, num_samples: int,
+                          stop_at: str | None, each_line: bool, has_prime: bool) -> str | None:
+    """The usage errors `sample` reports before it loads the model; returns the stop
+    string with its escapes understood."""
+    from .sampling import check_options
+
+    check_options(temperature, top_k, top_p, length, num_samples)
+    stop = unescape(stop_at) if stop_at is not None else None
+    if stop == "":
+        raise UsageError("--stop-at must not be empty")
+    if seed is not None and not 0 <= seed < 2**63:  # the same range as train's
+        raise UsageError(f"--seed must be in [0, 2**63), not {seed}")
+    if length == 0 and num_samples > 1:
+        raise UsageError("endless sampling (--length 0) streams one sample; "
+                         "drop --num-samples or give a --length")
+    if num_samples > 100_000:
+        raise UsageError(f"--num-samples {num_samples:,} is more than 100,000 per run")
+    if each_line and (has_prime or num_samples > 1 or length == 0):
+        raise UsageError("--each-line takes its primes from stdin, one sample per line, of "
+                         "a finite --length; drop --prime, --prime-file and --num-samples")
+    return stop
+
+
 EACH_LINE_BATCH = 64  # input lines continued together
 
 
-def _unescape(text: str) -> str:
-    """The few backslash escapes a shell leaves alone: \\n, \\t, \\r and \\\\."""
-    return re.sub(r"\\([ntr\\])",
-                  lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m.group(1)], text)
-
-
-def _sample_each_line(lm, out: StdoutWriter, length: int, temperature: float,
-                      top_k: int | None, top_p: float | None, generator,
-                      stop: str | None, echo: bool) -> None:
-    from .sampling import generate
-
+def _sample_each_line(lm, out: StdoutWriter, echo: bool, options: dict) -> None:
     """One continuation per stdin line, in order; characters the model never saw are left
-    out of that line's prime (and said once on stderr)."""
-    if sys.stdin is None:
-        return
-    stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict",
-                              newline="")
+    out of that line's prime (and said once on stderr). `options`: LanguageModel.sample's."""
     unknown_lines = 0
-
-    def flush(lines: list[str]) -> None:
-        nonlocal unknown_lines
-        primes = []
-        for line in lines:
-            known = "".join(c for c in line if c in lm.vocab)
-            unknown_lines += known != line
-            primes.append(known)
-        bodies = [[] for _ in lines]
-        for chars in generate(lm.model, lm.vocab, primes, length, temperature, top_k, top_p,
-                              generator=generator, stop_at=stop):
-            for body, char in zip(bodies, chars):
-                body.append(char)
-        for line, body in zip(lines, bodies):
-            text = (line if echo else "") + "".join(body)
+    for lines in stdin_line_batches(EACH_LINE_BATCH):
+        primes = ["".join(c for c in line if c in lm.vocab) for line in lines]
+        unknown_lines += sum(known != line for known, line in zip(primes, lines))
+        for line, body in zip(lines, lm.sample(primes, **options)):
+            text = (line if echo else "") + body
             out.write(text if text.endswith("\n") else text + "\n")
         out.flush()
-
-    batch: list[str] = []
-    try:
-        for raw in stream:
-            batch.append(raw.rstrip("\r\n"))
-            if len(batch) == EACH_LINE_BATCH:
-                flush(batch)
-                batch = []
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"standard input is not valid UTF-8: {exc.reason}") from None
-    if batch:
-        flush(batch)
     if unknown_lines:
         print(f"charlstm: warning: {unknown_lines:,} line(s) had characters the model never "
               "saw; they were left out of those primes", file=sys.stderr)
@@ -627,7 +433,6 @@ def info(
 ) -> None:
     """Show a checkpoint's model, vocabulary, corpus and training history."""
     from . import checkpoint
-    from .progress import format_duration, format_loss
 
     path = checkpoint.find(checkpoint_path)
     data = checkpoint.load(path)
@@ -648,42 +453,7 @@ def info(
     if as_json:
         print(json.dumps(summary))
         return
-    console = Console(highlight=False, soft_wrap=True)
-    corpus = data.get("corpus") or {}
-    limit = train.get("max_steps")
-    lines = [
-        ("checkpoint", f"{path} (format {data['format_version']}, charlstm "
-                       f"{data.get('charlstm_version', '?')})"),
-        ("model", f"{model['model']}, {model['num_layers']} layers x {model['hidden_size']} "
-                  f"units, embedding {model['embed_size']}, dropout {model['dropout']} "
-                  f"({summary['parameters'] / 1e6:.2f}M parameters)"),
-        ("vocabulary", f"{summary['vocab_size']} characters"),
-        ("corpus", f"{corpus.get('source', '?')}: {corpus.get('characters', 0):,} characters, "
-                   f"sha256 {str(corpus.get('sha256', ''))[:12]}"),
-        ("training", f"step {data.get('step', 0):,}" + (f" of {limit:,}" if limit else "")
-                     + f", {format_duration(data.get('elapsed') or 0)}, batch "
-                       f"{train.get('batch_size')} x {train.get('seq_len')}, lr "
-                       f"{train.get('lr')}, precision {data.get('precision')}"),
-        ("best validation", format_loss(best) + (f" at step {best_step:,}" if best_step else "")),
-    ]
-    curve = [r["val_bpc"] for r in history if r.get("val_bpc") is not None]
-    if len(curve) > 1:
-        lines.append(("validation", f"{sparkline(curve)}  {curve[0]:.3f} -> {curve[-1]:.3f} "
-                                    "bits/char"))
-    for key, value in lines:
-        console.print(f"{key:<16} {value}", markup=False)
-    if history:
-        table = Table(box=box.SIMPLE, title="history", title_justify="left")
-        for column in ("step", "epoch", "train loss", "val loss", "val bits/char", "time"):
-            table.add_column(column, justify="right")
-        for r in history:
-            val = r.get("val_loss")
-            table.add_row(f"{r['step']:,}", f"{r.get('epoch', 0):.2f}",
-                          f"{r['train_loss']:.4f}",
-                          "n/a" if val is None else f"{val:.4f}" + (" *" if r.get("best") else ""),
-                          "n/a" if val is None else f"{r['val_bpc']:.3f}",
-                          format_duration(r.get("elapsed", 0)))
-        console.print(table)
+    print_info(summary)
 
 
 # ----------------------------------------------------------------------------- plot
@@ -711,7 +481,7 @@ def plot_command(
     if output == "-":
         buffer = io.BytesIO()
         plot.plot_history(data.get("history", []), buffer, title)
-        _write_stdout_bytes(buffer.getvalue())
+        write_stdout_bytes(buffer.getvalue())
         return
     target = Path(output) if output else path.parent / plot.PLOT_NAME
     try:
@@ -726,14 +496,6 @@ def _plot_title(data: dict, run_dir: Path) -> str:
     model, corpus = data["model_config"], data.get("corpus") or {}
     return (f"{run_dir.name}: {model['model'].upper()} {model['num_layers']}x"
             f"{model['hidden_size']} on {corpus.get('name', '?')}, step {data.get('step', 0):,}")
-
-
-def _write_stdout_bytes(payload: bytes) -> None:
-    try:
-        sys.stdout.buffer.write(payload)
-        sys.stdout.buffer.flush()
-    except OSError as exc:
-        raise _stdout_failed(exc) from None
 
 
 def _plot_after_training(run_dir: Path, data: dict, note) -> None:
@@ -752,21 +514,6 @@ def _plot_after_training(run_dir: Path, data: dict, note) -> None:
         note(f"charlstm: warning: no loss plot written: {exc}")
         return
     note(f"charlstm: loss plot: {target}")
-
-
-SPARKS = "▁▂▃▄▅▆▇█"
-
-
-def sparkline(values: list[float], width: int = 60) -> str:
-    """The values as a row of block characters, low to high (the last `width` of them
-    averaged into `width` columns when there are more)."""
-    if len(values) > width:
-        size = len(values) / width
-        values = [sum(values[int(i * size):int((i + 1) * size)])
-                  / len(values[int(i * size):int((i + 1) * size)]) for i in range(width)]
-    low, high = min(values), max(values)
-    span = (high - low) or 1.0
-    return "".join(SPARKS[round((v - low) / span * (len(SPARKS) - 1))] for v in values)
 
 
 # ----------------------------------------------------------------------------- corpus
@@ -807,20 +554,8 @@ def corpus_get(
     if name in corpora.BUILT_IN:
         path = corpora.BUILT_IN[name].build(corpora_dir())
     else:
-        bar: dict = {}
-
-        def progress(done: int, total: int | None) -> None:
-            if "bar" not in bar:
-                bar["bar"] = tqdm(total=total, unit="B", unit_scale=True, desc=name,
-                                  file=sys.stderr, leave=False,
-                                  disable=not sys.stderr.isatty())
-            bar["bar"].update(done - bar["bar"].n)
-
-        try:
+        with DownloadProgress(name) as progress:
             path = corpora.download(name, corpora_dir(), source, progress)
-        finally:
-            if "bar" in bar:
-                bar["bar"].close()
     print(path)
 
 
@@ -833,83 +568,13 @@ def corpus_prepare(
     lossy: bool = typer.Option(False, "--lossy", help="Replace invalid UTF-8 bytes."),
 ) -> None:
     """Encode a corpus into its token cache now (training would do it on first use)."""
-    data = corpora.encode(corpus, corpora_dir(), lossy, _byte_progress("encoding"),
-                          _stdin() if corpus == "-" else None)
+    data = corpora.encode(corpus, corpora_dir(), lossy, byte_progress("encoding"),
+                          stdin() if corpus == "-" else None)
     print(f"{data.source}: {len(data.tokens):,} characters, vocabulary {len(data.vocab)} "
           f"({data.vocab.dtype.name}), sha256 {data.sha256[:12]}")
 
 
 # ----------------------------------------------------------------------------- score
-
-SCORE_BLOCK_BYTES = 1 << 20  # the whole-input score reads this much at a time
-
-
-def _open_score_input(file: str | None):
-    """(a name for messages, a binary stream): FILE, or stdin for '-' or for no FILE
-    when stdin is not a terminal."""
-    if file is None or file == "-":
-        if file is None and (sys.stdin is None or sys.stdin.isatty()):
-            raise UsageError("nothing to score: give a FILE, or pipe text into standard "
-                             "input ('-' reads it even from a terminal)")
-        return "standard input", _stdin()
-    try:
-        return file, open(file, "rb")
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {file}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {file}: {exc.strerror or exc}") from None
-
-
-def _not_utf8(label: str, exc: UnicodeDecodeError, where: int, line: int | None = None
-              ) -> CharlstmError:
-    bad = exc.object[exc.start:exc.start + 4].hex(" ")
-    on_line = f" (line {line:,})" if line is not None else ""
-    return CharlstmError(f"{label} is not valid UTF-8: {exc.reason} at byte offset {where}"
-                         f"{on_line} (bytes {bad}); --lossy replaces invalid bytes")
-
-
-def _input_lines(stream, label: str, lossy: bool):
-    """Each line of a binary stream, decoded, without its newline ('\\n' only splits)."""
-    offset = 0
-    try:
-        for number, raw in enumerate(stream, 1):
-            try:
-                line = raw.decode("utf-8", "replace" if lossy else "strict")
-            except UnicodeDecodeError as exc:
-                raise _not_utf8(label, exc, offset + exc.start, number) from None
-            offset += len(raw)
-            yield line[:-1] if line.endswith("\n") else line
-    except OSError as exc:
-        raise CharlstmError(f"cannot read {label}: {exc.strerror or exc}") from None
-
-
-def _input_pieces(stream, label: str, lossy: bool):
-    """A binary stream decoded block by block, so a huge input never sits in memory."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace" if lossy else "strict")
-    offset = 0  # bytes read before the current block
-    while True:
-        try:
-            block = stream.read(SCORE_BLOCK_BYTES)
-        except OSError as exc:
-            raise CharlstmError(f"cannot read {label}: {exc.strerror or exc}") from None
-        pending = len(decoder.getstate()[0])  # bytes of a character cut by the last block
-        try:
-            text = decoder.decode(block, final=not block)
-        except UnicodeDecodeError as exc:
-            raise _not_utf8(label, exc, offset - pending + exc.start) from None
-        if text:
-            yield text
-        if not block:
-            return
-        offset += len(block)
-
-
-def _score_json(record: dict) -> str:
-    """One JSON line; an empty text's undefined bits per character is null, not NaN."""
-    bits_per_char = record["bits_per_char"]
-    return json.dumps({**record, "bits_per_char":
-                       None if math.isnan(bits_per_char) else bits_per_char})
-
 
 @app.command(context_settings=HELP, epilog=(
     "A character the model never saw costs a fixed log2(0x110000) = 20.09 bits.\n\n"
@@ -942,25 +607,25 @@ def score(
     from .scoring import UNKNOWN_CHAR_BITS
 
     started = time.monotonic()
-    label, stream = _open_score_input(file)
+    label, stream = open_score_input(file)
     out = StdoutWriter()
     try:
         lm = load(checkpoint_path, device)
         if per_line:
             count, characters, bits, unknown = 0, 0, 0.0, 0
-            lines = _input_lines(stream, label, lossy)
+            lines = input_lines(stream, label, lossy)
             for record in lm.score_lines(lines, before_waiting=out.flush):
                 count += 1
                 characters += record["characters"]
                 bits += record["bits"]
                 unknown += record["unknown"]
-                out.write(_score_json(record) + "\n" if as_json else
+                out.write(score_json(record) + "\n" if as_json else
                           f"{record['bits_per_char']:.4f}\t{record['text']}\n")
         else:
             record = lm.score_stream(_input_pieces(stream, label, lossy))
             count, characters, bits, unknown = (None, record["characters"], record["bits"],
                                                 record["unknown"])
-            out.write(_score_json(record) + "\n" if as_json else
+            out.write(score_json(record) + "\n" if as_json else
                       f"{record['bits_per_char']:.4f}\n")
     finally:
         if file not in (None, "-"):

@@ -2,46 +2,34 @@
 
 Part of the command line: everything here goes to stderr, so stdout stays free for the
 product. On a terminal a tqdm bar shows step, loss, speed, learning rate and ETA; when
-stderr is not a terminal (a log file, CI) plain lines are written instead.
+stderr is not a terminal (a log file, CI) plain step lines are written instead. Quiet
+(`train -q`) shows only the start, the evaluations and warnings: no bar, step lines or
+samples (the command adds the final lines).
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from typing import Callable, TextIO
 
 from tqdm import tqdm
 
+from .cli_output import format_duration, format_loss
 from .training import StepStats, TrainingCallback, TrainResult
 
 PLAIN_REPORT_SECONDS = 10.0  # how often plain (non-terminal) output reports progress
 
 
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def format_loss(nats: float | None) -> str:
-    if nats is None:
-        return "n/a"
-    return f"{nats:.4f} nats ({nats / math.log(2):.3f} bits/char)"
-
-
 class TrainingDisplay(TrainingCallback):
-    def __init__(self, stream: TextIO | None = None, show_samples: bool = True,
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False,
                  live: bool | None = None, records: Callable[[dict], None] | None = None):
-        """`records`, if given, also receives each evaluation's metrics record."""
+        """`live` draws a bar (default: when the stream is a terminal; never when quiet).
+        `records`, if given, also receives each evaluation's metrics record."""
         self.stream = stream or sys.stderr
         self.records = records
-        self.show_samples = show_samples
-        self.live = self.stream.isatty() if live is None else live
+        self.quiet = quiet
+        self.live = not quiet and (self.stream.isatty() if live is None else live)
         self.bar: tqdm | None = None
         self.total_steps: int | None = None
         self.time_limit: float | None = None
@@ -97,6 +85,8 @@ class TrainingDisplay(TrainingCallback):
                 postfix += f", {format_duration(left)} left"
             self.bar.set_postfix_str(postfix, refresh=True)
             return
+        if self.quiet:
+            return
         now = time.monotonic()
         if now - self.last_plain_report >= PLAIN_REPORT_SECONDS:
             self.last_plain_report = now
@@ -115,7 +105,7 @@ class TrainingDisplay(TrainingCallback):
             self.records(record)
 
     def on_sample(self, step: int, text: str) -> None:
-        if not self.show_samples:
+        if self.quiet:
             return
         val = ("" if self.last_val_loss is None
                else f", validation loss {self.last_val_loss:.3f}")

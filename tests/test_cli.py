@@ -166,6 +166,25 @@ def test_sample_several_samples_are_separated_by_a_blank_line(trained_run):
     assert result.stdout == "\n".join([expected] * 3)
 
 
+def test_several_samples_with_a_stop_are_the_librarys(trained_run):
+    result = invoke("sample", trained_run, "-n", "60", "--seed", "4", "-N", "3", "-p", "the ",
+                    "--no-echo", "--stop-at", "o")
+    assert result.exit_code == 0, result.stderr
+    texts = charlstm.load(trained_run, "cpu").sample("the ", 60, seed=4, num_samples=3,
+                                                     stop_at="o")
+    assert result.stdout == "\n".join(with_final_newline(text) for text in texts)
+
+
+def test_each_line_continuations_are_the_librarys(trained_run):
+    lines = ["the qu", "a stitch", "all"]
+    result = invoke("sample", trained_run, "--each-line", "-n", "40", "--seed", "5",
+                    "--stop-at", r"\n", input="\n".join(lines) + "\n")
+    assert result.exit_code == 0, result.stderr
+    bodies = charlstm.load(trained_run, "cpu").sample(lines, 40, seed=5, stop_at="\n")
+    assert result.stdout == "".join(with_final_newline(line + body)
+                                    for line, body in zip(lines, bodies))
+
+
 # ----------------------------------------------------------------------------- sample errors
 
 

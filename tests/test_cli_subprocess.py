@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -185,6 +186,35 @@ def test_train_reads_the_corpus_from_stdin(tmp_path):
     assert saved["corpus"]["source"] == "-"
     assert saved["corpus"]["characters"] == len(TINY_TEXT)
     assert set(saved["vocab"]["chars"]) == set(TINY_TEXT)
+
+
+def train_reporting_every_step(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`charlstm train ARGS` in a real process whose stderr is a pipe, not a terminal, with
+    the plain step lines due at every report (not every 10 s), so a short run shows them."""
+    script = ("import sys; import charlstm.progress as progress; "
+              "progress.PLAIN_REPORT_SECONDS = 0; from charlstm.cli import main; "
+              "sys.argv = ['charlstm', *sys.argv[1:]]; main()")
+    env = {**os.environ, "CHARLSTM_CORPORA": str(cwd / "corpora"), "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-c", script, "train", *args], cwd=cwd, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+
+
+def test_train_quiet_prints_the_evaluations_and_the_end_but_no_step_lines(tmp_path):
+    (tmp_path / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
+    flags = ["tiny.txt", *SMALL_FLAGS, "--max-steps", "40", "--eval-every", "20",
+             "--sample-length", "20"]
+    step_line = re.compile(r"^step [\d,]+/[\d,]+  loss ", re.MULTILINE)
+    loud = train_reporting_every_step([*flags, "--out", "loud"], tmp_path)
+    assert loud.returncode == 0, text(loud.stderr)
+    assert step_line.search(text(loud.stderr))  # the plain step lines this run would show
+    quiet = train_reporting_every_step([*flags, "--out", "quiet", "-q"], tmp_path)
+    stderr = text(quiet.stderr)
+    assert quiet.returncode == 0, stderr
+    assert quiet.stdout == b""
+    assert not step_line.search(stderr), stderr
+    assert "sample at step" not in stderr
+    assert "step 20: train loss" in stderr and "step 40: train loss" in stderr
+    assert "charlstm: done after 40 steps" in stderr and "charlstm: sample with:" in stderr
 
 
 # ----------------------------------------------------------------------------- pipes

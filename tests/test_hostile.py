@@ -379,7 +379,7 @@ def test_large_vocabulary_evaluation_memory_is_bounded(tmp_path):
 # ------------------------------------------------------------------------ sampling seeds
 
 
-@pytest.mark.parametrize("seed", [0, 2**64 - 1])
+@pytest.mark.parametrize("seed", [0, 2**63 - 1])  # the limits of train's seeds, too
 def test_sample_seeds_at_the_limits_are_reproducible(trained_run, seed):
     args = ("sample", trained_run, "-n", "80", "--seed", seed, "--no-echo")
     first, second = invoke(*args), invoke(*args)
@@ -390,11 +390,12 @@ def test_sample_seeds_at_the_limits_are_reproducible(trained_run, seed):
     assert body_of(first.stdout, 80) == expected
 
 
-@pytest.mark.parametrize("seed", [2**64, 10**40])  # -1: test_cli.py
+@pytest.mark.parametrize("seed", [2**63, 2**64, 10**40])  # -1: test_cli.py
 def test_sample_seeds_beyond_the_limits_are_usage_errors(trained_run, seed):
     result = invoke("sample", trained_run, "-n", "10", "--seed", seed)
     line = failed_cleanly(result.exit_code, result.stdout_bytes, result.stderr, 2)
     assert "--seed" in line
+    assert line.endswith(f"--seed must be in [0, 2**63), not {seed}")
 
 
 def test_train_seeds_at_and_beyond_the_limit(tiny_corpus):

@@ -322,3 +322,60 @@ def test_the_callers_code_runs_outside_inference_mode_between_characters(model, 
         assert model.training  # and training mode back once it ends
     finally:
         model.train(was_training)
+
+
+# ------------------------------------------- LanguageModel.generate: batches, primes, stop_at
+
+
+def test_one_sample_streams_str_chunks_and_several_stream_one_list_per_step(model, vocab):
+    lm = LanguageModel(model, vocab)
+    single = list(lm.generate("the ", 20, seed=1))
+    assert len(single) == 20 and all(isinstance(chunk, str) for chunk in single)
+    steps = list(lm.generate("the ", 20, seed=1, num_samples=3))
+    assert len(steps) == 20 and all(isinstance(s, list) and len(s) == 3 for s in steps)
+    texts = ["".join(column) for column in zip(*steps)]
+    assert texts == sample(model, vocab, "the ", 20, num_samples=3, generator=gen(1))
+    assert texts == lm.sample("the ", 20, seed=1, num_samples=3)
+    assert len(set(texts)) == 3
+
+
+def test_several_primes_one_sample_each_in_order(model, vocab):
+    lm = LanguageModel(model, vocab)
+    primes = ["the quick", "", "fox"]
+    texts = lm.sample(primes, 30, temperature=0.9, seed=4)
+    assert isinstance(texts, list) and len(texts) == 3
+    assert texts == sample(model, vocab, primes, 30, temperature=0.9, generator=gen(4))
+    greedy = lm.sample(primes, 25, temperature=0)
+    assert greedy == [lm.sample(prime, 25, temperature=0) for prime in primes]
+    assert lm.sample(["fox"], 10, seed=1) == [lm.sample("fox", 10, seed=1)]  # a list: batched
+
+
+def test_stop_at_ends_each_sample_with_the_stop_string(model, vocab):
+    lm = LanguageModel(model, vocab)
+    one = lm.sample("the ", 2000, seed=3, stop_at="o")
+    assert one.endswith("o") and one.count("o") == 1
+    many = lm.sample(["the ", "a", ""], 2000, seed=3, stop_at="o", num_samples=5)
+    assert len(many) == 3
+    assert all(text.endswith("o") and text.count("o") == 1 for text in many)
+    steps = list(lm.generate("the ", 0, seed=3, stop_at="o", num_samples=2))  # endless
+    assert steps[-1] != ["", ""] and all(len(step) == 2 for step in steps)
+    assert ["".join(column) for column in zip(*steps)] == lm.sample(
+        "the ", 0, seed=3, stop_at="o", num_samples=2)
+
+
+def test_a_generator_continues_one_stream_of_randomness_over_calls(model, vocab):
+    lm = LanguageModel(model, vocab)
+    kept = gen(9)
+    first, second = lm.sample("the", 30, generator=kept), lm.sample("the", 30, generator=kept)
+    assert first == lm.sample("the", 30, seed=9) and second != first
+    again = gen(9)
+    assert [lm.sample("the", 30, generator=again) for _ in range(2)] == [first, second]
+
+
+@pytest.mark.parametrize("prime, options", [
+    ("the", dict(temperature=-1)), ("the", dict(num_samples=0)), ("the", dict(stop_at="")),
+    ("the\x00", {}), (["the", "#"], {})])
+def test_generate_checks_its_options_and_primes_at_the_call(model, vocab, prime, options):
+    """Before any text: a caller that echoes the prime first never echoes a refused one."""
+    with pytest.raises(UsageError):
+        LanguageModel(model, vocab).generate(prime, 10, **options)
