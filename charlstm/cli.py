@@ -32,7 +32,7 @@ except ImportError:  # older typer uses click itself
     from click import exceptions as click_exceptions
 
 from . import __version__, corpus as corpora
-from .cli_input import (_input_pieces, input_lines, open_score_input, parse_duration,
+from .cli_input import (input_lines, open_score_input, parse_duration,
                         read_prime, stdin, stdin_line_batches, unescape)
 from .cli_output import (DownloadProgress, JsonRecords, PipeClosed, StdoutWriter,
                          byte_progress, format_loss, print_info, score_json, silence_stdout,
@@ -605,6 +605,7 @@ def score(
     """Score text with a trained model: bits per character, lower = more like its corpus."""
     from .api import load
     from .scoring import UNKNOWN_CHAR_BITS
+    from .utf8 import decode_blocks
 
     started = time.monotonic()
     label, stream = open_score_input(file)
@@ -622,7 +623,7 @@ def score(
                 out.write(score_json(record) + "\n" if as_json else
                           f"{record['bits_per_char']:.4f}\t{record['text']}\n")
         else:
-            record = lm.score_stream(_input_pieces(stream, label, lossy))
+            record = lm.score_stream(decode_blocks(stream, label, lossy))
             count, characters, bits, unknown = (None, record["characters"], record["bits"],
                                                 record["unknown"])
             out.write(score_json(record) + "\n" if as_json else

@@ -8,7 +8,6 @@ become U+FFFD); a failure names the input and where it failed, as one usage erro
 
 from __future__ import annotations
 
-import codecs
 import io
 import re
 import sys
@@ -16,9 +15,6 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from .errors import CharlstmError, UsageError
-
-SCORE_BLOCK_BYTES = 1 << 20  # the whole-input score reads this much at a time
-
 
 def stdin() -> BinaryIO:
     """Standard input as bytes; a closed one (`<&-`) reads as empty."""
@@ -117,14 +113,6 @@ def open_score_input(file: str | None) -> tuple[str, BinaryIO]:
         raise UsageError(f"cannot read {file}: {exc.strerror or exc}") from None
 
 
-def _not_utf8(label: str, exc: UnicodeDecodeError, where: int, line: int | None = None
-              ) -> CharlstmError:
-    bad = exc.object[exc.start:exc.start + 4].hex(" ")
-    on_line = f" (line {line:,})" if line is not None else ""
-    return CharlstmError(f"{label} is not valid UTF-8: {exc.reason} at byte offset {where}"
-                         f"{on_line} (bytes {bad}); --lossy replaces invalid bytes")
-
-
 def input_lines(stream, label: str, lossy: bool):
     """Each line of a binary stream, decoded, without its newline ('\\n' only splits)."""
     offset = 0
@@ -133,29 +121,11 @@ def input_lines(stream, label: str, lossy: bool):
             try:
                 line = raw.decode("utf-8", "replace" if lossy else "strict")
             except UnicodeDecodeError as exc:
-                raise _not_utf8(label, exc, offset + exc.start, number) from None
+                from .utf8 import not_utf8_message  # numpy: only once a line is bad
+
+                raise CharlstmError(not_utf8_message(label, exc, offset + exc.start,
+                                                     number)) from None
             offset += len(raw)
             yield line[:-1] if line.endswith("\n") else line
     except OSError as exc:
         raise CharlstmError(f"cannot read {label}: {exc.strerror or exc}") from None
-
-
-def _input_pieces(stream, label: str, lossy: bool):
-    """A binary stream decoded block by block, so a huge input never sits in memory."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace" if lossy else "strict")
-    offset = 0  # bytes read before the current block
-    while True:
-        try:
-            block = stream.read(SCORE_BLOCK_BYTES)
-        except OSError as exc:
-            raise CharlstmError(f"cannot read {label}: {exc.strerror or exc}") from None
-        pending = len(decoder.getstate()[0])  # bytes of a character cut by the last block
-        try:
-            text = decoder.decode(block, final=not block)
-        except UnicodeDecodeError as exc:
-            raise _not_utf8(label, exc, offset - pending + exc.start) from None
-        if text:
-            yield text
-        if not block:
-            return
-        offset += len(block)
