@@ -81,7 +81,10 @@ class CharlstmGroup(TyperGroup):
         except CharlstmError as exc:
             if os.environ.get("CHARLSTM_DEBUG"):
                 raise
-            _fail(str(exc))
+            from .settings import SettingError
+
+            # the library names settings (time_limit); the user knows them as flags (--time)
+            _fail(exc.spelled(flag_for) if isinstance(exc, SettingError) else str(exc))
             code = exc.exit_code
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             if os.environ.get("CHARLSTM_DEBUG"):
@@ -91,6 +94,11 @@ class CharlstmGroup(TyperGroup):
                   "(set CHARLSTM_DEBUG=1 to see the traceback)")
             code = 1
         sys.exit(code)
+
+
+def flag_for(setting: str) -> str:
+    """The train flag that gives a setting (a ModelConfig or TrainConfig field)."""
+    return {"time_limit": "--time"}.get(setting, "--" + setting.replace("_", "-"))
 
 
 def _fail(message: str, where: str | None = None) -> None:
@@ -308,14 +316,18 @@ def train(
         sample_every=sample_every, sample_length=sample_length,
         time_limit=parse_duration(time_budget) if time_budget is not None else None,
     )
+    from .clock import launched_at
     from .progress import TrainingDisplay, format_loss
     from .runs import make_trainer
 
     display = TrainingDisplay(show_samples=not quiet, live=False if quiet else None,
                               records=JsonRecords() if as_json else None)
-    trainer = make_trainer(corpus, out, resume, preset, settings, display, corpora_dir(),
-                           checkpoints_dir(), lossy, _stdin() if corpus == "-" else None,
-                           _byte_progress("encoding corpus"), launched_at())
+    trainer = make_trainer(corpus, out=out, resume=resume, preset=preset, settings=settings,
+                           callback=display, corpora_dir=corpora_dir(),
+                           checkpoints_dir=checkpoints_dir(), lossy=lossy,
+                           stdin=_stdin() if corpus == "-" else None,
+                           corpus_progress=_byte_progress("encoding corpus"),
+                           launched_at=launched_at(IMPORTED_AT))
     main = trainer.is_main  # with several processes (torchrun) only the main one reports
     received: list[int] = []
 
@@ -346,9 +358,12 @@ def train(
         return 0
     if result.history:
         # what the plot needs, from the trainer: no need to read the checkpoint back
-        summary = {"model_config": trainer.model_config.to_dict(),
-                   "corpus": trainer.corpus.describe(), "step": result.step,
-                   "history": result.history}
+        from .checkpoint import Checkpoint
+
+        summary = Checkpoint(model_config=trainer.model_config.to_dict(),
+                             vocab=trainer.corpus.vocab.to_dict(), model={},
+                             corpus=trainer.corpus.describe(), step=result.step,
+                             history=result.history)
         _plot_after_training(run, summary, lambda message: print(message, file=sys.stderr))
     if result.reason == "interrupted":
         print(f"charlstm: stopped at step {result.step:,}; saved {run / 'last.pt'}\n"
@@ -375,23 +390,6 @@ class JsonRecords:
 def _stdin():
     """Standard input as bytes; a closed one (`<&-`) reads as empty."""
     return sys.stdin.buffer if sys.stdin is not None else io.BytesIO()
-
-
-def launched_at() -> float:
-    """The time.monotonic() at which this process started, so --time counts from launch.
-
-    Linux tells a process's start in clock ticks since boot; elsewhere the best available
-    is when this module was imported (after the interpreter, before torch's set-up).
-    """
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
-        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
-        if 0 <= age < 3600:
-            return time.monotonic() - age
-    except (OSError, ValueError, IndexError, AttributeError):
-        pass
-    return IMPORTED_AT
 
 
 def _byte_progress(description: str):
@@ -630,40 +628,29 @@ def info(
     from .progress import format_duration, format_loss
 
     path = checkpoint.find(checkpoint_path)
-    data = checkpoint.load(path)
-    model, train = data["model_config"], data.get("train_config", {})
-    history = data.get("history", [])
-    best = data.get("best_val_loss")
-    best_step = next((r["step"] for r in history
-                      if best is not None and r.get("val_loss") == best), None)
-    summary = {
-        "path": str(path), "format_version": data["format_version"],
-        "charlstm_version": data.get("charlstm_version"), "model": model,
-        "parameters": sum(t.numel() for t in data["model"].values()),
-        "vocab_size": len(data["vocab"]["chars"]), "vocab": data["vocab"]["chars"],
-        "corpus": data.get("corpus"), "train": train, "step": data.get("step"),
-        "elapsed": data.get("elapsed"), "precision": data.get("precision"),
-        "best_val_loss": best, "best_step": best_step, "history": history,
-    }
+    record = checkpoint.read(path)
+    model, train, history = record.model_config, record.train_config, record.history
+    summary = record.summary(path)
+    best, best_step = record.best_val_loss, summary["best_step"]
     if as_json:
         print(json.dumps(summary))
         return
     console = Console(highlight=False, soft_wrap=True)
-    corpus = data.get("corpus") or {}
+    corpus = record.corpus or {}
     limit = train.get("max_steps")
     lines = [
-        ("checkpoint", f"{path} (format {data['format_version']}, charlstm "
-                       f"{data.get('charlstm_version', '?')})"),
+        ("checkpoint", f"{path} (format {record.format_version}, charlstm "
+                       f"{record.charlstm_version or '?'})"),
         ("model", f"{model['model']}, {model['num_layers']} layers x {model['hidden_size']} "
                   f"units, embedding {model['embed_size']}, dropout {model['dropout']} "
                   f"({summary['parameters'] / 1e6:.2f}M parameters)"),
         ("vocabulary", f"{summary['vocab_size']} characters"),
         ("corpus", f"{corpus.get('source', '?')}: {corpus.get('characters', 0):,} characters, "
                    f"sha256 {str(corpus.get('sha256', ''))[:12]}"),
-        ("training", f"step {data.get('step', 0):,}" + (f" of {limit:,}" if limit else "")
-                     + f", {format_duration(data.get('elapsed') or 0)}, batch "
+        ("training", f"step {record.step or 0:,}" + (f" of {limit:,}" if limit else "")
+                     + f", {format_duration(record.elapsed or 0)}, batch "
                        f"{train.get('batch_size')} x {train.get('seq_len')}, lr "
-                       f"{train.get('lr')}, precision {data.get('precision')}"),
+                       f"{train.get('lr')}, precision {record.precision}"),
         ("best validation", format_loss(best) + (f" at step {best_step:,}" if best_step else "")),
     ]
     curve = [r["val_bpc"] for r in history if r.get("val_bpc") is not None]
@@ -706,26 +693,27 @@ def plot_command(
     from . import checkpoint, plot
 
     path = checkpoint.find(run)
-    data = checkpoint.load(path)
-    title = _plot_title(data, path.parent)
+    record = checkpoint.read(path)
+    title = _plot_title(record, path.parent)
     if output == "-":
         buffer = io.BytesIO()
-        plot.plot_history(data.get("history", []), buffer, title)
+        plot.plot_history(record.history, buffer, title)
         _write_stdout_bytes(buffer.getvalue())
         return
     target = Path(output) if output else path.parent / plot.PLOT_NAME
     try:
         with atomic_writer(target) as f:
-            plot.plot_history(data.get("history", []), f, title)
+            plot.plot_history(record.history, f, title)
     except OSError as exc:
         raise CharlstmError(f"cannot write {target}: {exc.strerror or exc}") from exc
     print(target)
 
 
-def _plot_title(data: dict, run_dir: Path) -> str:
-    model, corpus = data["model_config"], data.get("corpus") or {}
+def _plot_title(record, run_dir: Path) -> str:
+    """The title of a run's loss plot, from its checkpoint.Checkpoint."""
+    model, corpus = record.model_config, record.corpus or {}
     return (f"{run_dir.name}: {model['model'].upper()} {model['num_layers']}x"
-            f"{model['hidden_size']} on {corpus.get('name', '?')}, step {data.get('step', 0):,}")
+            f"{model['hidden_size']} on {corpus.get('name', '?')}, step {record.step or 0:,}")
 
 
 def _write_stdout_bytes(payload: bytes) -> None:
@@ -736,9 +724,9 @@ def _write_stdout_bytes(payload: bytes) -> None:
         raise _stdout_failed(exc) from None
 
 
-def _plot_after_training(run_dir: Path, data: dict, note) -> None:
-    """The end-of-training plot, when matplotlib is there; never fails the run. `data`
-    has the checkpoint's model_config, corpus, step and history."""
+def _plot_after_training(run_dir: Path, record, note) -> None:
+    """The end-of-training plot, when matplotlib is there; never fails the run. `record`
+    is a checkpoint.Checkpoint with the run's model_config, corpus, step and history."""
     from . import plot
 
     if not plot.available():
@@ -747,7 +735,7 @@ def _plot_after_training(run_dir: Path, data: dict, note) -> None:
     target = run_dir / plot.PLOT_NAME
     try:
         with atomic_writer(target) as f:
-            plot.plot_history(data.get("history", []), f, _plot_title(data, run_dir))
+            plot.plot_history(record.history, f, _plot_title(record, run_dir))
     except (CharlstmError, OSError) as exc:
         note(f"charlstm: warning: no loss plot written: {exc}")
         return

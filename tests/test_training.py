@@ -256,7 +256,7 @@ def test_resume_finished_run_is_already_finished(trained_run, tmp_path):
 def test_resume_with_other_architecture_is_usage_error(trained_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    with pytest.raises(UsageError, match="hidden-size"):
+    with pytest.raises(UsageError, match="hidden_size"):
         runs.make_trainer(out=run, resume=True, settings={"hidden_size": 32},
                           **dirs(tmp_path))
     with pytest.raises(UsageError, match="model"):
