@@ -1,4 +1,5 @@
-"""The run's clock: elapsed time and what `--time` leaves of it.
+"""The run's clock and its limits: elapsed time, what `--time` leaves of it, and when
+the run ends (max_steps, epochs or time_limit, whichever comes first).
 
 `elapsed` counts the whole run (evaluations, and every earlier session of a resumed run);
 the speed counts training steps only. A time limit keeps back a reserve for the final
@@ -128,3 +129,27 @@ class RunClock:
         self.elapsed, self.training_seconds, self.trained_chars = elapsed, seconds, int(chars)
         self.eval_seconds = None if eval_seconds < 0 else eval_seconds
         return stop > 0
+
+
+def progress(config: TrainConfig, step: int, epochs_done: float, clock: RunClock) -> float:
+    """How far through the run it is, in [0, 1], by whichever limit comes first."""
+    done = 0.0
+    if config.max_steps:
+        done = max(done, step / config.max_steps)
+    if config.epochs:
+        done = max(done, epochs_done / config.epochs)
+    if config.time_limit:
+        done = max(done, clock.progress())
+    return min(done, 1.0)
+
+
+def limit_reached(config: TrainConfig, step: int, epochs_done: float,
+                  clock: RunClock) -> str | None:
+    """The limit the run has reached ("max_steps", "epochs" or "time"), if any."""
+    if config.max_steps and step >= config.max_steps:
+        return "max_steps"
+    if config.epochs and epochs_done >= config.epochs:
+        return "epochs"
+    if clock.time_is_up():
+        return "time"
+    return None

@@ -30,18 +30,30 @@ class DivergenceGuard:
         self.bad_steps = 0  # bad steps in a row
         self._snapshot: dict | None = None
 
-    def keep(self, state: dict) -> None:
-        """Keep a copy of `state` (everything a rollback restores; its "step" included)."""
-        self._snapshot = copy.deepcopy(state)
+    def keep(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches,
+             hidden, step: int, losses) -> None:
+        """Keep a copy in memory of everything a rollback restores (at each save): the
+        model, optimizer, data position, carried state, step, loss sums and RNG."""
+        self._snapshot = copy.deepcopy({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "data": batches.state_dict(), "hidden": hidden, "step": step,
+            "losses": losses, "rng": torch.get_rng_state()})
 
-    def restore_point(self) -> dict:
-        """A copy of the state kept last (the kept one stays usable for a further rollback)."""
-        return copy.deepcopy(self._snapshot)
+    def roll_back(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  batches) -> tuple[object, int, object]:
+        """Restore the state kept last into the model, optimizer and batches; its carried
+        state, step and loss sums. The kept copy stays usable for a further rollback."""
+        state = copy.deepcopy(self._snapshot)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        batches.load_state_dict(state["data"])
+        torch.set_rng_state(state["rng"])
+        return state["hidden"], state["step"], state["losses"]
 
     def settle(self, pending: list[tuple[int, torch.Tensor]]) -> int | None:
         """Read the bad-step flags of the steps since the last report (one device sync)
         and judge each bad step in order: how many were skipped, or None if the run must
-        roll back to `restore_point()`, which undoes the later steps too."""
+        roll back (see `roll_back`), which undoes the later steps too."""
         if not pending:
             return 0
         flags = torch.stack([bad for _, bad in pending]).tolist()

@@ -157,6 +157,13 @@ def split_point(length: int, val_frac: float) -> int:
     return length - max(1, min(length - 1, round(length * val_frac)))
 
 
+def validation_span(length: int, config: TrainConfig) -> tuple[int, int]:
+    """Where the validation split starts, and where evaluations stop reading it: at most
+    eval_chars of its start (on a gigabyte corpus the whole split would take hours)."""
+    start = split_point(length, config.val_frac)
+    return start, length if not config.eval_chars else min(length, start + config.eval_chars)
+
+
 @dataclass
 class Layer:
     """One layer of settings: model and training ones, each only what the layer says."""

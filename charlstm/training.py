@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,62 +23,17 @@ from .callbacks import Quiet, StepStats, TrainingCallback, TrainResult
 from .checkpoint import Checkpoint
 from .corpus import Corpus
 from .data import TrainBatches
-from .device import choose_device, needs_grad_scaler
+from .device import choose_device, grad_scaler
 from .errors import CheckpointError, UsageError
 from .guard import DivergenceGuard
+from .losses import LOG_EVERY, LossTally, ReportWindow, curve_every
 from .model import CharRNN, ModelConfig, state_from_list, state_to_list
 from .rundir import RunFolder
-from .sampling import sample
-from .settings import TrainConfig, split_point
+from .settings import TrainConfig, validation_span
 
 __all__ = ["Trainer", "TrainingCallback", "StepStats", "TrainResult"]
 
 log = logging.getLogger(__name__)
-
-LN2 = math.log(2)
-LOG_EVERY = 10  # steps between progress reports (each one reads the loss off the device)
-CURVE_POINTS = 20  # about this many training-loss points per evaluation, for plots
-
-
-@dataclass
-class LossTally:
-    """Training loss summed on the host: since the last evaluation (for its record) and
-    for the plot curve's next point, with the curve's points since the evaluation."""
-    eval_sum: float = 0.0
-    eval_steps: int = 0
-    curve: list = field(default_factory=list)  # [step, mean loss] points
-    curve_sum: float = 0.0
-    curve_steps: int = 0
-
-    def add(self, loss_sum: float, steps: int) -> None:
-        self.eval_sum += loss_sum
-        self.eval_steps += steps
-        self.curve_sum += loss_sum
-        self.curve_steps += steps
-
-
-class ReportWindow:
-    """Training loss summed on the device since the last report, and the steps it is over
-    (skipped ones included). float64 sums of float32 losses are exact, so a window split
-    by a resume adds up to the same bits as an uninterrupted one."""
-
-    def __init__(self, device: torch.device):
-        self.loss = torch.zeros((), dtype=evaluation.sum_dtype(device), device=device)
-        self.steps, self.started = 0, clock.now()
-
-    def add(self, loss: torch.Tensor, bad: torch.Tensor) -> None:
-        self.loss += loss.masked_fill(bad, 0.0)  # a skipped step's loss counts for nothing
-        self.steps += 1
-
-    def take(self) -> tuple[float, int]:
-        """The summed loss and the steps, read off the device; the window empties."""
-        loss, steps = self.loss.item(), self.steps
-        self.discard()
-        return loss, steps
-
-    def discard(self) -> None:
-        self.loss.zero_()
-        self.steps = 0
 
 
 class Trainer:
@@ -87,10 +41,8 @@ class Trainer:
                  run_dir: Path, callback: TrainingCallback | None = None,
                  resume_from: Checkpoint | None = None, launched_at: float | None = None,
                  plan: BudgetPlan | None = None):
-        """`launched_at` is the time.monotonic() at which the process started: the setup
-        before training (imports, corpus, measurements) then counts against --time.
-        `plan` is the budget plan the settings came from, if any (its measured precision
-        is used for precision auto, and its settings are refitted to the real speed)."""
+        """`launched_at`: the time.monotonic() at which the process started (the set-up
+        counts against --time); `plan`: the budget plan the settings came from, if any."""
         self.corpus, self.model_config, self.config = corpus, model_config, config
         self.folder, self.run_dir = RunFolder(run_dir), Path(run_dir)
         self.launched_at, self.plan = launched_at, plan
@@ -103,11 +55,7 @@ class Trainer:
         if model_config.vocab_size != len(corpus.vocab):
             raise UsageError("the model's vocabulary size does not match the corpus")
         tokens = corpus.tokens
-        self.val_start = split_point(len(tokens), config.val_frac)
-        # evaluations read the start of the validation split, at most eval_chars of it: on a
-        # gigabyte corpus the whole split would take hours
-        self.val_end = (len(tokens) if not config.eval_chars
-                        else min(len(tokens), self.val_start + config.eval_chars))
+        self.val_start, self.val_end = validation_span(len(tokens), config)
         torch.manual_seed(config.seed)
         self.model = CharRNN(model_config).to(self.device)
         self.optimizer = optim.make_optimizer(self.model, config.lr, config.weight_decay,
@@ -126,7 +74,6 @@ class Trainer:
         self.guard = DivergenceGuard(self._notice, self.folder.last)
         self._stop_requested = False
         self._stop_agreed = False  # with several processes: a stop asked for on any of them
-        self._set_curve_every()
         # a budget plan is fitted to a speed measured in a few steps: once a tenth of the
         # budget has trained at the real speed, the settings it decided are fitted again
         self._refit_pending = bool(plan and plan.refit and config.time_limit)
@@ -138,11 +85,8 @@ class Trainer:
             measure=lambda: distributed.run_on_main(lambda: budget.cpu_precision(
                 self.model, config.batch_size // self.world_size, config.seq_len,
                 self.device)))
-        # fp16 scales the loss so small gradients survive; the scale is part of the state
-        self.scaler = (torch.amp.GradScaler(self.device.type)
-                       if needs_grad_scaler(self.precision) else None)
-        if self.scaler is not None and resume_from is not None and resume_from.scaler:
-            self.scaler.load_state_dict(resume_from.scaler)
+        self.scaler = grad_scaler(self.precision, self.device,
+                                  resume_from.scaler if resume_from else None)
         # what the step runs: the model, or DistributedDataParallel around it with several
         # processes, maybe compiled (evaluation, sampling and checkpoints use self.model)
         trained = distributed.wrap(self.model, self.device)
@@ -163,18 +107,11 @@ class Trainer:
             mine = distributed.own_streams(saved.hidden, self.config.batch_size,
                                            self.batches.streams)
             self.hidden = state_from_list(mine, self.model_config.model, self.device)
-            eval_sum, eval_steps = saved.eval_loss
-            curve_sum, curve_steps = saved.curve_window
-            self.losses = LossTally(eval_sum, eval_steps, list(saved.curve), curve_sum,
-                                    curve_steps)
+            self.losses = LossTally(*saved.eval_loss, list(saved.curve), *saved.curve_window)
             distributed.restore_rng_states(saved.rng, self.config.seed, self.step,
                                            self.device)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"the checkpoint cannot resume this run: {exc}") from exc
-
-    def _set_curve_every(self) -> None:
-        self.curve_every = LOG_EVERY * max(1, self.config.eval_every
-                                           // (CURVE_POINTS * LOG_EVERY))
 
     def info(self) -> dict:
         """The run's set-up, as config.json holds it and on_start receives it."""
@@ -208,7 +145,7 @@ class Trainer:
         self.clock.start(self.launched_at)
         window = ReportWindow(self.device)
         pending: list[tuple[int, torch.Tensor]] = []  # bad-step flags, still on the device
-        self.guard.keep(self._snapshot())
+        self._keep_for_rollback()
         reason = None
         while reason is None:
             if self._should_stop():
@@ -223,7 +160,7 @@ class Trainer:
                 continue
             skipped = self.guard.settle(pending)
             if skipped is None:  # rolled back: the steps since the snapshot are undone
-                self._restore_snapshot(self.guard.restore_point())
+                self._roll_back()
                 window = ReportWindow(self.device)
                 reason = None
                 continue  # the step rolled back to was evaluated and saved already
@@ -231,7 +168,7 @@ class Trainer:
                 self._report(window, skipped, step_ended)
                 skipped = 0
             if evaluating:
-                self._count(window, skipped)  # its steps since the report count for it
+                window.fold_into(self.losses, skipped)  # its steps since the report count for it
                 self._evaluate_and_save(reason)
             elif self.config.sample_every and self.step % self.config.sample_every == 0:
                 self._milestone_sample()
@@ -242,8 +179,7 @@ class Trainer:
 
     def _train_one(self, window: ReportWindow,
                    pending: list[tuple[int, torch.Tensor]]) -> tuple[str | None, float]:
-        """One step, its clock and the budget's refit: the limit it reached, if any, and
-        when it ended."""
+        """One step, its clock and the budget's refit: the limit reached, and the time."""
         started = clock.now()
         loss, bad, self.hidden = training_step.train_step(self._step_parts(), self.hidden,
                                                           self.learning_rate())
@@ -267,29 +203,12 @@ class Trainer:
 
     def learning_rate(self) -> float:
         """The schedule's learning rate for the next step (see optim.learning_rate)."""
-        return optim.learning_rate(self.step, self._progress(), self.config,
-                                   self.guard.lr_scale)
-
-    def _progress(self) -> float:
-        """How far through the run we are, in [0, 1], by whichever limit comes first."""
-        cfg, done = self.config, 0.0
-        if cfg.max_steps:
-            done = max(done, self.step / cfg.max_steps)
-        if cfg.epochs:
-            done = max(done, self.batches.epochs_done / cfg.epochs)
-        if cfg.time_limit:
-            done = max(done, self.clock.progress())
-        return min(done, 1.0)
+        progress = clock.progress(self.config, self.step, self.batches.epochs_done, self.clock)
+        return optim.learning_rate(self.step, progress, self.config, self.guard.lr_scale)
 
     def _limit_reached(self) -> str | None:
-        cfg = self.config
-        if cfg.max_steps and self.step >= cfg.max_steps:
-            return "max_steps"
-        if cfg.epochs and self.batches.epochs_done >= cfg.epochs:
-            return "epochs"
-        if self.clock.time_is_up():
-            return "time"
-        return None
+        return clock.limit_reached(self.config, self.step, self.batches.epochs_done,
+                                   self.clock)
 
     def _refit(self) -> None:
         """Apply the budget's refit to the speed training has shown (see budget.refit).
@@ -304,23 +223,14 @@ class Trainer:
             self.model.set_dropout(change.dropout)  # model_config is the model's config
         if change.eval_every is not None:
             self.config.eval_every = change.eval_every
-            self._set_curve_every()
         self._notice(change.notice())
         distributed.run_on_main(lambda: self.folder.write_config(self.info()))
 
-    def _count(self, window: ReportWindow, skipped: int) -> tuple[float, int]:
-        """The window's loss and good steps, folded into the evaluation's and the curve's."""
-        loss, steps = window.take()
-        self.losses.add(loss, steps - skipped)
-        return loss, steps - skipped
-
     def _report(self, window: ReportWindow, skipped: int, step_ended: float) -> None:
         speed = window.steps * self._step_chars() / max(step_ended - window.started, 1e-9)
-        loss_sum, good = self._count(window, skipped)
-        tally = self.losses
-        if self.step % self.curve_every == 0 and tally.curve_steps:
-            tally.curve.append([self.step, tally.curve_sum / tally.curve_steps])
-            tally.curve_sum, tally.curve_steps = 0.0, 0
+        loss_sum, good = window.fold_into(self.losses, skipped)
+        if self.step % curve_every(self.config.eval_every) == 0:
+            self.losses.add_curve_point(self.step)
         self.callback.on_step(StepStats(
             self.step, self.batches.epochs_done, loss_sum / good if good else math.nan,
             optim.learning_rate_of(self.optimizer), speed, self.clock.elapsed))
@@ -328,10 +238,10 @@ class Trainer:
     def _save_on_stop(self, window: ReportWindow, pending: list) -> None:
         skipped = self.guard.settle(pending)
         if skipped is None:  # rolled back to the last save: nothing since it counts
-            self._restore_snapshot(self.guard.restore_point())
+            self._roll_back()
             window.discard()
         else:
-            self._count(window, skipped)
+            window.fold_into(self.losses, skipped)
         self._save(best=False)
 
     def _end(self, reason: str) -> TrainResult:
@@ -343,8 +253,7 @@ class Trainer:
         self.callback.on_notice(message)
 
     def _should_stop(self) -> bool:
-        """Whether a stop was asked for; with several processes, whether it was on any of
-        them by the last step's agreement, so that all stop after the same step."""
+        """A stop asked for (with several processes: on any, so all stop alike)."""
         return self._stop_agreed if self.world_size > 1 else self._stop_requested
 
     def _agree_on_clock(self) -> None:
@@ -353,23 +262,13 @@ class Trainer:
             self._stop_agreed = self.clock.agree(self._stop_requested, self.is_main,
                                                  self.device)
 
-    # ------------------------------------------------------------------ divergence guard
+    def _keep_for_rollback(self) -> None:
+        self.guard.keep(self.model, self.optimizer, self.batches, self.hidden, self.step,
+                        self.losses)
 
-    def _snapshot(self) -> dict:
-        """Everything a rollback restores (the guard keeps a copy in memory)."""
-        tally = self.losses
-        return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "data": self.batches.state_dict(), "hidden": self.hidden, "step": self.step,
-            "losses": tally, "rng": torch.get_rng_state(),
-        }
-
-    def _restore_snapshot(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.batches.load_state_dict(state["data"])
-        self.hidden, self.step, self.losses = state["hidden"], state["step"], state["losses"]
-        torch.set_rng_state(state["rng"])
+    def _roll_back(self) -> None:
+        self.hidden, self.step, self.losses = self.guard.roll_back(self.model, self.optimizer,
+                                                                   self.batches)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -381,33 +280,16 @@ class Trainer:
                                    self.precision)
 
     def _milestone_sample(self) -> None:
-        if not self.config.sample_length or not self.is_main:
-            return
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + self.step)
-        text = sample(self.model, self.corpus.vocab, "", self.config.sample_length,
-                      temperature=0.8, generator=generator)[0]
-        self.callback.on_sample(self.step, text)
+        if self.config.sample_length and self.is_main:
+            self.callback.on_sample(self.step, evaluation.milestone_sample(
+                self.model, self.corpus.vocab, self.config.sample_length,
+                self.config.seed + self.step))
 
     def _evaluate_and_save(self, reason: str | None) -> None:
         if reason == "time":  # so that a resume with the same --time has nothing to do
             self.time_spent = self.config.time_limit
         started = clock.now()
-        record = self._evaluation_record()
-        self.history.append(record)
-        self.losses.curve = []
-        self._save(best=record["best"])
-        distributed.run_on_main(lambda: self.folder.append_metrics(record))
-        self.callback.on_eval(record)
-        every = self.config.sample_every
-        if every == 0 or self.step % every == 0 or reason is not None:
-            self._milestone_sample()
-        self.clock.eval_seconds = clock.now() - started
-        self._agree_on_clock()  # the main process's evaluation time, for all
-
-    def _evaluation_record(self) -> dict:
-        tally = self.losses
-        train_loss = tally.eval_sum / max(tally.eval_steps, 1)
-        tally.eval_sum, tally.eval_steps = 0.0, 0
+        train_loss = self.losses.take_eval_mean()
         # only the main process evaluates; the others take its result (and its time of
         # day), so that all their histories and best losses agree
         val_loss, now = distributed.run_on_main(
@@ -416,22 +298,24 @@ class Trainer:
                                              or val_loss < self.best_val_loss)
         if improved:
             self.best_val_loss = val_loss
-        return {
-            "step": self.step, "epoch": round(self.batches.epochs_done, 4),
-            "train_loss": train_loss, "train_bpc": train_loss / LN2,
-            "val_loss": val_loss, "val_bpc": None if val_loss is None else val_loss / LN2,
-            "best": improved, "lr": optim.learning_rate_of(self.optimizer),
-            "train_curve": tally.curve,
-            "elapsed": round(self.clock.elapsed, 3),
-            "time": now.isoformat(timespec="seconds"),
-        }
+        record = evaluation.record(self.step, self.batches.epochs_done, train_loss, val_loss,
+                                   improved, optim.learning_rate_of(self.optimizer),
+                                   self.losses.take_curve(), self.clock.elapsed, now)
+        self.history.append(record)
+        self._save(best=improved)
+        distributed.run_on_main(lambda: self.folder.append_metrics(record))
+        self.callback.on_eval(record)
+        every = self.config.sample_every
+        if every == 0 or self.step % every == 0 or reason is not None:
+            self._milestone_sample()
+        self.clock.eval_seconds = clock.now() - started
+        self._agree_on_clock()  # the main process's evaluation time, for all
 
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint(self) -> Checkpoint:
-        """Everything a resume needs. With several processes every one must call this at
-        the same time: the carried state of all B streams and each process's generator
-        states are gathered from them (the main process's are also the top-level ones)."""
+        """Everything a resume needs. Every process must call this at once: the carried
+        state of all B streams and every process's generator states are gathered."""
         rng = distributed.gather_rng_states(self.device)
         tally = self.losses
         return Checkpoint(
@@ -454,6 +338,6 @@ class Trainer:
         paths = [self.folder.last] + ([self.folder.best] if best else [])
         record = self.checkpoint()  # every process takes part; the main one writes
         distributed.run_on_main(lambda: record.save(*paths))
-        self.guard.keep(self._snapshot())
+        self._keep_for_rollback()
         if self.is_main:
             log.info("saved %s", ", ".join(str(p) for p in paths))

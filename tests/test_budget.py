@@ -16,6 +16,7 @@ import torch
 from charlstm import budget, checkpoint, clock as run_clock, optim, runs, training, training_step
 from charlstm.model import CharRNN, ModelConfig
 from charlstm.presets import PRESETS, dropout_for
+from charlstm.settings import TrainConfig
 
 from conftest import TINY_SETTINGS
 
@@ -323,3 +324,17 @@ def test_a_good_plan_is_left_as_it_is(tiny_corpus, tmp_path, monkeypatch):
     result = trainer.fit()
     assert recorder.notices == [] and trainer.config.eval_every == 40
     assert [record["step"] for record in result.history] == [40, 80, 120, 160]
+
+
+def test_refit_is_a_pure_function_of_the_plan_and_the_speed_seen():
+    plan = misjudged_plan(204.8)
+    plan.refit = frozenset({"dropout", "eval_every"})
+    config = TrainConfig(batch_size=8, seq_len=16, eval_every=4, time_limit=10.0)
+    # a tenth of the budget trained (16 steps) at 2,048 chars/s: 144 steps in the 9 s left
+    change = budget.refit(plan, config, 0.0, 2048.0, 16, 9.0, 5000)
+    assert change.eval_every == 40 and config.eval_every == 4  # returned, not applied
+    assert change.dropout == dropout_for(PRESETS["small"], 160 * 8 * 16 / 5000)
+    assert "2,048 chars/s, not the 205 measured" in change.notice()
+    assert budget.refit(plan, config, 0.0, 220.0, 16, 9.0, 5000) is None  # within the margin
+    plan.refit = frozenset()
+    assert budget.refit(plan, config, 0.0, 2048.0, 16, 9.0, 5000) is None  # all were given
