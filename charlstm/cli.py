@@ -322,12 +322,11 @@ def train(
 
     display = TrainingDisplay(show_samples=not quiet, live=False if quiet else None,
                               records=JsonRecords() if as_json else None)
-    trainer = make_trainer(corpus, out=out, resume=resume, preset=preset, settings=settings,
-                           callback=display, corpora_dir=corpora_dir(),
-                           checkpoints_dir=checkpoints_dir(), lossy=lossy,
-                           stdin=_stdin() if corpus == "-" else None,
-                           corpus_progress=_byte_progress("encoding corpus"),
-                           launched_at=launched_at(IMPORTED_AT))
+    trainer = make_trainer(
+        corpus, out=out, resume=resume, preset=preset, settings=settings, callback=display,
+        corpora_dir=corpora_dir(), checkpoints_dir=checkpoints_dir(), lossy=lossy,
+        stdin=_stdin() if corpus == "-" else None, launched_at=launched_at(IMPORTED_AT),
+        corpus_progress=_byte_progress("encoding corpus"))
     main = trainer.is_main  # with several processes (torchrun) only the main one reports
     received: list[int] = []
 

@@ -21,8 +21,8 @@ from .device import choose_device
 from .errors import UsageError
 from .presets import DEFAULT_PRESET, dropout_for, preset as get_preset
 from .rundir import new_run_dir, run_to_resume
-from .settings import (Layer, TrainConfig, resolve, saved_layer, split_point,
-                       split_settings)
+from .settings import (Layer, ModelConfig, TrainConfig, defaults, resolve, saved_layer,
+                       split_point, split_settings)
 from .training import Trainer
 
 SIZES = {"num_layers", "hidden_size", "embed_size"}  # any of these given: no budget plan
@@ -37,7 +37,6 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
                  corpus_progress: corpora.Progress | None = None,
                  launched_at: float | None = None) -> Trainer:
     """Build the Trainer for a new run, or for resuming one from its last.pt.
-
     `corpus` is a corpus name, a path, or "-" for `stdin`; `settings` are ModelConfig and
     TrainConfig fields given explicitly (None: not given). `launched_at` (a
     time.monotonic() value) is when the work began; the set-up from then on counts
@@ -49,19 +48,21 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
                          "to a file and name it instead of '-'")
 
     def encode(spec: str | None) -> corpora.Corpus:
-        data = distributed.main_first(
-            lambda: corpora.encode(spec, corpora_dir, lossy, corpus_progress, stdin))
-        if len(set(distributed.gather(data.sha256))) > 1:
-            raise UsageError(f"the corpus {data.source!r} differs between the processes; "
-                             "every machine needs the same text at the same path")
-        return data
+        return _encode(spec, corpora_dir, lossy, corpus_progress, stdin)
 
     chosen = get_preset(preset or DEFAULT_PRESET)
     if resume:
-        return _resume(encode, corpus, out, preset, chosen, model_given, train_given,
-                       checkpoints_dir, callback, launched_at)
+        run_dir, saved, model_config, train_config = _find_run(
+            out=out, corpus=corpus, named_preset=chosen if preset else None,
+            model_given=model_given, train_given=train_given, checkpoints_dir=checkpoints_dir)
+        data = encode(corpus or saved.corpus["source"])
+        if data.sha256 != saved.corpus["sha256"]:
+            raise UsageError(
+                f"the corpus {data.source!r} is not the text this run was trained on "
+                f"({saved.corpus['source']!r}, sha256 {saved.corpus['sha256'][:12]}…)")
+        return Trainer(data, model_config, train_config, run_dir, callback, saved, launched_at)
     data = encode(corpus)
-    explicit, plan = Layer(model_given, train_given), None
+    plan = None
     if "time_limit" in train_given and not model_given.keys() & SIZES:
         # measured by the main process alone, so that all train the same model
         plan = distributed.run_on_main(lambda: _plan(data, preset, model_given, train_given))
@@ -69,7 +70,7 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
         plan.refit = frozenset({"dropout"} - model_given.keys()
                                | {"eval_every"} - train_given.keys())
     model_config, train_config = resolve(
-        Layer(chosen["model"], chosen["train"]), explicit,
+        Layer(chosen["model"], chosen["train"]), Layer(model_given, train_given),
         plan=Layer(plan.model, plan.train) if plan else None, vocab_size=len(data.vocab),
         preset_dropout=lambda epochs: dropout_for(chosen, epochs),
         corpus_chars=len(data.tokens))
@@ -79,13 +80,27 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
                    plan)
 
 
-def _resume(encode, corpus: str | None, out: Path | None, preset: str | None, chosen: dict,
-            model_given: dict, train_given: dict, checkpoints_dir: Path,
-            callback: TrainingCallback | None, launched_at: float | None) -> Trainer:
-    """The Trainer continuing the run that `out` (or the corpus and model) name."""
-    if preset:  # a preset named on a resume must agree with the run, like explicit flags
-        model_given = {**chosen["model"], **model_given}
-    model_settings = {"model": "lstm", **chosen["model"], **model_given}
+def _encode(spec: str | None, corpora_dir: Path, lossy: bool,
+            progress: corpora.Progress | None, stdin: BinaryIO | None) -> corpora.Corpus:
+    """The corpus, encoded by the main process first (the others then read its cache),
+    and the same on every process."""
+    data = distributed.main_first(
+        lambda: corpora.encode(spec, corpora_dir, lossy, progress, stdin))
+    if len(set(distributed.gather(data.sha256))) > 1:
+        raise UsageError(f"the corpus {data.source!r} differs between the processes; "
+                         "every machine needs the same text at the same path")
+    return data
+
+
+def _find_run(*, out: Path | None, corpus: str | None, named_preset: dict | None,
+              model_given: dict, train_given: dict, checkpoints_dir: Path
+              ) -> tuple[Path, checkpoint.Checkpoint, ModelConfig, TrainConfig]:
+    """The run to resume (named by `out`, or by the corpus and model), its last
+    checkpoint, and its settings with the explicit ones on top. A preset named on a
+    resume must agree with the run, like explicit options."""
+    if named_preset is not None:
+        model_given = {**named_preset["model"], **model_given}
+    model_settings = {**defaults()[0], **model_given}
 
     def find_and_load() -> tuple[Path, checkpoint.Checkpoint]:
         run_dir = run_to_resume(out, corpus, model_settings, checkpoints_dir)
@@ -95,12 +110,7 @@ def _resume(encode, corpus: str | None, out: Path | None, preset: str | None, ch
     model_config, train_config = resolve(
         Layer({}, {}), Layer(model_given, train_given),
         saved=saved_layer(saved.model_config, saved.train_config))
-    data = encode(corpus or saved.corpus["source"])
-    if data.sha256 != saved.corpus["sha256"]:
-        raise UsageError(
-            f"the corpus {data.source!r} is not the text this run was trained on "
-            f"({saved.corpus['source']!r}, sha256 {saved.corpus['sha256'][:12]}…)")
-    return Trainer(data, model_config, train_config, run_dir, callback, saved, launched_at)
+    return run_dir, saved, model_config, train_config
 
 
 def _plan(data: corpora.Corpus, preset: str | None, model_given: dict,

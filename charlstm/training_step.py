@@ -49,7 +49,8 @@ def train_step(parts: StepParts, hidden, lr: float) -> tuple[torch.Tensor, torch
             with torch.no_grad(), autocast(parts.device, parts.precision):
                 hidden = parts.model.advance(batch.warmup.to(parts.device))
     set_learning_rate(parts.optimizer, lr)
-    inputs, targets = _to_device(batch.inputs, parts.device), _to_device(batch.targets, parts.device)
+    inputs = _to_device(batch.inputs, parts.device)
+    targets = _to_device(batch.targets, parts.device)
     with autocast(parts.device, parts.precision):
         _, loss, new_hidden = parts.trained(inputs, detach_state(hidden), targets)
     parts.optimizer.zero_grad(set_to_none=True)
