@@ -1,10 +1,12 @@
 """Named presets: model size and training settings for a given amount of compute.
 
 A preset fills in what the user did not say; any explicit flag wins over it. `small` is
-the default, and the settings' own defaults (settings.py) are its values. The settings come from measurements on tinyshakespeare with a 2-core CPU
-(bench/RESULTS.md): at a minute or two of CPU time a single wide LSTM layer with a short
-backpropagation window and a high learning rate learns fastest, because a CPU step has a
-fixed cost per layer and more, shorter steps beat fewer, longer ones.
+the default: its values are the settings' own defaults (settings.py), and each preset
+below says only what it changes from them. The settings come from measurements on
+tinyshakespeare with a 2-core CPU (bench/RESULTS.md): at a minute or two of CPU time a
+single wide LSTM layer with a short backpropagation window and a high learning rate
+learns fastest, because a CPU step has a fixed cost per layer and more, shorter steps
+beat fewer, longer ones.
 
 Unless given, dropout follows from how many passes over the corpus a run will make
 (`dropout_for`): none for the first `free_epochs`, when nearly every character is new,

@@ -14,6 +14,7 @@ import logging
 import math
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,7 +22,6 @@ from . import __version__, budget, clock, distributed, evaluation, optim, traini
 from .budget import BudgetPlan
 from .callbacks import Quiet, StepStats, TrainingCallback, TrainResult
 from .checkpoint import Checkpoint
-from .corpus import Corpus
 from .data import TrainBatches
 from .device import choose_device, grad_scaler
 from .errors import CheckpointError, UsageError
@@ -31,12 +31,18 @@ from .model import CharRNN, ModelConfig, state_from_list, state_to_list
 from .rundir import RunFolder
 from .settings import TrainConfig, validation_span
 
+if TYPE_CHECKING:
+    from .corpus import Corpus
+
 __all__ = ["Trainer", "TrainingCallback", "StepStats", "TrainResult"]
 
 log = logging.getLogger(__name__)
 
 
 class Trainer:
+    """One training run: built from its settings (and the checkpoint it resumes), run by
+    `fit()`."""
+
     def __init__(self, corpus: Corpus, model_config: ModelConfig, config: TrainConfig,
                  run_dir: Path, callback: TrainingCallback | None = None,
                  resume_from: Checkpoint | None = None, launched_at: float | None = None,
