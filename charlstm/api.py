@@ -92,8 +92,9 @@ def load(path: str | Path, device: str = "auto") -> LanguageModel:
     """Load a checkpoint file, or a run folder's best.pt (else last.pt)."""
     record = checkpoint.read(Path(path))
     try:
+        config = record.model_settings()
         vocab = record.vocabulary()
-        model = CharRNN(record.model_settings())
+        model = CharRNN(config)
         model.load_state_dict(record.model)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} has a damaged model or vocabulary: "
