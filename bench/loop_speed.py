@@ -46,7 +46,7 @@ def loop_speed(trainer, seconds: float) -> float:
     cfg = trainer.config
     clock = Clock()
     trainer.callback = clock
-    trainer.config.time_limit = trainer.elapsed + seconds
+    trainer.config.time_limit = trainer.clock.elapsed + seconds
     trainer.fit()
     (t0, s0), (t1, s1) = clock.marks[0], clock.marks[-1]
     return (s1 - s0) * cfg.batch_size * cfg.seq_len / (t1 - t0)

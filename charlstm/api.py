@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import torch
 
@@ -22,9 +22,10 @@ from . import checkpoint, sampling, scoring
 from .device import choose_device
 from .errors import CheckpointError, UsageError
 from .model import CharRNN, ModelConfig
-from .runs import make_trainer
-from .training import TrainingCallback, TrainResult
 from .vocab import Vocabulary
+
+if TYPE_CHECKING:  # loading a model to sample or score never imports the training stack
+    from .callbacks import TrainingCallback, TrainResult
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
@@ -123,16 +124,16 @@ class LanguageModel:
 
 def load(path: str | Path, device: str = "auto") -> LanguageModel:
     """Load a checkpoint file, or a run folder's best.pt (else last.pt)."""
-    data = checkpoint.load(Path(path))
+    record = checkpoint.read(Path(path))
     try:
-        config = ModelConfig.from_dict(data["model_config"])
-        vocab = Vocabulary.from_dict(data["vocab"])
+        config = record.model_settings()
+        vocab = record.vocabulary()
         model = CharRNN(config)
-        model.load_state_dict(data["model"])
+        model.load_state_dict(record.model)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} has a damaged model or vocabulary: "
                               f"{str(exc).splitlines()[0]}") from exc
-    return LanguageModel(model.to(choose_device(device)), vocab, data)
+    return LanguageModel(model.to(choose_device(device)), vocab, record)
 
 
 def train(corpus: str | None = None, out: str | Path | None = None, resume: bool = False,
@@ -141,7 +142,11 @@ def train(corpus: str | None = None, out: str | Path | None = None, resume: bool
           lossy: bool = False, **settings) -> TrainResult:
     """Train (or resume) a run; `settings` are ModelConfig and TrainConfig fields."""
     launched_at = time.monotonic()
-    trainer = make_trainer(corpus, Path(out) if out else None, resume, preset, settings,
-                           callback, Path(corpora_dir), Path(checkpoints_dir), lossy,
+    from .runs import make_trainer  # the training stack, only when training
+
+    trainer = make_trainer(corpus, out=Path(out) if out else None, resume=resume,
+                           preset=preset, settings=settings, callback=callback,
+                           corpora_dir=Path(corpora_dir),
+                           checkpoints_dir=Path(checkpoints_dir), lossy=lossy,
                            launched_at=launched_at)
     return trainer.fit()

@@ -17,29 +17,19 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
 from .device import autocast, precision_without_measuring
 from .model import CharRNN, ModelConfig
+from .optim import make_optimizer
 from .presets import PRESETS, dropout_for
+from .settings import TrainConfig
 
 BF16_MIN_SPEEDUP = 1.3  # bf16 must be this much faster than fp32 to be chosen
-
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
-                   device: torch.device, beta1: float = 0.9) -> torch.optim.Optimizer:
-    """AdamW with decay on matrices and embeddings only, fused where torch has the kernel."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        (decay if param.dim() >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    try:  # the fused kernel saves several milliseconds a step over the foreach one
-        return torch.optim.AdamW(groups, lr=lr, betas=(beta1, 0.99),
-                                 fused=device.type in ("cpu", "cuda") or None)
-    except RuntimeError:  # torch before 2.4 fuses AdamW only on CUDA
-        return torch.optim.AdamW(groups, lr=lr, betas=(beta1, 0.99))
+REFIT_AFTER = 0.1  # with a budget plan: the share of --time trained before refitting it
+REFIT_MARGIN = 1.2  # ... if the speed is off by more than this factor either way
 
 
 def step_seconds(model: CharRNN, batch_size: int, seq_len: int, device: torch.device,
@@ -94,6 +84,29 @@ def cpu_precision(model: CharRNN, batch_size: int, seq_len: int,
     if speedup >= BF16_MIN_SPEEDUP:
         return "bf16", f"bf16 (measured {speedup:.1f}x faster than fp32 on this CPU)"
     return "fp32", f"fp32 (bf16 measured {speedup:.1f}x the speed of fp32 on this CPU)"
+
+
+def choose_precision(requested: str, device: torch.device, saved: str | None = None,
+                     plan: "BudgetPlan | None" = None,
+                     measure: Callable[[], tuple[str, str]] | None = None) -> tuple[str, str]:
+    """The precision a run trains in, and a note saying why: as asked; else (auto) as a
+    resumed run was started (`saved`), as the budget plan measured, by the device, or
+    on a CPU by `measure()` (timing bf16 against fp32, see cpu_precision)."""
+    if requested != "auto":
+        return precision_without_measuring(requested, device), f"{requested} (as asked)"
+    if saved == "fp16" and device.type != "cuda":
+        # started in fp16 on a GPU, which this device cannot do: choose again
+        chosen = precision_without_measuring("auto", device)
+        if chosen is not None:
+            return chosen, f"{chosen} (auto; the run started in fp16)"
+    elif saved:
+        return saved, f"{saved} (as the run was started)"
+    chosen = precision_without_measuring("auto", device)
+    if chosen is not None:
+        return chosen, f"{chosen} (auto, on {device.type})"
+    if plan is not None:
+        return plan.precision, plan.precision_note
+    return measure()
 
 
 @dataclass
@@ -163,3 +176,51 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
             f"{train_chars:,} training characters, so dropout {dropout:g}")
     return BudgetPlan(chosen, {**spec["model"], "dropout": dropout}, train, precision,
                       precision_note, speed, epochs, note)
+
+
+@dataclass
+class Refit:
+    """The plan's settings fitted again to the speed training has shown."""
+    speed: float  # the speed seen, chars/s
+    planned_speed: float  # the speed the plan measured
+    epochs: float  # passes over the training split the budget allows at the speed seen
+    dropout: float | None = None  # the new dropout, if it changes
+    eval_every: int | None = None  # the new evaluation interval, if it changes
+
+    def notice(self) -> str:
+        changed = []
+        if self.dropout is not None:
+            changed.append(f"dropout {self.dropout:g}")
+        if self.eval_every is not None:
+            changed.append(f"an evaluation every {self.eval_every:,} steps")
+        return (f"training runs at {_speed(self.speed)} chars/s, not the "
+                f"{_speed(self.planned_speed)} measured at the start: about "
+                f"{self.epochs:.1f} passes in the budget, so {' and '.join(changed)}")
+
+
+def refit(plan: BudgetPlan, config: TrainConfig, dropout: float, speed: float, step: int,
+          time_left: float, train_chars: int) -> Refit | None:
+    """The plan's dropout and evaluation interval (those nobody gave: `plan.refit`)
+    for the speed training has shown, `speed` chars/s at `step` with `time_left` seconds
+    to go, instead of the few steps timed before it: a measurement disturbed by whatever
+    else ran on the machine would otherwise set them for the wrong number of passes.
+    None unless the speed is off by more than REFIT_MARGIN and a setting changes.
+    `dropout` and `config` hold the settings in force."""
+    if 1 / REFIT_MARGIN < speed / plan.chars_per_sec < REFIT_MARGIN:
+        return None
+    step_chars = config.batch_size * config.seq_len
+    steps = step + speed * max(0.0, time_left) / step_chars
+    epochs = steps * step_chars / max(train_chars, 1)
+    result = Refit(speed, plan.chars_per_sec, epochs)
+    if "dropout" in plan.refit:
+        fitted = dropout_for(PRESETS[plan.preset], epochs)
+        result.dropout = fitted if fitted != dropout else None
+    if "eval_every" in plan.refit:
+        every = eval_interval(steps, config.time_limit)
+        result.eval_every = every if every != config.eval_every else None
+    return result if result.dropout is not None or result.eval_every is not None else None
+
+
+def _speed(chars_per_sec: float) -> str:
+    return (f"{chars_per_sec / 1000:.0f}k" if chars_per_sec >= 10_000
+            else f"{chars_per_sec:,.0f}")

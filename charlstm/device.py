@@ -69,3 +69,15 @@ def autocast(device: torch.device, precision: str):
 def needs_grad_scaler(precision: str) -> bool:
     """fp16's narrow range underflows small gradients unless the loss is scaled up first."""
     return precision == "fp16"
+
+
+def grad_scaler(precision: str, device: torch.device,
+                state: dict | None = None) -> "torch.amp.GradScaler | None":
+    """fp16's loss scaler (with a resumed run's `state`), None in other precisions; its
+    scale is part of a run's state."""
+    if not needs_grad_scaler(precision):
+        return None
+    scaler = torch.amp.GradScaler(device.type)
+    if state:
+        scaler.load_state_dict(state)
+    return scaler

@@ -165,6 +165,39 @@ def gather_streams(state):
     return torch.cat(pieces, dim=1)
 
 
+def own_streams(hidden: list[torch.Tensor], batch_size: int,
+                streams) -> list[torch.Tensor]:
+    """This process's streams of a saved state, which holds all `batch_size` of them
+    (a state saved by fewer streams than that is returned as it is)."""
+    if hidden and hidden[0].size(1) == batch_size:
+        return [t[:, streams].contiguous() for t in hidden]  # (L, b, H)
+    return hidden
+
+
+def gather_rng_states(device: torch.device) -> dict:
+    """This process's generator states, and with several processes every process's
+    (under "processes"; every process must call it)."""
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    if world_size() > 1:
+        rng["processes"] = gather(dict(rng))
+    return rng
+
+
+def restore_rng_states(rng: dict, seed: int, step: int, device: torch.device) -> None:
+    """Each process takes the generator states of the process of its rank when the run
+    was saved; one with no saved states (the run had fewer processes) is seeded from the
+    seed, its rank and the step."""
+    saved = rng.get("processes") or [rng]
+    if rank() >= len(saved):
+        torch.manual_seed(process_seed(seed, step))
+        return
+    torch.set_rng_state(saved[rank()]["torch"])
+    if device.type == "cuda" and saved[rank()].get("cuda"):
+        torch.cuda.set_rng_state_all(saved[rank()]["cuda"])
+
+
 def run_on_main(work: Callable[[], T]) -> T:
     """`work()` on the main process only; every process returns its result, or raises
     the expected error (CharlstmError) it raised. The others wait meanwhile."""

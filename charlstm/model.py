@@ -7,46 +7,16 @@ vocabulary. Dropout on the stack's input and output regularises a single layer a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import IGNORE_INDEX
-from .errors import UsageError
+from .settings import ModelConfig  # noqa: F401  (the model's config, defined with the others)
 
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+IGNORE_INDEX = -100  # targets with this id are padding and carry no loss
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # settings.CELLS' classes
 
 # The recurrent state is (h, c) for an LSTM and h for a GRU or RNN, each (num_layers, B, H).
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int  # characters in the vocabulary (the input and output size)
-    model: str = "lstm"  # recurrent cell: lstm, gru or rnn (tanh)
-    num_layers: int = 2  # stacked recurrent layers
-    hidden_size: int = 256  # units per recurrent layer
-    embed_size: int = 64  # size of each character's input embedding
-    dropout: float = 0.1  # on the stack's input, between its layers and before the head
-
-    def __post_init__(self) -> None:
-        if self.model not in CELLS:
-            raise UsageError(f"--model must be one of {', '.join(CELLS)}, not {self.model!r}")
-        for name in ("vocab_size", "num_layers", "hidden_size", "embed_size"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, "
-                                 f"not {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UsageError(f"--dropout must be in [0, 1), not {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class CharRNN(nn.Module):

@@ -4,7 +4,8 @@ Training loss is drawn from the curve points each evaluation record carries (a m
 every few steps), validation loss from the evaluations themselves, with a marker at each
 evaluation (where a checkpoint and a milestone sample were written), a star at each new
 best, and a dotted line at each pass over the corpus. matplotlib is an optional extra
-(`pip install matplotlib`, or the `[plot]` extra); it is imported only here, without pyplot's global state.
+(`pip install matplotlib`, or the `[plot]` extra); it is imported only here, without
+pyplot's global state.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import CharlstmError
+from .files import atomic_writer
 
 PLOT_NAME = "loss.png"
 INSTALL_HINT = "pip install matplotlib (charlstm's [plot] extra)"
@@ -30,6 +32,21 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def title(run_name: str, model_config: dict, corpus_name: str | None, step: int) -> str:
+    """A run's plot title: its folder, model, corpus and step."""
+    return (f"{run_name}: {model_config['model'].upper()} {model_config['num_layers']}x"
+            f"{model_config['hidden_size']} on {corpus_name or '?'}, step {step:,}")
+
+
+def save(history: list[dict], target: Path, title: str = "") -> None:
+    """Write the plot to `target` atomically (the old file stays whole on a failure)."""
+    try:
+        with atomic_writer(target) as f:
+            plot_history(history, f, title)
+    except OSError as exc:
+        raise CharlstmError(f"cannot write {target}: {exc.strerror or exc}") from exc
 
 
 def plot_history(history: list[dict], path: Path | BinaryIO, title: str = "") -> None:

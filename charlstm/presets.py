@@ -1,10 +1,12 @@
 """Named presets: model size and training settings for a given amount of compute.
 
 A preset fills in what the user did not say; any explicit flag wins over it. `small` is
-the default. The settings come from measurements on tinyshakespeare with a 2-core CPU
-(bench/RESULTS.md): at a minute or two of CPU time a single wide LSTM layer with a short
-backpropagation window and a high learning rate learns fastest, because a CPU step has a
-fixed cost per layer and more, shorter steps beat fewer, longer ones.
+the default: its values are the settings' own defaults (settings.py), and each preset
+below says only what it changes from them. The settings come from measurements on
+tinyshakespeare with a 2-core CPU (bench/RESULTS.md): at a minute or two of CPU time a
+single wide LSTM layer with a short backpropagation window and a high learning rate
+learns fastest, because a CPU step has a fixed cost per layer and more, shorter steps
+beat fewer, longer ones.
 
 Unless given, dropout follows from how many passes over the corpus a run will make
 (`dropout_for`): none for the first `free_epochs`, when nearly every character is new,
@@ -16,35 +18,47 @@ characters the preset needs within the budget to do better than the smaller ones
 from __future__ import annotations
 
 from .errors import UsageError
+from .settings import defaults
 
-PRESETS: dict[str, dict] = {
+# What each preset changes from the settings' defaults (settings.py), which are `small`'s
+_PRESETS: dict[str, dict] = {
     "tiny": {  # a smoke test: seconds on a laptop CPU
         "model": {"num_layers": 1, "hidden_size": 128, "embed_size": 32, "dropout": 0.0},
-        "train": {"batch_size": 32, "seq_len": 32, "lr": 1e-2, "max_steps": 500,
-                  "eval_every": 100},
+        "train": {"batch_size": 32, "seq_len": 32, "lr": 1e-2, "beta1": 0.9,
+                  "max_steps": 500, "eval_every": 100},
     },
     "small": {  # the default: a minute or two on a laptop CPU
-        "model": {"num_layers": 1, "hidden_size": 512, "embed_size": 64, "dropout": 0.25},
-        "train": {"batch_size": 32, "seq_len": 32, "lr": 1e-2, "beta1": 0.8,
-                  "max_steps": 2000, "eval_every": 250},
+        "model": {},
+        "train": {},
         "dropout_schedule": {"free_epochs": 2.0, "per_epoch": 0.02},
         "min_chars": 0,
     },
     "medium": {  # tens of minutes on a laptop CPU, minutes on a GPU
         "model": {"num_layers": 2, "hidden_size": 512, "embed_size": 128, "dropout": 0.25},
-        "train": {"batch_size": 32, "seq_len": 64, "lr": 3e-3, "max_steps": 5000,
-                  "eval_every": 500},
+        "train": {"batch_size": 32, "seq_len": 64, "lr": 3e-3, "beta1": 0.9,
+                  "max_steps": 5000, "eval_every": 500},
         "dropout_schedule": {"free_epochs": 1.0, "per_epoch": 0.04},
         "min_chars": 4_500_000,
     },
     "large": {  # for a GPU
         "model": {"num_layers": 3, "hidden_size": 768, "embed_size": 128, "dropout": 0.3},
-        "train": {"batch_size": 64, "seq_len": 128, "lr": 1.5e-3, "max_steps": 20000,
-                  "eval_every": 1000},
+        "train": {"batch_size": 64, "seq_len": 128, "lr": 1.5e-3, "beta1": 0.9,
+                  "max_steps": 20000, "eval_every": 1000},
         "dropout_schedule": {"free_epochs": 1.0, "per_epoch": 0.04},
         "min_chars": 150_000_000,
     },
 }
+
+
+def _filled(spec: dict) -> dict:
+    """A preset with every size and training setting spelled out (the cell, lstm, gru
+    or rnn, is not a preset's to choose)."""
+    model, train = defaults()
+    del model["model"]
+    return {**spec, "model": {**model, **spec["model"]}, "train": {**train, **spec["train"]}}
+
+
+PRESETS: dict[str, dict] = {name: _filled(spec) for name, spec in _PRESETS.items()}
 DEFAULT_PRESET = "small"
 
 

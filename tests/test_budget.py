@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlstm import budget, checkpoint, runs, training
+from charlstm import budget, checkpoint, clock as run_clock, optim, runs, training, training_step
 from charlstm.model import CharRNN, ModelConfig
 from charlstm.presets import PRESETS, dropout_for
+from charlstm.settings import TrainConfig
 
 from conftest import TINY_SETTINGS
 
@@ -77,7 +78,7 @@ def test_step_seconds_leaves_rng_and_gradients_alone():
 
 def test_step_seconds_with_optimizer_trains():
     model = CharRNN(ModelConfig(vocab_size=20, num_layers=1, hidden_size=32, embed_size=8))
-    optimizer = budget.make_optimizer(model, 1e-2, 0.0, CPU)
+    optimizer = optim.make_optimizer(model, 1e-2, 0.0, CPU)
     before = model.head.weight.detach().clone()
     budget.step_seconds(model, 4, 8, CPU, "fp32", optimizer, repeats=2)
     assert not torch.equal(before, model.head.weight)
@@ -85,7 +86,7 @@ def test_step_seconds_with_optimizer_trains():
 
 def test_optimizer_decays_matrices_only():
     model = CharRNN(ModelConfig(vocab_size=20, num_layers=1, hidden_size=32, embed_size=8))
-    optimizer = budget.make_optimizer(model, 1e-3, 0.05, CPU)
+    optimizer = optim.make_optimizer(model, 1e-3, 0.05, CPU)
     decayed, plain = optimizer.param_groups
     assert decayed["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decayed["params"])
@@ -197,7 +198,7 @@ def test_training_stops_early_enough_for_the_final_evaluation(tiny_corpus, tmp_p
     stopped_at = result.history[-1]["elapsed"]
     # the reserve (half a second plus a tiny evaluation's estimate) was kept back, no more
     assert 1.0 < stopped_at < 2.0
-    assert trainer.eval_seconds > 0
+    assert trainer.clock.eval_seconds > 0
     assert finished < 2.0 + 1.0  # the final evaluation, save and sample fit in the slack
 
 
@@ -211,9 +212,9 @@ class VirtualClock:
         return self.now
 
     def timed(self, step):
-        def timed_step():
+        def timed_step(*args):
             self.now += self.per_step
-            return step()
+            return step(*args)
         return timed_step
 
 
@@ -225,12 +226,12 @@ class VirtualClock:
 def test_an_evaluation_due_just_before_the_end_is_left_to_the_final_one(
         tiny_corpus, tmp_path, monkeypatch, eval_every, evaluated):
     clock = VirtualClock(per_step=0.125)  # 80 steps in the 10 s, in exact binary sums
-    monkeypatch.setattr(training, "time", clock)
+    monkeypatch.setattr(run_clock, "time", clock)
     settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 10.0,
                 "eval_every": eval_every, "sample_length": 0}
     trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
                                 launched_at=0.0, **dirs(tmp_path))
-    trainer._train_step = clock.timed(trainer._train_step)
+    monkeypatch.setattr(training_step, "train_step", clock.timed(training_step.train_step))
     result = trainer.fit()
     assert result.reason == "time" and result.step == 80  # evaluations take no time here
     assert [record["step"] for record in result.history] == evaluated
@@ -275,13 +276,13 @@ def planned_trainer(tiny_corpus, tmp_path, monkeypatch, plan, **settings):
     """A trainer for a 10 s budget from `plan`, on a virtual clock at 2,048 chars/s (160
     steps of 8 x 16 in the budget), and the recorder of its notices."""
     clock = VirtualClock(per_step=0.0625)
-    monkeypatch.setattr(training, "time", clock)
+    monkeypatch.setattr(run_clock, "time", clock)
     monkeypatch.setattr(runs, "_plan", lambda *args: plan)
     recorder = NoticeRecorder()
     trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run",
                                 settings={"time_limit": 10.0, **settings}, callback=recorder,
                                 launched_at=0.0, **dirs(tmp_path))
-    trainer._train_step = clock.timed(trainer._train_step)
+    monkeypatch.setattr(training_step, "train_step", clock.timed(training_step.train_step))
     return trainer, recorder
 
 
@@ -323,3 +324,17 @@ def test_a_good_plan_is_left_as_it_is(tiny_corpus, tmp_path, monkeypatch):
     result = trainer.fit()
     assert recorder.notices == [] and trainer.config.eval_every == 40
     assert [record["step"] for record in result.history] == [40, 80, 120, 160]
+
+
+def test_refit_is_a_pure_function_of_the_plan_and_the_speed_seen():
+    plan = misjudged_plan(204.8)
+    plan.refit = frozenset({"dropout", "eval_every"})
+    config = TrainConfig(batch_size=8, seq_len=16, eval_every=4, time_limit=10.0)
+    # a tenth of the budget trained (16 steps) at 2,048 chars/s: 144 steps in the 9 s left
+    change = budget.refit(plan, config, 0.0, 2048.0, 16, 9.0, 5000)
+    assert change.eval_every == 40 and config.eval_every == 4  # returned, not applied
+    assert change.dropout == dropout_for(PRESETS["small"], 160 * 8 * 16 / 5000)
+    assert "2,048 chars/s, not the 205 measured" in change.notice()
+    assert budget.refit(plan, config, 0.0, 220.0, 16, 9.0, 5000) is None  # within the margin
+    plan.refit = frozenset()
+    assert budget.refit(plan, config, 0.0, 2048.0, 16, 9.0, 5000) is None  # all were given

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import random
 import shutil
@@ -9,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import charlstm
 from charlstm import checkpoint
+from charlstm.cli import app
 from charlstm.errors import CheckpointError, UsageError
 from charlstm.model import CharRNN, ModelConfig
 from charlstm.vocab import Vocabulary
@@ -268,3 +272,34 @@ def test_checkpoint_saved_on_a_gpu_loads_on_the_cpu(trained_run, tmp_path):
         assert torch.equal(loaded["model"][name], value)
     lm = charlstm.load(tmp_path / "gpu.pt", device="cpu")
     assert len(lm.sample("the", length=5, seed=0)) == 5
+
+
+# ------------------------------------------------------------------------ the typed record
+
+
+def test_the_record_holds_every_key_and_writes_the_same_file(trained_run, tmp_path):
+    stored = checkpoint.load(trained_run / "last.pt")
+    record = checkpoint.read(trained_run / "last.pt")
+    assert set(stored) - {"format"} == {f.name for f in dataclasses.fields(record)}
+    assert record.step == stored["step"] and record.history == stored["history"]
+    record.save(tmp_path / "again.pt")
+    again = checkpoint.load(tmp_path / "again.pt")
+    assert list(again) == list(stored)  # the same keys, in the same order
+
+
+def test_an_early_checkpoint_without_the_later_keys_still_reads(tmp_path):
+    model = CharRNN(ModelConfig(vocab_size=3, hidden_size=4, embed_size=2))
+    payload = {"model_config": model.config.to_dict(),
+               "vocab": Vocabulary.from_text("abc").to_dict(), "model": model.state_dict()}
+    checkpoint.save(payload, tmp_path / "early.pt")
+    record = checkpoint.read(tmp_path / "early.pt")
+    assert record.history == [] and record.lr_scale == 1.0 and record.step is None
+    assert record.summary(tmp_path / "early.pt")["best_step"] is None
+    with pytest.raises(CheckpointError, match="cannot resume this run: 'optimizer'"):
+        record.check_resumable()
+
+
+def test_summary_is_what_info_json_prints(trained_run):
+    path = trained_run / "last.pt"
+    printed = json.loads(CliRunner().invoke(app, ["info", str(path), "--json"]).stdout)
+    assert printed == json.loads(json.dumps(checkpoint.read(path).summary(path)))

@@ -191,7 +191,7 @@ def test_train_reads_the_corpus_from_stdin(tmp_path):
 def train_reporting_every_step(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """`charlstm train ARGS` in a real process whose stderr is a pipe, not a terminal, with
     the plain step lines due at every report (not every 10 s), so a short run shows them."""
-    script = ("import sys; import charlstm.progress as progress; "
+    script = ("import sys; import charlstm.cli.progress as progress; "
               "progress.PLAIN_REPORT_SECONDS = 0; from charlstm.cli import main; "
               "sys.argv = ['charlstm', *sys.argv[1:]]; main()")
     env = {**os.environ, "CHARLSTM_CORPORA": str(cwd / "corpora"), "NO_COLOR": "1"}

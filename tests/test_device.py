@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlstm import checkpoint, device, runs
+from charlstm import checkpoint, device, runs, training_step
 from charlstm.data import eval_batches
 from charlstm.errors import UsageError
 
@@ -78,9 +78,15 @@ def test_fp16_on_the_cpu_is_one_clean_line(tmp_path, tiny_corpus):
     assert line.endswith("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on cpu")
 
 
-def test_cpu_batches_are_not_pinned(tiny_corpus, tmp_path):
+def test_cpu_batches_are_not_pinned(tiny_corpus, tmp_path, monkeypatch):
     trainer = make(tiny_corpus, tmp_path)
-    assert trainer._pin is False and trainer.scaler is None
+    assert trainer.scaler is None
+
+    def pinned(tensor):
+        raise AssertionError("a CPU batch was pinned")
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pinned)
+    training_step.train_step(trainer._step_parts(), None, 1e-3)
     assert trainer.trained is trainer.model  # no --compile: the step runs the model itself
 
 
@@ -99,7 +105,7 @@ def test_grad_scaler_skips_overflowing_steps_without_the_divergence_guard(tiny_c
     first_weights = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.fit()
     assert trainer.scaler.get_scale() == 1024.0 / 2 ** 5  # halved at each overflow
-    assert trainer.rollbacks == 0 and trainer.lr_scale == 1.0  # not treated as divergence
+    assert trainer.guard.rollbacks == 0 and trainer.guard.lr_scale == 1.0  # not treated as divergence
     after = list(trainer.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(first_weights, after))
     assert all(torch.isfinite(p).all() for p in after)

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlstm import checkpoint, runs
-from charlstm.budget import make_optimizer
+from charlstm import checkpoint, runs, training_step
+from charlstm.optim import make_optimizer
 from charlstm.errors import TrainingDiverged
-from charlstm.training import BAD_STEPS_BEFORE_ROLLBACK, MAX_ROLLBACKS, TrainingCallback
+from charlstm.guard import BAD_STEPS_BEFORE_ROLLBACK, MAX_ROLLBACKS
+from charlstm.training import TrainingCallback
 
 from conftest import TINY_SETTINGS, run_cli
 
@@ -69,7 +70,7 @@ def test_a_single_bad_step_is_skipped(tiny_corpus, tmp_path):
     assert all_finite(trainer.model)
     assert len(notices.notices) == 1 and "step 7" in notices.notices[0]
     assert "skipped" in notices.notices[0]
-    assert trainer.rollbacks == 0 and trainer.lr_scale == 1.0
+    assert trainer.guard.rollbacks == 0 and trainer.guard.lr_scale == 1.0
     assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"])
                for r in result.history)
 
@@ -81,7 +82,6 @@ def unfused(trainer):
     trainer.optimizer = make_optimizer(trainer.model, trainer.config.lr,
                                        trainer.config.weight_decay, torch.device("meta"))
     assert not trainer.optimizer.defaults["fused"]
-    trainer._skips_on_device = False
     return trainer
 
 
@@ -92,7 +92,7 @@ def test_skipped_step_changes_nothing(tiny_corpus, tmp_path, fused):
     constant_lr = dict(warmup_steps=0, min_lr_ratio=1.0, eval_every=100)
     trainer = make(tiny_corpus, tmp_path, max_steps=5, **constant_lr)
     clean = make(tiny_corpus, tmp_path / "clean", max_steps=4, **constant_lr)
-    assert trainer._skips_on_device  # torch 2.4+ fuses AdamW on the CPU
+    assert training_step.skips_on_device(trainer.optimizer)  # torch 2.4+ fuses AdamW on the CPU
     if not fused:
         unfused(trainer), unfused(clean)
     poison_loss(trainer, {5})
@@ -103,7 +103,7 @@ def test_skipped_step_changes_nothing(tiny_corpus, tmp_path, fused):
             assert torch.equal(tensor, trainer.optimizer.state_dict()["state"][name][key])
     for name, value in clean.model.state_dict().items():
         assert torch.equal(value, trainer.model.state_dict()[name]), name
-    assert trainer.eval_loss_steps == 0  # folded into the final evaluation
+    assert trainer.losses.eval_steps == 0  # folded into the final evaluation
     assert trainer.history[-1]["train_loss"] == clean.history[-1]["train_loss"]
 
 
@@ -111,11 +111,11 @@ def test_skipped_step_changes_nothing(tiny_corpus, tmp_path, fused):
 HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
 
-def count_host_reads(trainer) -> list[str]:
-    """Record every read of a tensor's value made inside the trainer's step."""
-    reads, step = [], trainer._train_step
+def count_host_reads(monkeypatch) -> list[str]:
+    """Record every read of a tensor's value made inside a training step."""
+    reads, step = [], training_step.train_step
 
-    def watched():
+    def watched(*args):
         originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
 
         def counting(name):
@@ -127,17 +127,18 @@ def count_host_reads(trainer) -> list[str]:
         for name in HOST_READS:
             setattr(torch.Tensor, name, counting(name))
         try:
-            return step()
+            return step(*args)
         finally:
             for name, original in originals.items():
                 setattr(torch.Tensor, name, original)
 
-    trainer._train_step = watched
+    monkeypatch.setattr(training_step, "train_step", watched)
     return reads
 
 
 @pytest.mark.parametrize("scaled", [False, True])
-def test_a_training_step_never_waits_for_the_device(tiny_corpus, tmp_path, scaled):
+def test_a_training_step_never_waits_for_the_device(tiny_corpus, tmp_path, scaled,
+                                                   monkeypatch):
     """A step leaves its loss and its bad-step flag on the device, a skipped step
     included; the loop reads them every LOG_EVERY steps. The watch itself is checked on
     a plain AdamW, whose step has to read the flag."""
@@ -146,13 +147,14 @@ def test_a_training_step_never_waits_for_the_device(tiny_corpus, tmp_path, scale
     if scaled:  # fp16's path: the gradient scaler, whose skip is on the device as well
         trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
     poison_loss(trainer, {7})
-    reads = count_host_reads(trainer)
+    reads = count_host_reads(monkeypatch)
     result = trainer.fit()
+    monkeypatch.undo()
     assert reads == []
     assert result.step == 30 and len(notices.notices) == 1 and "step 7" in notices.notices[0]
     assert all_finite(trainer.model)
     plain = unfused(make(tiny_corpus, tmp_path / "plain", max_steps=30, eval_every=30))
-    plain_reads = count_host_reads(plain)
+    plain_reads = count_host_reads(monkeypatch)
     plain.fit()
     # its step reads the flag (and torch's unfused AdamW reads its step counts, which
     # live on the host): the watch sees reads where there are some
@@ -167,7 +169,7 @@ def test_repeated_bad_steps_roll_back_with_a_lower_learning_rate(tiny_corpus, tm
     result = trainer.fit()
     assert result.reason == "max_steps" and result.step == TINY_SETTINGS["max_steps"]
     assert all_finite(trainer.model)
-    assert trainer.rollbacks == 1 and trainer.lr_scale == 0.5
+    assert trainer.guard.rollbacks == 1 and trainer.guard.lr_scale == 0.5
     rolled = [n for n in notices.notices if "rolled back" in n]
     assert len(rolled) == 1 and "to step 20" in rolled[0]  # the last save
     assert trainer.learning_rate() == pytest.approx(
@@ -191,7 +193,7 @@ def test_poisoned_weights_are_rolled_back(tiny_corpus, tmp_path):
     callback = Poisoner()
     trainer = make(tiny_corpus, tmp_path, callback, eval_every=20)
     result = trainer.fit()
-    assert result.step == TINY_SETTINGS["max_steps"] and trainer.rollbacks == 1
+    assert result.step == TINY_SETTINGS["max_steps"] and trainer.guard.rollbacks == 1
     assert all_finite(trainer.model)
     assert result.history[-1]["val_loss"] < 1.0  # it still learned the tiny text
 
@@ -219,7 +221,7 @@ def test_guard_state_survives_a_resume(tiny_corpus, tmp_path):
                                 settings={"max_steps": 100},
                                 corpora_dir=tmp_path / "corpora",
                                 checkpoints_dir=tmp_path / "checkpoints")
-    assert resumed.lr_scale == 0.5 and resumed.rollbacks == 1
+    assert resumed.guard.lr_scale == 0.5 and resumed.guard.rollbacks == 1
 
 
 def test_absurd_learning_rate_fails_cleanly_on_the_command_line(tiny_corpus, tmp_path):

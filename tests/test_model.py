@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlstm.data import IGNORE_INDEX
+from charlstm.model import IGNORE_INDEX
 from charlstm.errors import UsageError
 from charlstm.model import (CharRNN, ModelConfig, detach_state, state_from_list,
                             state_to_list)

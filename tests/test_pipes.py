@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from charlstm.cli_output import sparkline
+from charlstm.cli.output import sparkline
 
 from conftest import TINY_SETTINGS, invoke, isolate_cli, run_cli
 

@@ -25,7 +25,8 @@ import pytest
 import torch
 
 import charlstm
-from charlstm import checkpoint, progress
+from charlstm import checkpoint
+from charlstm.cli import progress
 
 from conftest import TINY_SETTINGS, TINY_TEXT, invoke, one_line_error
 

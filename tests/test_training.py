@@ -17,8 +17,9 @@ import pytest
 import torch
 
 import charlstm
-from charlstm import checkpoint, runs
+from charlstm import checkpoint, optim, runs
 from charlstm.errors import UsageError
+from charlstm.settings import TrainConfig
 from charlstm.training import TrainingCallback
 
 from conftest import TINY_SETTINGS, TINY_TEXT
@@ -179,6 +180,15 @@ def test_learning_rate_schedule(tiny_corpus, tmp_path):
     assert max(rates) <= lr
 
 
+def test_the_schedule_is_a_pure_function_of_where_the_run_is():
+    config = TrainConfig(lr=1e-2, warmup_steps=10, min_lr_ratio=0.1)
+    assert optim.learning_rate(0, 0.0, config) == pytest.approx(1e-3)
+    assert optim.learning_rate(50, 0.5, config) == pytest.approx((1e-2 + 1e-3) / 2)
+    assert optim.learning_rate(99, 1.0, config) == pytest.approx(1e-3)
+    assert optim.learning_rate(50, 0.5, config, lr_scale=0.5) == pytest.approx(
+        optim.learning_rate(50, 0.5, config) / 2)
+
+
 def test_learning_rate_recorded_during_training(trained_run):
     history = read_metrics(trained_run)
     lr, floor = TINY_SETTINGS["lr"], TINY_SETTINGS["lr"] * 0.1
@@ -256,7 +266,7 @@ def test_resume_finished_run_is_already_finished(trained_run, tmp_path):
 def test_resume_with_other_architecture_is_usage_error(trained_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    with pytest.raises(UsageError, match="hidden-size"):
+    with pytest.raises(UsageError, match="hidden_size"):
         runs.make_trainer(out=run, resume=True, settings={"hidden_size": 32},
                           **dirs(tmp_path))
     with pytest.raises(UsageError, match="model"):

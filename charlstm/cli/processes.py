@@ -14,8 +14,8 @@ import signal
 
 import typer
 
-from .cli_output import print_error
-from .errors import CharlstmError
+from .output import print_error
+from ..errors import CharlstmError
 
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -30,7 +30,7 @@ def torchrun_aware(command):
     def one_of_several(*args, **kwargs):
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return command(*args, **kwargs)
-        from . import distributed
+        from .. import distributed
 
         distributed.start(int(os.environ.get("LOCAL_RANK", "0")))
         try:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from .errors import CharlstmError
+from ..errors import CharlstmError
 
 
 def print_error(message: str, where: str | None = None) -> None:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .errors import CharlstmError, UsageError
+from ..errors import CharlstmError, UsageError
 
 def stdin() -> BinaryIO:
     """Standard input as bytes; a closed one (`<&-`) reads as empty."""
@@ -121,7 +121,7 @@ def input_lines(stream, label: str, lossy: bool):
             try:
                 line = raw.decode("utf-8", "replace" if lossy else "strict")
             except UnicodeDecodeError as exc:
-                from .utf8 import not_utf8_message  # numpy: only once a line is bad
+                from ..utf8 import not_utf8_message  # numpy: only once a line is bad
 
                 raise CharlstmError(not_utf8_message(label, exc, offset + exc.start,
                                                      number)) from None

@@ -1,0 +1,32 @@
+"""The `charlstm` command line: train, sample, score, info, plot and corpus.
+
+The only part of charlstm that reads the environment, prints and picks exit codes; each
+command goes through the library (charlstm.load and its LanguageModel, the trainer).
+stdout carries only the product (generated text, scores, tables asked for); progress and
+diagnostics go to stderr.
+
+    app.py        the typer app, failures as one line and an exit code, shared options
+    train.py      charlstm train
+    sample.py     charlstm sample
+    score.py      charlstm score
+    info.py       charlstm info and charlstm plot
+    corpus.py     charlstm corpus list | get | prepare
+    input.py      stdin, primes, lines, escapes, durations
+    output.py     stdout and closed pipes, the info view, bars, formats
+    processes.py  torchrun and signals
+    progress.py   the training display (a TrainingCallback)
+
+Modules that import torch (seconds, and some 200 MB) are imported inside the commands
+that use them, so that `charlstm corpus ...`, --help and --version start at once.
+"""
+
+from .app import app, flag_for
+
+# each command registers itself on `app`; this order is the order of --help
+from . import train, sample, info, corpus, score  # noqa: E402,F401  isort: skip
+
+__all__ = ["app", "flag_for", "main"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,155 @@
+"""The run's clock and its limits: elapsed time, what `--time` leaves of it, and when
+the run ends (max_steps, epochs or time_limit, whichever comes first).
+
+`elapsed` counts the whole run (evaluations, and every earlier session of a resumed run);
+the speed counts training steps only. A time limit keeps back a reserve for the final
+evaluation and checkpoint, so the run ends within its budget. With several processes
+(torchrun) every process takes the main one's clock after each step (`agree`), so that
+all stop after the same step and compute the same learning rate.
+
+`launched_at` tells when this process started, so that `--time` also counts the set-up
+before training (imports, reading the corpus, measuring the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from . import distributed
+from .settings import TrainConfig
+
+IMPORTED_AT = time.monotonic()
+
+
+def launched_at(fallback: float | None = None) -> float:
+    """The time.monotonic() at which this process started, so --time counts from launch.
+
+    Linux tells a process's start in clock ticks since boot; elsewhere the best available
+    is `fallback` (such as when the program's first module was imported), else when this
+    module was.
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+        if 0 <= age < 3600:
+            return time.monotonic() - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    return IMPORTED_AT if fallback is None else fallback
+
+
+def now() -> float:
+    return time.monotonic()
+
+
+class RunClock:
+    def __init__(self, config: TrainConfig, eval_chars: int, elapsed: float = 0.0):
+        """`config` holds the time limit; `eval_chars` is what each evaluation reads (for
+        the reserve's first estimate); `elapsed`, the seconds earlier sessions took."""
+        self.config, self.eval_chars = config, eval_chars
+        self.elapsed = elapsed
+        self.training_seconds, self.trained_chars = 0.0, 0  # in this session, steps only
+        self.eval_seconds: float | None = None  # how long the last evaluation and save took
+        self._started, self._elapsed_before = 0.0, elapsed
+
+    @property
+    def time_limit(self) -> float | None:
+        return self.config.time_limit
+
+    def start(self, launched_at: float | None) -> None:
+        """Training starts now; with `launched_at`, the set-up since then counts too."""
+        self._started, self._elapsed_before = now(), self.elapsed
+        if launched_at is not None:
+            self._elapsed_before += max(0.0, self._started - launched_at)
+
+    def count_step(self, step_started: float, chars: int) -> float:
+        """A step of `chars` characters begun at `step_started` has ended: the time now."""
+        ended = now()
+        self.trained_chars += chars
+        self.training_seconds += ended - step_started
+        self.elapsed = self._elapsed_before + (ended - self._started)
+        return ended
+
+    def speed(self) -> float:
+        """Characters per second of training so far in this session."""
+        return self.trained_chars / self.training_seconds
+
+    def final_reserve(self) -> float:
+        """Seconds kept back from --time for the final evaluation and checkpoint.
+
+        The last one measured, or before any, an estimate: evaluation only runs forward, on
+        a batch of EVAL_STREAMS, so it goes about three times the training speed.
+        """
+        if self.eval_seconds is not None:
+            return self.eval_seconds
+        if not self.training_seconds:
+            return 0.5
+        return 0.5 + self.eval_chars * self.training_seconds / (3 * self.trained_chars)
+
+    def time_left(self) -> float:
+        """Seconds of training left within --time (after the final reserve)."""
+        return self.time_limit - self.final_reserve() - self.elapsed
+
+    def progress(self) -> float:
+        """How far through --time the run is (not capped)."""
+        return self.elapsed / max(self.time_limit - self.final_reserve(), 1e-9)
+
+    def time_is_up(self) -> bool:
+        return bool(self.time_limit) and self.elapsed + self.final_reserve() >= self.time_limit
+
+    def final_is_near(self, eval_every: int, step_chars: int) -> bool:
+        """Whether --time will end the run within half an evaluation interval: then an
+        evaluation due now is left to the final one, which would repeat it moments later
+        (the plan puts the fourth of four evaluations at the end of the budget, where
+        the speed measured at start-up rarely lands it exactly)."""
+        if not self.time_limit or not self.trained_chars:
+            return False
+        steps = self.trained_chars / step_chars
+        interval = eval_every * self.training_seconds / steps
+        return self.time_left() < interval / 2
+
+    def agree(self, stop_requested: bool, is_main: bool, device: torch.device) -> bool:
+        """With several processes, after each step and evaluation: every process takes
+        the main one's clock, speed and evaluation time, so that the time limit and the
+        learning-rate schedule come out the same everywhere; whether any process was
+        asked to stop. One small collective, on the CPU beside a GPU run (so the step
+        does not wait for the GPU)."""
+        clock = [0.0] * 4
+        if is_main:
+            clock = [self.elapsed, self.training_seconds, float(self.trained_chars),
+                     -1.0 if self.eval_seconds is None else self.eval_seconds]
+        shared = torch.tensor([float(stop_requested), *clock], dtype=torch.float64,
+                              device=distributed.host_device(device))
+        stop, elapsed, seconds, chars, eval_seconds = distributed.all_sum(shared).tolist()
+        self.elapsed, self.training_seconds, self.trained_chars = elapsed, seconds, int(chars)
+        self.eval_seconds = None if eval_seconds < 0 else eval_seconds
+        return stop > 0
+
+
+def progress(config: TrainConfig, step: int, epochs_done: float, clock: RunClock) -> float:
+    """How far through the run it is, in [0, 1], by whichever limit comes first."""
+    done = 0.0
+    if config.max_steps:
+        done = max(done, step / config.max_steps)
+    if config.epochs:
+        done = max(done, epochs_done / config.epochs)
+    if config.time_limit:
+        done = max(done, clock.progress())
+    return min(done, 1.0)
+
+
+def limit_reached(config: TrainConfig, step: int, epochs_done: float,
+                  clock: RunClock) -> str | None:
+    """The limit the run has reached ("max_steps", "epochs" or "time"), if any."""
+    if config.max_steps and step >= config.max_steps:
+        return "max_steps"
+    if config.epochs and epochs_done >= config.epochs:
+        return "epochs"
+    if clock.time_is_up():
+        return "time"
+    return None

@@ -1,0 +1,226 @@
+"""A run's settings: the two config dataclasses and the one function that resolves them.
+
+`ModelConfig` says what the model is, `TrainConfig` how it is trained. Their defaults are
+the default preset's (`small`): each default is written once, here. A run's settings come
+from layers, each replacing what the one before it said (`resolve`):
+
+    dataclass defaults < preset < saved run (on resume) < time-budget plan < explicit options
+
+Validation errors name the setting (`lr`, `time_limit`), as `SettingError`s; a front end
+(the command line) shows each name in its own spelling (`--lr`, `--time`).
+
+This module is plain Python (no torch), so that anything may read a run's settings cheaply.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Callable
+
+from .errors import UsageError
+
+MAX_SEED = 2**63  # seeds are in [0, MAX_SEED): what torch.manual_seed takes on every device
+CELLS = ("lstm", "gru", "rnn")
+ARCHITECTURE = ("model", "num_layers", "hidden_size", "embed_size")  # fixed for a run's life
+LIMITS = ("max_steps", "epochs", "time_limit")  # when a run ends: the first one reached
+# What runs saved before a setting existed trained with, where that is not today's default
+SAVED_BEFORE = {"beta1": 0.9}
+
+
+class SettingError(UsageError):
+    """A setting with a value it cannot take. The message names settings as {name}:
+    str() shows the setting's own name, and `spelled` lets a front end show its flag."""
+
+    def __init__(self, template: str):
+        self.template = template
+        super().__init__(self.spelled(lambda name: name))
+
+    def spelled(self, spell: Callable[[str], str]) -> str:
+        return re.sub(r"\{(\w+)\}", lambda match: spell(match.group(1)), self.template)
+
+
+def _at_least(config, minimum: int, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) < minimum:
+            more = "at least 1" if minimum else "0 or more"
+            raise SettingError(f"{{{name}}} must be {more}, not {getattr(config, name)}")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int  # characters in the vocabulary (the input and output size)
+    model: str = "lstm"  # recurrent cell: lstm, gru or rnn (tanh)
+    num_layers: int = 1  # stacked recurrent layers
+    hidden_size: int = 512  # units per recurrent layer
+    embed_size: int = 64  # size of each character's input embedding
+    dropout: float = 0.25  # on the stack's input, between its layers and before the head
+
+    def __post_init__(self) -> None:
+        if self.model not in CELLS:
+            raise SettingError(f"{{model}} must be one of {', '.join(CELLS)}, "
+                               f"not {self.model!r}")
+        _at_least(self, 1, "vocab_size", "num_layers", "hidden_size", "embed_size")
+        if not 0.0 <= self.dropout < 1.0:
+            raise SettingError(f"{{dropout}} must be in [0, 1), not {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # parallel streams per step
+    seq_len: int = 32  # characters per stream per step, backpropagated through
+    bptt_warmup: int = 0  # characters run without gradient where no state is carried
+    shuffle: bool = False  # random windows instead of contiguous streams
+    lr: float = 1e-2  # peak learning rate
+    min_lr_ratio: float = 0.1  # the cosine schedule ends at lr * min_lr_ratio
+    warmup_steps: int = 100  # steps of linear learning-rate warm-up
+    weight_decay: float = 0.01  # AdamW decay of weight matrices and embeddings
+    grad_clip: float = 1.0  # cap on the global gradient norm; 0 turns clipping off
+    beta1: float = 0.8  # AdamW's momentum: the decay of its running mean of gradients
+    max_steps: int | None = 2000  # stop after this many steps
+    epochs: float | None = None  # stop after this many passes over the training split
+    time_limit: float | None = None  # stop after this many wall-clock seconds
+    eval_every: int = 250  # steps between evaluations (and checkpoints)
+    eval_chars: int = 500_000  # validation characters per evaluation (its start); 0 = all
+    sample_every: int = 0  # steps between milestone samples; 0 = at each evaluation
+    sample_length: int = 200  # characters per milestone sample
+    val_frac: float = 0.1  # the last fraction of the corpus held out for validation
+    seed: int = 1337  # seeds initialisation, dropout and data order
+    device: str = "auto"  # auto, cpu, cuda[:N] or mps
+    precision: str = "auto"  # auto, fp32, bf16 or fp16 (autocast; fp16 on CUDA only)
+    compile: bool = False  # torch.compile the model for training
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "batch_size", "seq_len", "eval_every")
+        _at_least(self, 0, "bptt_warmup", "warmup_steps", "sample_every", "sample_length",
+                  "eval_chars")
+        if not self.lr > 0:
+            raise SettingError(f"{{lr}} must be positive, not {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise SettingError(f"{{min_lr_ratio}} must be in [0, 1], not {self.min_lr_ratio}")
+        if not self.weight_decay >= 0 or not self.grad_clip >= 0:
+            raise SettingError("{weight_decay} and {grad_clip} must be 0 or more")
+        if not 0 <= self.beta1 < 1:
+            raise SettingError(f"{{beta1}} must be in [0, 1), not {self.beta1}")
+        if not 0 <= self.val_frac < 1:
+            raise SettingError(f"{{val_frac}} must be in [0, 1), not {self.val_frac}")
+        for name in LIMITS:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SettingError(f"{{{name}}} must be positive, not {value}")
+        if self.max_steps is None and self.epochs is None and self.time_limit is None:
+            raise SettingError("give at least one of {max_steps}, {epochs} or {time_limit}")
+        if not 0 <= self.seed < MAX_SEED:
+            raise SettingError(f"{{seed}} must be in [0, 2**63), not {self.seed}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+def defaults() -> tuple[dict, dict]:
+    """The dataclass defaults: model settings (without vocab_size) and training ones."""
+    model = {f.name: f.default for f in fields(ModelConfig) if f.name != "vocab_size"}
+    return model, TrainConfig().to_dict()
+
+
+def split_settings(settings: dict) -> tuple[dict, dict]:
+    """Explicit settings (None = not given) split into model and training ones."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    unknown = set(given) - MODEL_FIELDS - TRAIN_FIELDS
+    if unknown:
+        raise UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return ({k: v for k, v in given.items() if k in MODEL_FIELDS},
+            {k: v for k, v in given.items() if k in TRAIN_FIELDS})
+
+
+def split_point(length: int, val_frac: float) -> int:
+    """Where the validation split starts: the last `val_frac` of the corpus, at least 1."""
+    if val_frac == 0:
+        return length
+    return length - max(1, min(length - 1, round(length * val_frac)))
+
+
+def validation_span(length: int, config: TrainConfig) -> tuple[int, int]:
+    """Where the validation split starts, and where evaluations stop reading it: at most
+    eval_chars of its start (on a gigabyte corpus the whole split would take hours)."""
+    start = split_point(length, config.val_frac)
+    return start, length if not config.eval_chars else min(length, start + config.eval_chars)
+
+
+@dataclass
+class Layer:
+    """One layer of settings: model and training ones, each only what the layer says."""
+    model: dict
+    train: dict
+
+
+def resolve(preset: Layer, explicit: Layer, *, saved: Layer | None = None,
+            plan: Layer | None = None, vocab_size: int | None = None,
+            preset_dropout: Callable[[float], float] | None = None,
+            corpus_chars: int = 0) -> tuple[ModelConfig, TrainConfig]:
+    """A run's settings from its layers, in this order, each replacing the one before:
+    the dataclass defaults, the preset, the saved run (on resume: it keeps its
+    architecture), the time-budget plan, the explicit options.
+
+    Explicit limits replace all earlier ones: `time_limit` alone means no step limit.
+    `vocab_size` is the corpus's, for a new run (a saved run has its own). A new run
+    without a plan takes the preset's dropout for the passes it will make over its
+    `corpus_chars` (`preset_dropout(epochs)`; see presets.dropout_for), unless given.
+    """
+    model, train = defaults()
+    for layer in (preset, saved, plan):
+        if layer is not None:
+            model.update(layer.model)
+            train.update(layer.train)
+    if saved is not None:
+        for key, value in explicit.model.items():
+            if key in ARCHITECTURE and value != saved.model.get(key):
+                raise SettingError(
+                    f"{{{key}}} {value} differs from the run's {saved.model.get(key)}; a "
+                    "resumed run keeps its architecture (start a new run with another "
+                    "{out} instead)")
+    model.update(explicit.model)
+    train.update(explicit.train)
+    if any(key in explicit.train for key in LIMITS):
+        for key in LIMITS:
+            train[key] = explicit.train.get(key)
+    train_config = TrainConfig.from_dict(train)
+    if saved is None:
+        model["vocab_size"] = vocab_size
+        if plan is None and preset_dropout and "dropout" not in explicit.model:
+            epochs = planned_epochs(train_config, corpus_chars)
+            if epochs is not None:
+                model["dropout"] = preset_dropout(epochs)
+    return ModelConfig.from_dict(model), train_config
+
+
+def saved_layer(model_config: dict, train_config: dict) -> Layer:
+    """A saved run's settings as a layer; settings it predates get what it trained with."""
+    return Layer(dict(model_config), {**SAVED_BEFORE, **train_config})
+
+
+def planned_epochs(config: TrainConfig, corpus_chars: int) -> float | None:
+    """Passes over the training split a run will make, if its limits say (None: only
+    a time limit, whose passes depend on this machine's speed)."""
+    train_chars = max(1, split_point(corpus_chars, config.val_frac))
+    by_steps = (config.max_steps * config.batch_size * config.seq_len / train_chars
+                if config.max_steps else None)
+    known = [e for e in (by_steps, config.epochs) if e is not None]
+    return min(known) if known else None
