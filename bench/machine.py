@@ -55,16 +55,16 @@ def this_command() -> str:
 
 
 def publish(section: str, table: str, record: bool, body: str | None = None,
-            command: str | None = None) -> None:
+            command: str | None = None, results: Path | None = None) -> None:
     """Print a benchmark's table, and unless told not to (--no-record), append it (or a
-    longer `body`) to RESULTS.md with the command that made it."""
+    longer `body`) to RESULTS.md (or to `results`) with the command that made it."""
     print(table)
     if record:
-        append(section, command or this_command(), body or table)
+        append(section, command or this_command(), body or table, results)
 
 
-def append(section: str, command: str, body: str) -> None:
-    """Add one result block to bench/RESULTS.md."""
+def append(section: str, command: str, body: str, results: Path | None = None) -> None:
+    """Add one result block to bench/RESULTS.md (or to another file, for trial runs)."""
     block = f"\n### {section}\n\n- command: `{command}`\n- when and where: {describe()}\n\n{body}\n"
-    with open(RESULTS, "a", encoding="utf-8") as f:
+    with open(results or RESULTS, "a", encoding="utf-8") as f:
         f.write(block)
