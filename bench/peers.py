@@ -2,7 +2,8 @@
 
     python bench/peers.py --nanogpt DIR [--budget recipe] [--budget 10m] [--repeat N]
                           [--corpus tinyshakespeare [--from PATH] | --corpus pydocs |
-                           --corpus FILE] [--no-record] [-- extra charlstm train arguments]
+                           --corpus FILE] [--variant 'LABEL=ARGS' ...] [--no-record]
+                          [-- charlstm train arguments for every variant]
 
 DIR is a checkout of https://github.com/karpathy/nanoGPT that you cloned yourself; it is
 run from there and never copied into this project (see bench/nanogpt.py for what is run
@@ -17,7 +18,8 @@ and how its data is prepared, offline). For each budget, and `--repeat` times:
    evaluation interval.
 2. `charlstm train CORPUS --time <nanoGPT's wall clock> --eval-chars 0`, in a fresh
    folder whose CHARLSTM_CORPORA holds the corpus (`charlstm corpus get NAME --from PATH`
-   for a named corpus).
+   for a named corpus); once per `--variant` (default: one with no more arguments), so
+   that settings can be compared with each other beside the same nanoGPT run.
 3. Both final models are scored on the whole validation split, the last 10% of the corpus
    (charlstm's split, the same text for both): nanoGPT's checkpoint with its own model
    code in non-overlapping 64-character windows (each window's first character predicted
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -64,7 +67,7 @@ class Corpus:
 
 @dataclass
 class Comparison:
-    """One budget's pair of runs and their scores."""
+    """One budget's nanoGPT run and one charlstm run beside it, and their scores."""
 
     budget: str  # "recipe" or the duration asked for
     nanogpt_iters: int  # max_iters
@@ -75,6 +78,7 @@ class Comparison:
     charlstm_seconds: float
     charlstm_loss: float
     charlstm_model: str  # the model and precision charlstm chose
+    variant: str = "charlstm"  # the label of charlstm's settings (see --variant)
 
     @property
     def ratio(self) -> float:
@@ -82,14 +86,15 @@ class Comparison:
 
 
 HEADER = ["budget", "nanoGPT iterations (checkpoint)", "nanoGPT wall clock",
-          "nanoGPT val loss", "charlstm steps", "charlstm wall clock", "charlstm val loss",
-          "charlstm / nanoGPT", "charlstm model"]
+          "nanoGPT val loss", "charlstm variant", "charlstm steps", "charlstm wall clock",
+          "charlstm val loss", "charlstm / nanoGPT", "charlstm model"]
 
 
 def results_table(comparisons: list[Comparison]) -> str:
     """The comparisons as a markdown table, losses in nats per character."""
     rows = [[c.budget, f"{c.nanogpt_iters:,} ({c.checkpoint_iter:,})",
-             f"{c.nanogpt_seconds:.1f} s", f"{c.nanogpt_loss:.4f}", f"{c.charlstm_steps:,}",
+             f"{c.nanogpt_seconds:.1f} s", f"{c.nanogpt_loss:.4f}", c.variant,
+             f"{c.charlstm_steps:,}",
              f"{c.charlstm_seconds:.1f} s", f"{c.charlstm_loss:.4f}", f"{c.ratio:.3f}",
              c.charlstm_model] for c in comparisons]
     return markdown_table(HEADER, rows)
@@ -160,29 +165,40 @@ class Session:
             self.nanogpt_run(self.args.timing_iters)
         return nanogpt.iterations_for_budget(parse_duration(budget), *self.pace)
 
-    def compare(self, budget: str) -> Comparison:
+    def compare(self, budget: str) -> list[Comparison]:
+        """nanoGPT at this budget, then each charlstm variant at its wall clock."""
         ran = self.nanogpt_run(self.iterations(budget))
         loss, checkpoint_iter = nanogpt.score(self.nanogpt, ran.checkpoint, self.tokens,
                                               self.val_start)
-        say(f"nanoGPT: {loss:.4f} nats; charlstm for {ran.seconds:.1f} s ...")
-        mine = run_charlstm(self.corpus, ran.seconds, self.root / f"charlstm-{self.count}",
-                            self.args.train_args)
-        say(f"charlstm: {mine.val_loss:.4f} nats after {mine.last['step']:,} steps")
-        return Comparison(budget, ran.max_iters, checkpoint_iter, ran.seconds, loss,
-                          mine.last["step"], mine.seconds, mine.val_loss,
-                          f"{mine.model()}, {mine.config['precision']}")
+        say(f"nanoGPT: {loss:.4f} nats")
+        comparisons = []
+        for k, (label, arguments) in enumerate(self.args.variants):
+            say(f"charlstm ({label}) for {ran.seconds:.1f} s ...")
+            mine = run_charlstm(self.corpus, ran.seconds,
+                                self.root / f"charlstm-{self.count}-{k}",
+                                [*arguments, *self.args.train_args])
+            say(f"charlstm ({label}): {mine.val_loss:.4f} nats after "
+                f"{mine.last['step']:,} steps")
+            comparisons.append(Comparison(
+                budget, ran.max_iters, checkpoint_iter, ran.seconds, loss, mine.last["step"],
+                mine.seconds, mine.val_loss, f"{mine.model()}, {mine.config['precision']}",
+                label))
+        return comparisons
 
     def describe(self) -> str:
         """What the record's table measured, for the paragraph above it."""
         n, start = len(self.corpus.text), self.val_start
         recipe = " ".join(f"--{key}={value}" for key, value in nanogpt.RECIPE.items())
         charlstm = " ".join([self.corpus.train_spec, "--time <that wall clock>",
-                             "--eval-chars 0", *self.args.train_args])
+                             "--eval-chars 0", "VARIANT", *self.args.train_args])
+        variants = "; ".join(f"{label}: `{shlex.join(arguments)}`" if arguments else
+                             f"{label}: (none)" for label, arguments in self.args.variants)
         block = nanogpt.RECIPE["block_size"]
         return (
             f"nanoGPT ({nanogpt.version(self.nanogpt, self.args.nanogpt_commit)}) runs "
             f"`train.py {nanogpt.CONFIG} {recipe}` with max_iters = lr_decay_iters = the "
-            f"iterations shown, timed from launch to exit; then `charlstm train {charlstm}`. "
+            f"iterations shown, timed from launch to exit; then `charlstm train {charlstm}` "
+            f"for each variant (its arguments: {variants}). "
             f"Both final models are scored on the whole validation split of "
             f"{self.corpus.name}, its last {n - start:,} of {n:,} characters, in nats per "
             f"character: nanoGPT's checkpoint (saved at the iteration in brackets) in "
@@ -211,6 +227,10 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--timing-iters", type=int, default=nanogpt.EVAL_INTERVAL,
                         help="iterations of the run that times nanoGPT before a first "
                              "scaled budget (default: 250)")
+    parser.add_argument("--variant", action="append", metavar="LABEL=ARGS",
+                        help="repeatable: charlstm train arguments to run beside each "
+                             "nanoGPT run, under a label (default: one, 'charlstm', with "
+                             "none); arguments after -- go to every variant")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each budget")
     parser.add_argument("--corpus", default="tinyshakespeare",
                         help="a known corpus name or a text file (default: tinyshakespeare)")
@@ -227,6 +247,8 @@ def parse_arguments() -> argparse.Namespace:
     args = parser.parse_args()
     args.budget = args.budget or [RECIPE]
     args.train_args = [a for a in args.train_args if a != "--"]
+    args.variants = [(label or "charlstm", shlex.split(arguments)) for label, _, arguments
+                     in (v.partition("=") for v in args.variant or ["charlstm="])]
     for budget in args.budget:
         try:
             if budget != RECIPE:
@@ -248,8 +270,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="charlstm-peers-"))
     try:
         session = Session(args, root)
-        comparisons = [session.compare(budget) for budget in args.budget
-                       for _ in range(args.repeat)]
+        comparisons = [row for budget in args.budget for _ in range(args.repeat)
+                       for row in session.compare(budget)]
     except nanogpt.NanoGPTError as exc:
         sys.exit(f"peers: {exc}")
     finally:

@@ -140,11 +140,13 @@ def test_prepared_data_is_the_text_split_where_charlstm_splits_it(tmp_path):
 def test_the_results_table_has_one_row_per_comparison_and_the_ratio():
     rows = [peers.Comparison("recipe", 2000, 1750, 127.04, 1.892, 1234, 128.4, 1.525,
                              "lstm 1x512"),
-            peers.Comparison("10m", 9500, 9500, 590.0, 1.574, 7531, 601.2, 1.465, "lstm")]
+            peers.Comparison("10m", 9500, 9500, 590.0, 1.574, 7531, 601.2, 1.465, "lstm",
+                             "weight drop")]
     lines = peers.results_table(rows).splitlines()
     assert len(lines) == 2 + len(rows)
     assert all(line.count("|") == len(peers.HEADER) + 1 for line in lines)
     first = [cell.strip() for cell in lines[2].strip("|").split("|")]
-    assert first[:4] == ["recipe", "2,000 (1,750)", "127.0 s", "1.8920"]
-    assert float(first[7]) == pytest.approx(1.525 / 1.892, abs=5e-4)
-    assert "9,500 (9,500)" in lines[3] and "7,531" in lines[3]
+    assert first[:5] == ["recipe", "2,000 (1,750)", "127.0 s", "1.8920", "charlstm"]
+    ratio = first[peers.HEADER.index("charlstm / nanoGPT")]
+    assert float(ratio) == pytest.approx(1.525 / 1.892, abs=5e-4)
+    assert "9,500 (9,500)" in lines[3] and "7,531" in lines[3] and "weight drop" in lines[3]
