@@ -94,9 +94,8 @@ def results_table(comparisons: list[Comparison]) -> str:
     """The comparisons as a markdown table, losses in nats per character."""
     rows = [[c.budget, f"{c.nanogpt_iters:,} ({c.checkpoint_iter:,})",
              f"{c.nanogpt_seconds:.1f} s", f"{c.nanogpt_loss:.4f}", c.variant,
-             f"{c.charlstm_steps:,}",
-             f"{c.charlstm_seconds:.1f} s", f"{c.charlstm_loss:.4f}", f"{c.ratio:.3f}",
-             c.charlstm_model] for c in comparisons]
+             f"{c.charlstm_steps:,}", f"{c.charlstm_seconds:.1f} s", f"{c.charlstm_loss:.4f}",
+             f"{c.ratio:.3f}", c.charlstm_model] for c in comparisons]
     return markdown_table(HEADER, rows)
 
 
