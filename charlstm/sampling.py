@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
 from .errors import UsageError
 from .model import CharRNN
-from .stepping import Stepper
+from .stepping import StepFunction, Stepper, fastest_step, module_step
 from .vocab import Vocabulary
 
 
@@ -86,6 +86,54 @@ def pick(logits: torch.Tensor, temperature: float, top_k: int | None = None,
     return torch.div(probs, race, out=race).argmax(dim=-1)
 
 
+NOISE_ELEMENTS = 1 << 20  # the race's noise is drawn for many steps at once, up to this
+
+
+class Picker:
+    """`pick` for one generation, one step at a time, in two calls into torch per step.
+
+    In the common case (a positive finite temperature, no top-k or top-p) the race needs
+    no softmax: with G = -log(-log u) (Gumbel noise), argmax(p / q) above is argmax(l / T
+    + G), which is argmax(l + T * G) and never overflows at small T. The noise T * G is
+    drawn for up to 64 steps at once, so a step costs an add and an argmax. A logit of
+    +inf or NaN is still picked greedily, and a -inf one, probability 0, never. The chunks
+    depend only on the steps drawn so far, never on how the steps are grouped into
+    blocks, and a finite `length` draws no more than it uses, so a seed gives the same
+    text however it is streamed. Otherwise each step goes through `pick`.
+    """
+
+    def __init__(self, temperature: float, top_k: int | None, top_p: float | None,
+                 generator: torch.Generator | None, length: int):
+        self.options = (temperature, top_k, top_p, generator)
+        self.fast = (top_k is None and (top_p is None or top_p >= 1)
+                     and 0 < temperature < 1e6)  # T * G stays finite below about 1e36
+        self.left = length or None  # steps still to draw for; None: endless
+        self.noise: list[torch.Tensor] = []  # one (N, V) float32 tensor per step
+        self.used = 0
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits (N, V) -> the chosen id of each row (N,)."""
+        if not self.fast:
+            return pick(logits, *self.options)
+        if self.used == len(self.noise):
+            self._draw(logits)
+        noise = self.noise[self.used]
+        self.used += 1
+        return noise.add_(logits).argmax(dim=-1)
+
+    def _draw(self, logits: torch.Tensor) -> None:
+        temperature, _, _, generator = self.options
+        rows, vocab_size = logits.shape
+        steps = max(1, min(64, NOISE_ELEMENTS // (rows * vocab_size)))
+        if self.left is not None:
+            steps = min(steps, self.left)
+            self.left -= steps
+        noise = torch.empty(steps, rows, vocab_size, device=logits.device)
+        # -log(-log u) for u uniform in [0, 1); u = 0 gives -inf: that entry loses
+        noise.uniform_(generator=generator).log_().neg_().log_().mul_(-temperature)
+        self.noise, self.used = list(noise.unbind(0)), 0
+
+
 BLOCK_STEPS = 64  # at most this many steps are computed per trip into inference mode ...
 BLOCK_SECONDS = 0.02  # ... or this much time, so that text still streams as it is made
 
@@ -134,7 +182,8 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
                 starts = [_start(model, vocab, text, device) for text in primes]
                 logits = torch.cat([lg for lg, _ in starts])
                 state = _stack([st for _, st in starts], model, device)
-            step = _step_function(model, device, fast)
+            step = _step_function(model, device, fast, num_samples)
+        picker = Picker(temperature, top_k, top_p, generator, length)
         tails = [""] * num_samples  # the last characters of each sample, to spot stop_at
         done = [False] * num_samples
         produced = 0
@@ -145,7 +194,7 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
             nonlocal logits, state, produced
             rows, started = [], time.perf_counter()
             while True:
-                next_ids = pick(logits, temperature, top_k, top_p, generator)  # (N,)
+                next_ids = picker(logits)  # (N,)
                 chars = [vocab.chars[i] for i in next_ids.tolist()]
                 if stop_at is not None:
                     for n, char in enumerate(chars):
@@ -171,19 +220,14 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
         model.train(was_training)
 
 
-def _step_function(model: CharRNN, device: torch.device, fast: bool | None
-                   ) -> Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]:
+def _step_function(model: CharRNN, device: torch.device, fast: bool | None,
+                   batch_size: int) -> StepFunction:
     """(ids (N,), state) -> (logits (N, V), state): one character through the model."""
     if fast is None:
-        fast = device.type == "cpu"
-    if fast:
-        return Stepper(model)
-
-    def call_model(ids, state):
-        logits, _, state = model(ids[:, None], state)
-        return logits[:, -1], state
-
-    return call_model
+        if device.type != "cpu":
+            return module_step(model)
+        return fastest_step(model, batch_size)
+    return Stepper(model) if fast else module_step(model)
 
 
 def _start(model: CharRNN, vocab: Vocabulary, prime: str, device):

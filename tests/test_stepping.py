@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
-from charlstm import sampling
+from charlstm import sampling, stepping
 from charlstm.model import CharRNN, ModelConfig
 from charlstm.sampling import generate, sample
 from charlstm.stepping import Stepper
@@ -128,13 +130,19 @@ def test_other_dtypes():
         assert stepper(ids[:, 0], None)[0].dtype == torch.float64
 
 
-def test_uses_the_modules_weights_without_copying_them():
-    model = make_model("lstm", num_layers=2)
-    stepper = Stepper(model)
-    rnn = model.rnn
-    assert stepper.weight_hh_t[0].data_ptr() == rnn.weight_hh_l0.data_ptr()
-    assert stepper.weight_ih_t[1].data_ptr() == rnn.weight_ih_l1.data_ptr()
-    assert stepper.head_weight_t.data_ptr() == model.head.weight.data_ptr()
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_new_stepper_sees_changed_weights_and_an_old_one_keeps_its_copy(kind):
+    """The weights are copied into the stepper's layout: each generation builds its own,
+    so milestone samples during training use the weights of the moment."""
+    model = make_model(kind, num_layers=2)
+    ids = torch.randint(VOCAB, (2, 6), generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        old = Stepper(model)
+        before = old(ids[:, 0], None)[0].clone()
+        for parameter in model.parameters():
+            parameter.mul_(0.5)
+        torch.testing.assert_close(old(ids[:, 0], None)[0], before)
+        step_both(model, Stepper(model), ids)
 
 
 def test_works_outside_inference_mode_with_weights_that_need_grad():
@@ -197,21 +205,47 @@ def test_one_prime_per_sample_on_the_fast_path(vocab):
     assert fast == plain
 
 
-def test_cpu_sampling_uses_the_stepper_by_default(vocab, monkeypatch):
-    """Milestone samples during training call sample() and so get the fast path too."""
-    built = []
+def test_cpu_sampling_measures_the_faster_step_once_per_batch_size(vocab, monkeypatch):
+    """Milestone samples during training call sample() and so get the choice too."""
+    measured = []
 
-    class CountingStepper(Stepper):
-        def __init__(self, model):
-            built.append(model)
-            super().__init__(model)
+    def measure(steps, batch_size, vocab_size, device):
+        measured.append(batch_size)
+        return choice
 
-    monkeypatch.setattr(sampling, "Stepper", CountingStepper)
-    model = text_model(vocab, "lstm")
-    sample(model, vocab, "", 20, temperature=0.8, generator=torch.Generator().manual_seed(1))
-    assert built == [model]
-    sample(model, vocab, "", 20, fast=False)
-    assert len(built) == 1
+    monkeypatch.setattr(stepping, "_measure_faster", measure)
+    options = dict(temperature=0.8, num_samples=2)
+    texts = []
+    for choice in ("module", "stepper"):
+        model = text_model(vocab, "lstm")  # a model of its own: nothing measured yet
+        texts.append(sample(model, vocab, "the", 30, **options,
+                            generator=torch.Generator().manual_seed(1)))
+        sample(model, vocab, "the", 30, **options)  # the same batch size: measured before
+        sample(model, vocab, "the", 30, temperature=0.8)  # batch 1: measured anew
+    assert measured == [2, 1, 2, 1]
+    assert texts[0] == texts[1] == sample(model, vocab, "the", 30, **options, fast=False,
+                                          generator=torch.Generator().manual_seed(1))
+
+
+def test_the_measurement_picks_the_faster_way():
+    def slow_step(ids, state):
+        time.sleep(0.005)
+        return None, state
+
+    def quick_step(ids, state):
+        return None, state
+
+    for steps, faster in [({"a": slow_step, "b": quick_step}, "b"),
+                          ({"a": quick_step, "b": slow_step}, "a")]:
+        assert stepping._measure_faster(steps, 3, VOCAB, torch.device("cpu")) == faster
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_chosen_step_equals_the_module(kind):
+    model = make_model(kind)
+    ids = torch.randint(VOCAB, (3, 8), generator=torch.Generator().manual_seed(8))
+    with torch.inference_mode():
+        step_both(model, stepping.fastest_step(model, 3), ids)
 
 
 def test_a_state_for_another_batch_size_is_refused():
