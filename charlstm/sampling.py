@@ -108,7 +108,8 @@ class Picker:
         self.fast = (top_k is None and (top_p is None or top_p >= 1)
                      and 0 < temperature < 1e6)  # T * G stays finite below about 1e36
         self.left = length or None  # steps still to draw for; None: endless
-        self.noise: list[torch.Tensor] = []  # one (N, V) float32 tensor per step
+        self.chunk = torch.empty(0)  # (steps, N, V) float32
+        self.noise: list[torch.Tensor] = []  # its steps, (N, V) each
         self.used = 0
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
@@ -121,6 +122,15 @@ class Picker:
         self.used += 1
         return noise.add_(logits).argmax(dim=-1)
 
+    def take(self, logits: torch.Tensor, steps: int) -> torch.Tensor:
+        """The noise of the next steps (k, N, V), 1 <= k <= steps, to add to the logits
+        of each of them (see `Stepper.run`): what as many calls would have used."""
+        if self.used == len(self.noise):
+            self._draw(logits)
+        taken = self.chunk[self.used:self.used + steps]
+        self.used += taken.size(0)
+        return taken
+
     def _draw(self, logits: torch.Tensor) -> None:
         temperature, _, _, generator = self.options
         rows, vocab_size = logits.shape
@@ -131,7 +141,7 @@ class Picker:
         noise = torch.empty(steps, rows, vocab_size, device=logits.device)
         # -log(-log u) for u uniform in [0, 1); u = 0 gives -inf: that entry loses
         noise.uniform_(generator=generator).log_().neg_().log_().mul_(-temperature)
-        self.noise, self.used = list(noise.unbind(0)), 0
+        self.chunk, self.noise, self.used = noise, list(noise.unbind(0)), 0
 
 
 BLOCK_STEPS = 64  # at most this many steps are computed per trip into inference mode ...
@@ -187,34 +197,62 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
         tails = [""] * num_samples  # the last characters of each sample, to spot stop_at
         done = [False] * num_samples
         produced = 0
+        run = getattr(step, "run", None) if picker.fast else None  # whole blocks at once
+        steps_per_run = 1  # grows while a block takes less than BLOCK_SECONDS
+
+        def add(chars: list[str]) -> bool:
+            """Count a step's characters (blanking those of ended samples): True once
+            generation has ended."""
+            nonlocal produced
+            if stop_at is not None:
+                for n, char in enumerate(chars):
+                    if done[n]:
+                        chars[n] = ""
+                        continue
+                    tails[n] = (tails[n] + char)[-len(stop_at):]
+                    done[n] = tails[n] == stop_at
+            produced += 1
+            return bool((length and produced == length) or (stop_at is not None and all(done)))
 
         @torch.inference_mode()
         def block() -> tuple[list[list[str]], bool]:
             """The next few steps' characters, and whether generation has ended."""
-            nonlocal logits, state, produced
+            nonlocal logits, state
             rows, started = [], time.perf_counter()
             while True:
                 next_ids = picker(logits)  # (N,)
-                chars = [vocab.chars[i] for i in next_ids.tolist()]
-                if stop_at is not None:
-                    for n, char in enumerate(chars):
-                        if done[n]:
-                            chars[n] = ""
-                            continue
-                        tails[n] = (tails[n] + char)[-len(stop_at):]
-                        done[n] = tails[n] == stop_at
-                rows.append(chars)
-                produced += 1
-                if (length and produced == length) or (stop_at is not None and all(done)):
+                rows.append([vocab.chars[i] for i in next_ids.tolist()])
+                if add(rows[-1]):
                     return rows, True
                 logits, state = step(next_ids, state)
                 if (len(rows) >= BLOCK_STEPS
                         or time.perf_counter() - started >= BLOCK_SECONDS):
                     return rows, False
 
+        @torch.inference_mode()
+        def run_block() -> tuple[list[list[str]], bool]:
+            """The same, picked and stepped by `Stepper.run` in one call. Its last step is
+            taken even when generation then ends: one step spare, the text the same."""
+            nonlocal logits, state, steps_per_run
+            started = time.perf_counter()
+            wanted = min(steps_per_run, length - produced) if length else steps_per_run
+            ids = run(picker.take(logits, wanted), logits, state)  # (k, N)
+            logits, state = step.logits, step.state
+            took = time.perf_counter() - started
+            if took < BLOCK_SECONDS / 2:
+                steps_per_run = min(2 * steps_per_run, BLOCK_STEPS)
+            elif took > BLOCK_SECONDS:
+                steps_per_run = max(1, steps_per_run // 2)
+            rows = []
+            for row in ids.tolist():
+                rows.append([vocab.chars[i] for i in row])
+                if add(rows[-1]):
+                    return rows, True
+            return rows, False
+
         finished = False
         while not finished:
-            rows, finished = block()
+            rows, finished = run_block() if run is not None else block()
             yield from rows
     finally:
         model.train(was_training)

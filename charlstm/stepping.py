@@ -34,6 +34,7 @@ from typing import Callable
 
 import torch
 
+from . import stepping_script
 from .model import CharRNN
 
 StepFunction = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
@@ -65,6 +66,7 @@ class Stepper:
         self.gate_size = {"lstm": 4, "gru": 3, "rnn": 1}[self.kind] * hidden
         with torch.no_grad():
             self._copy_weights(model, rnn, layers, hidden)
+        self.scripted = True  # run() in TorchScript when it compiles here
         self.batch_size = 0
         self._state = ()  # nothing allocated yet: never the state a caller passes
         self._step = {"lstm": self._step_lstm, "gru": self._step_gru,
@@ -108,6 +110,34 @@ class Stepper:
             self._load(state, ids.size(0))
         self._step(ids)
         return self._logits, self._state
+
+    def run(self, noise: torch.Tensor, logits: torch.Tensor, state=None) -> torch.Tensor:
+        """Pick and step for each of noise's steps (K, N, V): the ids (K, N), each row
+        argmax(noise[t] + logits) with the logits of the step before (noise is written
+        to); the last step's logits and state are then the stepper's (`.logits`,
+        `.state`). With `scripted` (the default) the whole block runs in TorchScript
+        when it can, else step by step from Python, with the same result."""
+        steps, batch_size = noise.shape[:2]
+        if state is not self._state:
+            self._load(state, batch_size)
+        ids = torch.empty(steps, batch_size, dtype=torch.long, device=self.device)
+        function = stepping_script.compiled(self.kind) if self.scripted else None
+        if function is not None:
+            function(noise, logits, ids, *self._script_arguments)
+            return ids
+        for t in range(steps):
+            torch.argmax(noise[t].add_(logits), -1, out=ids[t])
+            self._step(ids[t])
+            logits = self._logits
+        return ids
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self._logits
+
+    @property
+    def state(self):
+        return self._state
 
     # ------------------------------------------------------------------ state buffers
 
@@ -158,6 +188,22 @@ class Stepper:
                             for k in range(gate_size // hidden)]
         self._two_scratch = scratch[:, :2 * hidden]
         self._new_scratch = scratch[:, 2 * hidden:]
+        self._script_arguments = self._arguments_for_script()
+
+    def _arguments_for_script(self) -> tuple:
+        """What stepping_script's function for this cell takes after (noise, logits, ids)."""
+        inputs = self.inputs[1:]
+        head = (self.head_weight, self.head_bias)
+        if self.kind == "lstm":
+            return (self.table, self.weight, self.bias, *head, self.h, self.c, inputs,
+                    self._gates, self._sigmoid_gates, self._gate_views, self._logits)
+        if self.kind == "gru":
+            return (self.table, self.weight, self.bias, self.recurrent_weight,
+                    self.recurrent_bias, *head, self.h, self._gates, self._scratch,
+                    self._sigmoid_gates, self._gate_views, self._two_scratch,
+                    self._new_scratch, self._logits)
+        return (self.table, self.weight, self.bias, *head, self.h, inputs, self._gates,
+                self._logits)
 
     # ------------------------------------------------------------------------- steps
 

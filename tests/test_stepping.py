@@ -158,6 +158,43 @@ def test_works_outside_inference_mode_with_weights_that_need_grad():
     assert_same_state(state, expected)
 
 
+@pytest.mark.parametrize("scripted", [True, False])
+@pytest.mark.parametrize("num_layers", [1, 3])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_run_of_picks_and_steps_equals_the_module(kind, num_layers, scripted):
+    """Stepper.run (TorchScript, or Python when scripted is off) picks argmax(noise +
+    logits) and steps on it, as the module does step by step."""
+    model = make_model(kind, num_layers, seed=4)
+    generator = torch.Generator().manual_seed(9)
+    noise = torch.randn(12, 3, VOCAB, generator=generator) * 3  # (K, N, V)
+    first_logits = torch.randn(3, VOCAB, generator=generator)
+    stepper = Stepper(model)
+    stepper.scripted = scripted
+    with torch.inference_mode():
+        _, _, state = model(torch.randint(VOCAB, (3, 6), generator=generator))
+        ids = stepper.run(noise.clone(), first_logits, state)
+        logits, expected = first_logits, []
+        for t in range(noise.size(0)):
+            expected.append((noise[t] + logits).argmax(-1))
+            out, _, state = model(expected[-1][:, None], state)
+            logits = out[:, -1]
+    assert torch.equal(ids, torch.stack(expected))
+    torch.testing.assert_close(stepper.logits, logits)
+    assert_same_state(stepper.state, state)
+
+
+def test_a_run_goes_on_from_its_own_state():
+    model = make_model("lstm", seed=5)
+    noise = torch.randn(10, 2, VOCAB, generator=torch.Generator().manual_seed(3))
+    whole, halves = Stepper(model), Stepper(model)
+    with torch.inference_mode():
+        start = torch.zeros(2, VOCAB)
+        expected = whole.run(noise.clone(), start, None)
+        first = halves.run(noise[:4].clone(), start, None)
+        second = halves.run(noise[4:].clone(), halves.logits, halves.state)
+    assert torch.equal(torch.cat([first, second]), expected)
+
+
 # -------------------------------------------------------------- generation uses it
 
 TEXT = "the quick brown fox jumps over the lazy dog. 0123456789!"
