@@ -257,7 +257,8 @@ class Stepper:
 
 # ------------------------------------------------------- the faster step, measured once
 
-MEASURE_ROUNDS = 3  # each way is timed this many times, alternately; the best counts
+MEASURE_ROUNDS = 5  # each way is timed this many times, in turn; the best time counts
+MEASURE_STEPS = 2  # characters picked and stepped per timing
 _chosen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: name}
 
 
@@ -272,37 +273,60 @@ def module_step(model: CharRNN) -> StepFunction:
 
 
 def fastest_step(model: CharRNN, batch_size: int) -> StepFunction:
-    """A `Stepper` or the module's own call, whichever steps `batch_size` streams faster
-    on this machine. The first call for a model, batch size and dtype times a few steps
-    of each, alternately (a few milliseconds; which one wins depends on the CPU's BLAS
-    and oneDNN kernels, not on its name); later calls reuse that choice. Call it, and
-    the step it returns, under `torch.inference_mode`."""
+    """A `Stepper` or the module's own call, whichever picks and steps `batch_size`
+    streams faster on this machine. The first call for a model, batch size, dtype and
+    device times a couple of steps of each, in turn (milliseconds; which one wins depends
+    on the CPU's BLAS and oneDNN kernels, not on its name); later calls reuse that
+    choice. Call it, and the step it returns, under `torch.inference_mode`."""
     weight = next(model.parameters())
     key = (batch_size, weight.dtype, weight.device)
     choices = _chosen.setdefault(model, {})
     stepper = None
     if key not in choices:
         stepper = Stepper(model)
-        choices[key] = _measure_faster({"stepper": stepper, "module": module_step(model)},
-                                       batch_size, model.config.vocab_size, weight.device)
+        choices[key] = _fastest(_ways_to_time(model, stepper, batch_size))
     if choices[key] == "module":
         return module_step(model)
     return stepper or Stepper(model)
 
 
-def _measure_faster(steps: dict[str, StepFunction], batch_size: int, vocab_size: int,
-                    device) -> str:
-    """The name of the fastest of `steps`: each takes two steps from the zero state, and
-    the second (warm) one is timed, MEASURE_ROUNDS times in turn; the best time counts."""
-    ids = (torch.arange(batch_size, device=device) * 7) % vocab_size  # any characters
-    best = {name: float("inf") for name in steps}
+def _ways_to_time(model: CharRNN, stepper: Stepper, batch_size: int
+                  ) -> dict[str, Callable[[], None]]:
+    """MEASURE_STEPS picks and steps from the zero state, as generation does them: by
+    `Stepper.run`, and by a pick and a call of the module per step."""
+    weight = next(model.parameters())
+    noise = torch.zeros(MEASURE_STEPS, batch_size, model.config.vocab_size,
+                        device=weight.device)
+    start = torch.zeros(batch_size, model.config.vocab_size, device=weight.device)
+    call_model = module_step(model)
+
+    def by_stepper() -> None:
+        stepper.run(noise.zero_(), start, None)
+
+    def by_module() -> None:
+        logits, state = start, None
+        for step_noise in noise.zero_():
+            logits, state = call_model(step_noise.add_(logits).argmax(-1), state)
+
+    return {"stepper": by_stepper, "module": by_module}
+
+
+def _fastest(ways: dict[str, Callable[[], None]], margin: float = 0.9) -> str:
+    """The name of the fastest of `ways`: each is called once to warm up, then timed
+    MEASURE_ROUNDS times in turn, and its best time counts. The first way is kept unless
+    another takes under `margin` of its time: a near tie is noise, not a reason to
+    change."""
+    for way in ways.values():
+        way()
+    best = {name: float("inf") for name in ways}
     for _ in range(MEASURE_ROUNDS):
-        for name, step in steps.items():
-            _, state = step(ids, None)
+        for name, way in ways.items():
             started = time.perf_counter()
-            step(ids, state)
+            way()
             best[name] = min(best[name], time.perf_counter() - started)
-    return min(best, key=best.get)
+    first = next(iter(ways))
+    fastest = min(best, key=best.get)
+    return fastest if best[fastest] < margin * best[first] else first
 
 
 def chosen_step(model: CharRNN, batch_size: int) -> str | None:

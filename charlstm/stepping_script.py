@@ -4,7 +4,7 @@ At batch 1 a step of a small model costs little more than the calls into torch t
 make it: a few microseconds each from Python, for some fifteen calls per character. Run
 from TorchScript's interpreter, the same calls cost a fraction of that, so `run_steps`
 does a whole block of characters per Python call: for each step, pick the next ids from
-the logits plus that step's Gumbel noise (see sampling.Picker), then step the model on
+the logits plus that step's Gumbel noise (see picking.Picker), then step the model on
 them, exactly as `Stepper.__call__` does, in the same buffers.
 
 TorchScript is compiled on first use (a fraction of a second); if it is missing or fails

@@ -246,11 +246,14 @@ def test_cpu_sampling_measures_the_faster_step_once_per_batch_size(vocab, monkey
     """Milestone samples during training call sample() and so get the choice too."""
     measured = []
 
-    def measure(steps, batch_size, vocab_size, device):
-        measured.append(batch_size)
-        return choice
+    ways_to_time = stepping._ways_to_time
 
-    monkeypatch.setattr(stepping, "_measure_faster", measure)
+    def ways_for(model, stepper, batch_size):
+        measured.append(batch_size)
+        return ways_to_time(model, stepper, batch_size)
+
+    monkeypatch.setattr(stepping, "_ways_to_time", ways_for)
+    monkeypatch.setattr(stepping, "_fastest", lambda ways: choice)
     options = dict(temperature=0.8, num_samples=2)
     texts = []
     for choice in ("module", "stepper"):
@@ -265,16 +268,15 @@ def test_cpu_sampling_measures_the_faster_step_once_per_batch_size(vocab, monkey
 
 
 def test_the_measurement_picks_the_faster_way():
-    def slow_step(ids, state):
+    def slow() -> None:
         time.sleep(0.005)
-        return None, state
 
-    def quick_step(ids, state):
-        return None, state
+    def quick() -> None:
+        pass
 
-    for steps, faster in [({"a": slow_step, "b": quick_step}, "b"),
-                          ({"a": quick_step, "b": slow_step}, "a")]:
-        assert stepping._measure_faster(steps, 3, VOCAB, torch.device("cpu")) == faster
+    assert stepping._fastest({"a": slow, "b": quick}) == "b"
+    assert stepping._fastest({"a": quick, "b": slow}) == "a"
+    assert stepping._fastest({"a": slow, "b": slow}, margin=0.5) == "a"  # a tie: the first
 
 
 @pytest.mark.parametrize("kind", KINDS)
