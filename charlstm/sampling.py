@@ -7,21 +7,23 @@ characters as they come, so callers can stream them. All randomness comes from a
 `torch.Generator`, so a seed reproduces a sample and sampling never disturbs other RNGs.
 
 The prime runs through the model's fused recurrent module in one call; the new characters,
-one at a time, go through `stepping.Stepper` on a CPU (many times faster there for a single
-step) and through the module itself on GPUs, where cuDNN steps fast enough.
+one at a time, go on a CPU through `stepping.Stepper` or the module, whichever a short
+measurement found faster for this model and batch size (`stepping.fastest_step`), and
+through the module itself on GPUs, where cuDNN steps fast enough. How each character is
+chosen is `picking.py`'s.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
 from .errors import UsageError
 from .model import CharRNN
-from .stepping import Stepper
+from .picking import Picker, pick  # noqa: F401  (pick: part of this module's API)
+from .stepping import StepFunction, Stepper, fastest_step, module_step
 from .vocab import Vocabulary
 
 
@@ -55,37 +57,6 @@ def check_prime(prime: str, vocab: Vocabulary) -> None:
                          f"{shown}")
 
 
-def pick(logits: torch.Tensor, temperature: float, top_k: int | None = None,
-         top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """logits (N, V) -> the chosen id of each row (N,)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    scaled = logits.float() / temperature
-    # all finite exactly when the least and the greatest are (NaN propagates): one
-    # reduction, where isfinite().all() costs three, for a check made at every character
-    lowest, highest = torch.aminmax(scaled)
-    if not (math.isfinite(lowest.item()) and math.isfinite(highest.item())):
-        return logits.argmax(dim=-1)  # a temperature so small it overflows: greedy
-    logits = scaled
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (N, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        sorted_probs = torch.softmax(sorted_logits, dim=-1)
-        # drop a character once the more likely ones already reach top_p on their own
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    probs = torch.softmax(logits, dim=-1)  # (N, V)
-    # An exponential race: with q ~ Exp(1) per entry, argmax(p / q) is drawn from p (what
-    # torch.multinomial does for one sample, without its checks on probs, which cost more
-    # than the draw at batch 1). q is -log(u) for u uniform in [0, 1): on a CPU that is
-    # about four times faster than exponential_, which matters at batch 64. u = 0 makes
-    # q infinite and p / q zero: that character just loses the race.
-    race = torch.empty_like(probs).uniform_(generator=generator).log_().neg_()
-    return torch.div(probs, race, out=race).argmax(dim=-1)
-
-
 BLOCK_STEPS = 64  # at most this many steps are computed per trip into inference mode ...
 BLOCK_SECONDS = 0.02  # ... or this much time, so that text still streams as it is made
 
@@ -103,7 +74,8 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
     is drawn from the corpus's character frequencies. With `stop_at`, a sample ends once
     its text ends with that string (which is included); an ended sample yields "" until
     all have ended, and then generation stops. `fast` steps the model with
-    `stepping.Stepper` (True) or calls it (False); None, the default, steps on a CPU.
+    `stepping.Stepper` (True) or calls it (False); None, the default, takes the faster
+    of the two on a CPU (measured once per model and batch size) and calls it on a GPU.
 
     Steps are computed in short blocks (up to BLOCK_STEPS, or BLOCK_SECONDS), each in one
     trip into inference mode, and then yielded one by one: entering inference mode for
@@ -134,56 +106,97 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
                 starts = [_start(model, vocab, text, device) for text in primes]
                 logits = torch.cat([lg for lg, _ in starts])
                 state = _stack([st for _, st in starts], model, device)
-            step = _step_function(model, device, fast)
-        tails = [""] * num_samples  # the last characters of each sample, to spot stop_at
-        done = [False] * num_samples
-        produced = 0
-
-        @torch.inference_mode()
-        def block() -> tuple[list[list[str]], bool]:
-            """The next few steps' characters, and whether generation has ended."""
-            nonlocal logits, state, produced
-            rows, started = [], time.perf_counter()
-            while True:
-                next_ids = pick(logits, temperature, top_k, top_p, generator)  # (N,)
-                chars = [vocab.chars[i] for i in next_ids.tolist()]
-                if stop_at is not None:
-                    for n, char in enumerate(chars):
-                        if done[n]:
-                            chars[n] = ""
-                            continue
-                        tails[n] = (tails[n] + char)[-len(stop_at):]
-                        done[n] = tails[n] == stop_at
-                rows.append(chars)
-                produced += 1
-                if (length and produced == length) or (stop_at is not None and all(done)):
-                    return rows, True
-                logits, state = step(next_ids, state)
-                if (len(rows) >= BLOCK_STEPS
-                        or time.perf_counter() - started >= BLOCK_SECONDS):
-                    return rows, False
-
+            step = _step_function(model, device, fast, num_samples)
+        blocks = _Blocks(step, Picker(temperature, top_k, top_p, generator, length),
+                         logits, state, vocab, length, stop_at, num_samples)
         finished = False
         while not finished:
-            rows, finished = block()
+            rows, finished = blocks.next()
             yield from rows
     finally:
         model.train(was_training)
 
 
-def _step_function(model: CharRNN, device: torch.device, fast: bool | None
-                   ) -> Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]:
+class _Blocks:
+    """The characters of one generation, a block of steps at a time, each block in one
+    trip into inference mode: `rows, finished = blocks.next()`."""
+
+    def __init__(self, step: StepFunction, picker: Picker, logits: torch.Tensor, state,
+                 vocab: Vocabulary, length: int, stop_at: str | None, num_samples: int):
+        self.step, self.picker, self.logits, self.state = step, picker, logits, state
+        self.vocab, self.length, self.stop_at = vocab, length, stop_at
+        self.tails = [""] * num_samples  # the last characters of each sample, for stop_at
+        self.done = [False] * num_samples
+        self.produced = 0
+        # a Stepper picks and steps whole blocks in one call when the pick allows it
+        self.run = getattr(step, "run", None) if picker.fast else None
+        self.steps_per_run = 1  # grows while a block takes under BLOCK_SECONDS / 2
+
+    def next(self) -> tuple[list[list[str]], bool]:
+        """The next few steps' characters, and whether generation has ended."""
+        with torch.inference_mode():
+            return self._in_one_call() if self.run is not None else self._one_by_one()
+
+    def _one_by_one(self) -> tuple[list[list[str]], bool]:
+        rows, started = [], time.perf_counter()
+        while True:
+            next_ids = self.picker(self.logits)  # (N,)
+            rows.append(self._chars(next_ids.tolist()))
+            if self._ended():
+                return rows, True
+            self.logits, self.state = self.step(next_ids, self.state)
+            if len(rows) >= BLOCK_STEPS or time.perf_counter() - started >= BLOCK_SECONDS:
+                return rows, False
+
+    def _in_one_call(self) -> tuple[list[list[str]], bool]:
+        """Picked and stepped by `Stepper.run`. Its last step is taken even when
+        generation then ends: one step spare, the text the same."""
+        started = time.perf_counter()
+        wanted = self.steps_per_run
+        if self.length:
+            wanted = min(wanted, self.length - self.produced)
+        noise = self.picker.take(self.logits, wanted)  # (k, N, V)
+        ids = self.run(noise, self.logits, self.state)  # (k, N)
+        self.logits, self.state = self.step.logits, self.step.state
+        took = time.perf_counter() - started
+        if took < BLOCK_SECONDS / 2:
+            self.steps_per_run = min(2 * self.steps_per_run, BLOCK_STEPS)
+        elif took > BLOCK_SECONDS:
+            self.steps_per_run = max(1, self.steps_per_run // 2)
+        rows = []
+        for row in ids.tolist():
+            rows.append(self._chars(row))
+            if self._ended():
+                return rows, True
+        return rows, False
+
+    def _chars(self, ids: list[int]) -> list[str]:
+        """One step's characters, "" for the samples that have ended."""
+        chars = [self.vocab.chars[i] for i in ids]
+        stop_at = self.stop_at
+        if stop_at is not None:
+            for n, char in enumerate(chars):
+                if self.done[n]:
+                    chars[n] = ""
+                    continue
+                self.tails[n] = (self.tails[n] + char)[-len(stop_at):]
+                self.done[n] = self.tails[n] == stop_at
+        self.produced += 1
+        return chars
+
+    def _ended(self) -> bool:
+        return bool((self.length and self.produced == self.length)
+                    or (self.stop_at is not None and all(self.done)))
+
+
+def _step_function(model: CharRNN, device: torch.device, fast: bool | None,
+                   batch_size: int) -> StepFunction:
     """(ids (N,), state) -> (logits (N, V), state): one character through the model."""
     if fast is None:
-        fast = device.type == "cpu"
-    if fast:
-        return Stepper(model)
-
-    def call_model(ids, state):
-        logits, _, state = model(ids[:, None], state)
-        return logits[:, -1], state
-
-    return call_model
+        if device.type != "cpu":
+            return module_step(model)
+        return fastest_step(model, batch_size)
+    return Stepper(model) if fast else module_step(model)
 
 
 def _start(model: CharRNN, vocab: Vocabulary, prime: str, device):

@@ -2,21 +2,42 @@
 
 Sampling feeds the model one character per step. On a CPU, calling the fused `nn.LSTM`
 (GRU, RNN) on a sequence of length 1 costs many times the arithmetic it does, so
-`Stepper` redoes each layer's equations by hand with the module's own weights: one matrix
-product per weight matrix, a few in-place pointwise ops, no allocations, all into buffers
-it keeps. Layer 0's input projection of each character (embedding times the input weights,
-plus the biases) is a row of a lookup table computed once, so it costs a row gather.
+`Stepper` redoes each layer's equations by hand: per layer one matrix product (two for a
+GRU), a few in-place pointwise ops, no allocations, all into buffers it keeps. At batch 1
+a step is memory-bound and every call into torch costs a few microseconds, so the layout
+is chosen for the fewest, largest calls:
+
+- layer 0's input product of each character (embedding times the input weights, plus
+  the biases) is a row of a (V, G*H) table computed once, so it costs a row gather;
+- every hidden state lives in one (B, L*H) buffer, layer n's h in columns n*H..(n+1)*H,
+  so the input of layer n >= 1, [h of layer n-1, its own h], is one slice of it, and the
+  layer's input and recurrent weights, stacked into one (2H, G*H) matrix, take one matrix
+  product (LSTM and RNN; the GRU's n gate needs W_hn h apart);
+- the weights are copied once, transposed to (in, out) and contiguous, the layout of the
+  matrix-product floor in bench/sampling_speed.py;
+- the LSTM's gates are reordered i, f, o, g, so one sigmoid covers three of them.
 
 The equations are torch's (gates i, f, g, o for the LSTM; r, z, n for the GRU, whose n
 multiplies r into `W_hn h + b_hn`; tanh for the RNN), in eval mode (no dropout). The state
-goes in and out in the modules' layout: (num_layers, B, H) tensors, `(h, c)` for an LSTM.
+goes in and out in the modules' shape: (num_layers, B, H) tensors, `(h, c)` for an LSTM.
+
+Whether this beats calling the module depends on the CPU at large batches (oneDNN's RNN
+kernel against the BLAS matrix product), so `fastest_step` measures both once per model
+and batch size and keeps the faster.
 """
 
 from __future__ import annotations
 
+import time
+import weakref
+from typing import Callable
+
 import torch
 
+from . import stepping_script
 from .model import CharRNN
+
+StepFunction = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
 
 
 class Stepper:
@@ -25,53 +46,98 @@ class Stepper:
 
     The returned logits and state are the stepper's own buffers: the next call overwrites
     them (clone what you keep). Passing the returned state back steps on in place; any
-    other state (or None, the zero state) is copied in first.
+    other state (or None, the zero state) is copied in first. The returned h is a view of
+    (num_layers, B, H) into the stepper's (B, L*H) buffer, not contiguous when B > 1.
 
-    The weights are the model's, not copies, except for layer 0's lookup table and the
-    summed biases: build a new stepper once the model's weights have changed. Buffers
-    made under `torch.inference_mode` can only be written under it, so a stepper first
-    called there has to stay there.
+    The weights are copies, laid out for speed: build a new stepper once the model's
+    weights have changed. Buffers made under `torch.inference_mode` can only be written
+    under it, so a stepper first called there has to stay there.
     """
 
     def __init__(self, model: CharRNN):
         config = model.config
         rnn = model.rnn
         self.kind = config.model
-        self.num_layers = config.num_layers
-        self.hidden_size = config.hidden_size
+        self.num_layers = layers = config.num_layers
+        self.hidden_size = hidden = config.hidden_size
         self.vocab_size = config.vocab_size
         weight = rnn.weight_ih_l0
         self.dtype, self.device = weight.dtype, weight.device
-
-        def param(name: str, layer: int) -> torch.Tensor:
-            # detached views share the parameters' memory: no copy, no autograd per step
-            return getattr(rnn, f"{name}_l{layer}").detach()
-
-        # the transposed weights are views, so x @ W.t() reads the module's own matrices
-        self.weight_ih_t = [param("weight_ih", n).t() for n in range(self.num_layers)]
-        self.weight_hh_t = [param("weight_hh", n).t() for n in range(self.num_layers)]
-        self.bias_ih = [param("bias_ih", n) for n in range(self.num_layers)]
-        self.bias_hh = [param("bias_hh", n) for n in range(self.num_layers)]
-        if self.kind != "gru":
-            # the LSTM and RNN only ever use the two biases' sum; the GRU's n gate needs
-            # b_hn on its own
-            self.bias = [ih + hh for ih, hh in zip(self.bias_ih, self.bias_hh)]
-        first_bias = self.bias_ih[0] if self.kind == "gru" else self.bias[0]
-        embedding = model.embed.weight.detach()  # (V, E)
-        self.table = torch.addmm(first_bias, embedding, self.weight_ih_t[0])  # (V, G*H)
-        self.head_weight_t = model.head.weight.detach().t()  # (H, V)
-        self.head_bias = model.head.bias.detach()
-        self.gate_size = self.table.size(1)  # 4H, 3H or H
+        self.gate_size = {"lstm": 4, "gru": 3, "rnn": 1}[self.kind] * hidden
+        with torch.no_grad():
+            self._copy_weights(model, rnn, layers, hidden)
+        self.scripted = True  # run() in TorchScript when it compiles here
         self.batch_size = 0
         self._state = ()  # nothing allocated yet: never the state a caller passes
         self._step = {"lstm": self._step_lstm, "gru": self._step_gru,
                       "rnn": self._step_rnn}[self.kind]
+
+    def _copy_weights(self, model: CharRNN, rnn, layers: int, hidden: int) -> None:
+        def param(name: str, layer: int) -> torch.Tensor:
+            return getattr(rnn, f"{name}_l{layer}").detach()
+
+        if self.kind == "lstm":  # torch's i, f, g, o -> i, f, o, g: the sigmoids together
+            i, f, g, o = (torch.arange(k * hidden, (k + 1) * hidden) for k in range(4))
+            order = torch.cat([i, f, o, g]).to(self.device)
+        else:
+            order = torch.arange(self.gate_size, device=self.device)
+
+        def in_out(matrix: torch.Tensor) -> torch.Tensor:  # (G*H, in) -> (in, G*H)
+            return matrix[order].t().contiguous()
+
+        self.bias, self.recurrent_bias, self.weight, self.recurrent_weight = [], [], [], []
+        for n in range(layers):
+            bias_ih, bias_hh = param("bias_ih", n)[order], param("bias_hh", n)[order]
+            weight_ih, weight_hh = param("weight_ih", n), param("weight_hh", n)
+            if self.kind == "gru":
+                # r and z use the biases' sum, n needs b_hn apart: keep them apart
+                self.bias.append(bias_ih)
+                self.recurrent_bias.append(bias_hh)
+                self.weight.append(in_out(weight_ih))  # (H, 3H); layer 0's unused
+                self.recurrent_weight.append(in_out(weight_hh))  # (H, 3H)
+            else:
+                self.bias.append(bias_ih + bias_hh)
+                stacked = weight_hh if n == 0 else torch.cat([weight_ih, weight_hh], 1)
+                self.weight.append(in_out(stacked))  # (H or 2H, G*H)
+        embedding = model.embed.weight.detach()  # (V, E)
+        self.table = torch.addmm(self.bias[0], embedding,
+                                 in_out(param("weight_ih", 0)))  # (V, G*H)
+        self.head_weight = model.head.weight.detach().t().contiguous()  # (H, V)
+        self.head_bias = model.head.bias.detach().clone()
 
     def __call__(self, ids: torch.Tensor, state=None):
         if state is not self._state:
             self._load(state, ids.size(0))
         self._step(ids)
         return self._logits, self._state
+
+    def run(self, noise: torch.Tensor, logits: torch.Tensor, state=None) -> torch.Tensor:
+        """Pick and step for each of noise's steps (K, N, V): the ids (K, N), each row
+        argmax(noise[t] + logits) with the logits of the step before (noise is written
+        to); the last step's logits and state are then the stepper's (`.logits`,
+        `.state`). With `scripted` (the default) the whole block runs in TorchScript
+        when it can, else step by step from Python, with the same result."""
+        steps, batch_size = noise.shape[:2]
+        if state is not self._state:
+            self._load(state, batch_size)
+        ids = torch.empty(steps, batch_size, dtype=torch.long, device=self.device)
+        function = stepping_script.compiled(self.kind) if self.scripted else None
+        if function is not None:
+            function(noise, logits, ids, *self._script_arguments)
+            return ids
+        for t in range(steps):
+            torch.argmax(noise[t].add_(logits), -1, out=ids[t])
+            self._step(ids[t])
+            logits = self._logits
+        return ids
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self._logits
+
+    @property
+    def state(self):
+        return self._state
 
     # ------------------------------------------------------------------ state buffers
 
@@ -98,83 +164,173 @@ class Stepper:
         def empty(*shape):
             return torch.empty(*shape, dtype=self.dtype, device=self.device)
 
-        layers, hidden = self.num_layers, self.hidden_size
+        layers, hidden, gate_size = self.num_layers, self.hidden_size, self.gate_size
         self.batch_size = batch_size
-        h = empty(layers, batch_size, hidden)  # (L, B, H)
-        self.h = [h[n] for n in range(layers)]  # views: layer n's (B, H), contiguous
+        hidden_row = empty(batch_size, layers * hidden)  # (B, L*H): layer n at n*H
+        h = hidden_row.view(batch_size, layers, hidden).transpose(0, 1)  # (L, B, H)
+        self.h = [h[n] for n in range(layers)]  # (B, H) views, row stride L*H
+        # layer n's input, [h of layer n-1, h of layer n], is one slice (B, 2H)
+        self.inputs = [None] + [hidden_row[:, (n - 1) * hidden:(n + 1) * hidden]
+                                for n in range(1, layers)]
         if self.kind == "lstm":
             c = empty(layers, batch_size, hidden)
             self.c = [c[n] for n in range(layers)]
             self._state = (h, c)
         else:
             self._state = h
-        self._gates = empty(batch_size, self.gate_size)  # (B, G*H), shared by the layers
-        self._scratch = empty(batch_size, self.gate_size)  # the GRU's W_h h, the LSTM's tanh(c)
+        self._gates = gates = empty(batch_size, gate_size)  # (B, G*H), shared by the layers
+        self._scratch = scratch = empty(batch_size, gate_size)  # the GRU's W_h h + b_h
         self._logits = empty(batch_size, self.vocab_size)  # (B, V)
-        # the gate slices, cut once: at batch 1, slicing anew each step would cost about
-        # as much as the arithmetic on them
-        gates = self._gates
+        # views cut once: at batch 1, slicing anew each step costs about as much as the
+        # arithmetic on them
+        self._sigmoid_gates = gates[:, :3 * hidden if self.kind == "lstm" else 2 * hidden]
         self._gate_views = [gates[:, k * hidden:(k + 1) * hidden]
-                            for k in range(self.gate_size // hidden)]
-        self._scratch_views = [self._scratch[:, k * hidden:(k + 1) * hidden]
-                               for k in range(self.gate_size // hidden)]
-        # the LSTM's i and f, the GRU's r and z: neighbours, so one op does both
-        self._two_gates = gates[:, :2 * hidden]
-        self._two_scratch = self._scratch[:, :2 * hidden]
+                            for k in range(gate_size // hidden)]
+        self._two_scratch = scratch[:, :2 * hidden]
+        self._new_scratch = scratch[:, 2 * hidden:]
+        self._script_arguments = self._arguments_for_script()
+
+    def _arguments_for_script(self) -> tuple:
+        """What stepping_script's function for this cell takes after (noise, logits, ids)."""
+        inputs = self.inputs[1:]
+        head = (self.head_weight, self.head_bias)
+        if self.kind == "lstm":
+            return (self.table, self.weight, self.bias, *head, self.h, self.c, inputs,
+                    self._gates, self._sigmoid_gates, self._gate_views, self._logits)
+        if self.kind == "gru":
+            return (self.table, self.weight, self.bias, self.recurrent_weight,
+                    self.recurrent_bias, *head, self.h, self._gates, self._scratch,
+                    self._sigmoid_gates, self._gate_views, self._two_scratch,
+                    self._new_scratch, self._logits)
+        return (self.table, self.weight, self.bias, *head, self.h, inputs, self._gates,
+                self._logits)
 
     # ------------------------------------------------------------------------- steps
 
-    def _input_gates(self, layer: int, ids: torch.Tensor, below: torch.Tensor | None,
-                     bias: torch.Tensor) -> None:
-        """The gates' input part, biases included, into self._gates."""
+    def _input_gates(self, layer: int, ids: torch.Tensor) -> None:
+        """Layer 0: the table's rows; above it, the whole product for the LSTM and RNN
+        and the input part for the GRU: biases included, into self._gates."""
         if layer == 0:
             torch.index_select(self.table, 0, ids, out=self._gates)
+            if self.kind != "gru":
+                self._gates.addmm_(self.h[0], self.weight[0])
+        elif self.kind == "gru":
+            torch.addmm(self.bias[layer], self.h[layer - 1], self.weight[layer],
+                        out=self._gates)
         else:
-            torch.addmm(bias, below, self.weight_ih_t[layer], out=self._gates)
+            torch.addmm(self.bias[layer], self.inputs[layer], self.weight[layer],
+                        out=self._gates)
 
     def _step_lstm(self, ids: torch.Tensor) -> None:
-        gates = self._gates
-        in_gate, forget_gate, cell_gate, out_gate = self._gate_views
-        in_and_forget = self._two_gates
-        squashed = self._scratch_views[0]  # (B, H)
-        below = None
+        in_gate, forget_gate, out_gate, cell_gate = self._gate_views
+        sigmoid_gates = self._sigmoid_gates
         for layer in range(self.num_layers):
             h, c = self.h[layer], self.c[layer]
-            self._input_gates(layer, ids, below, self.bias[layer])
-            gates.addmm_(h, self.weight_hh_t[layer])
-            in_and_forget.sigmoid_()
+            self._input_gates(layer, ids)
+            sigmoid_gates.sigmoid_()
             cell_gate.tanh_()
-            out_gate.sigmoid_()
             c.mul_(forget_gate).addcmul_(in_gate, cell_gate)
-            torch.tanh(c, out=squashed)
-            torch.mul(out_gate, squashed, out=h)
-            below = h
-        torch.addmm(self.head_bias, below, self.head_weight_t, out=self._logits)
+            torch.tanh(c, out=h)
+            h.mul_(out_gate)
+        torch.addmm(self.head_bias, self.h[-1], self.head_weight, out=self._logits)
 
     def _step_gru(self, ids: torch.Tensor) -> None:
         reset_gate, update_gate, new_gate = self._gate_views
-        hidden_new = self._scratch_views[2]
-        reset_and_update = self._two_gates
-        hidden_reset_and_update = self._two_scratch
-        below = None
+        reset_and_update = self._sigmoid_gates
         for layer in range(self.num_layers):
             h = self.h[layer]
-            self._input_gates(layer, ids, below, self.bias_ih[layer])
-            torch.addmm(self.bias_hh[layer], h, self.weight_hh_t[layer], out=self._scratch)
-            reset_and_update.add_(hidden_reset_and_update).sigmoid_()
-            new_gate.addcmul_(reset_gate, hidden_new).tanh_()
+            self._input_gates(layer, ids)
+            torch.addmm(self.recurrent_bias[layer], h, self.recurrent_weight[layer],
+                        out=self._scratch)
+            reset_and_update.add_(self._two_scratch).sigmoid_()
+            new_gate.addcmul_(reset_gate, self._new_scratch).tanh_()
             # h' = (1 - z) * n + z * h, which is lerp from n towards h by z
             torch.lerp(new_gate, h, update_gate, out=h)
-            below = h
-        torch.addmm(self.head_bias, below, self.head_weight_t, out=self._logits)
+        torch.addmm(self.head_bias, self.h[-1], self.head_weight, out=self._logits)
 
     def _step_rnn(self, ids: torch.Tensor) -> None:
-        gates = self._gates
-        below = None
         for layer in range(self.num_layers):
-            h = self.h[layer]
-            self._input_gates(layer, ids, below, self.bias[layer])
-            gates.addmm_(h, self.weight_hh_t[layer])
-            torch.tanh(gates, out=h)
-            below = h
-        torch.addmm(self.head_bias, below, self.head_weight_t, out=self._logits)
+            self._input_gates(layer, ids)
+            torch.tanh(self._gates, out=self.h[layer])
+        torch.addmm(self.head_bias, self.h[-1], self.head_weight, out=self._logits)
+
+
+# ------------------------------------------------------- the faster step, measured once
+
+MEASURE_ROUNDS = 5  # each way is timed this many times, in turn; the best time counts
+MEASURE_STEPS = 2  # characters picked and stepped per timing
+_chosen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: name}
+
+
+def module_step(model: CharRNN) -> StepFunction:
+    """One character through the model's own fused module: (ids (B,), state) ->
+    (logits (B, V), state)."""
+    def call_model(ids, state):
+        logits, _, state = model(ids[:, None], state)
+        return logits[:, -1], state
+
+    return call_model
+
+
+def fastest_step(model: CharRNN, batch_size: int) -> StepFunction:
+    """A `Stepper` or the module's own call, whichever picks and steps `batch_size`
+    streams faster on this machine. The first call for a model, batch size, dtype and
+    device times a couple of steps of each, in turn (milliseconds; which one wins depends
+    on the CPU's BLAS and oneDNN kernels, not on its name); later calls reuse that
+    choice. Call it, and the step it returns, under `torch.inference_mode`."""
+    weight = next(model.parameters())
+    key = (batch_size, weight.dtype, weight.device)
+    choices = _chosen.setdefault(model, {})
+    stepper = None
+    if key not in choices:
+        stepper = Stepper(model)
+        choices[key] = _fastest(_ways_to_time(model, stepper, batch_size))
+    if choices[key] == "module":
+        return module_step(model)
+    return stepper or Stepper(model)
+
+
+def _ways_to_time(model: CharRNN, stepper: Stepper, batch_size: int
+                  ) -> dict[str, Callable[[], None]]:
+    """MEASURE_STEPS picks and steps from the zero state, as generation does them: by
+    `Stepper.run`, and by a pick and a call of the module per step."""
+    weight = next(model.parameters())
+    noise = torch.zeros(MEASURE_STEPS, batch_size, model.config.vocab_size,
+                        device=weight.device)
+    start = torch.zeros(batch_size, model.config.vocab_size, device=weight.device)
+    call_model = module_step(model)
+
+    def by_stepper() -> None:
+        stepper.run(noise.zero_(), start, None)
+
+    def by_module() -> None:
+        logits, state = start, None
+        for step_noise in noise.zero_():
+            logits, state = call_model(step_noise.add_(logits).argmax(-1), state)
+
+    return {"stepper": by_stepper, "module": by_module}
+
+
+def _fastest(ways: dict[str, Callable[[], None]], margin: float = 0.9) -> str:
+    """The name of the fastest of `ways`: each is called once to warm up, then timed
+    MEASURE_ROUNDS times in turn, and its best time counts. The first way is kept unless
+    another takes under `margin` of its time: a near tie is noise, not a reason to
+    change."""
+    for way in ways.values():
+        way()
+    best = {name: float("inf") for name in ways}
+    for _ in range(MEASURE_ROUNDS):
+        for name, way in ways.items():
+            started = time.perf_counter()
+            way()
+            best[name] = min(best[name], time.perf_counter() - started)
+    first = next(iter(ways))
+    fastest = min(best, key=best.get)
+    return fastest if best[fastest] < margin * best[first] else first
+
+
+def chosen_step(model: CharRNN, batch_size: int) -> str | None:
+    """"stepper" or "module", what `fastest_step` chose for this model and batch size
+    (None: not measured yet)."""
+    weight = next(model.parameters())
+    return _chosen.get(model, {}).get((batch_size, weight.dtype, weight.device))

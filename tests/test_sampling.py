@@ -11,6 +11,7 @@ from charlstm.api import LanguageModel
 from charlstm.errors import UsageError
 from charlstm.model import CharRNN, ModelConfig
 from charlstm import sampling
+from charlstm.picking import Picker
 from charlstm.sampling import generate, pick, sample
 from charlstm.vocab import Vocabulary
 
@@ -169,6 +170,39 @@ def test_plain_sampling_follows_the_distribution():
     draws = pick(PROBS.log().expand(40000, -1), 1.0, generator=gen(3))
     freqs = torch.bincount(draws, minlength=4).float() / len(draws)
     torch.testing.assert_close(freqs, PROBS, atol=0.01, rtol=0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_the_step_by_step_picker_follows_the_tempered_distribution(temperature):
+    """Picker's race on Gumbel noise drawn for many steps at once draws what pick does."""
+    picker = Picker(temperature, None, None, gen(5), length=0)
+    logits = PROBS.log().expand(500, -1)
+    draws = torch.cat([picker(logits) for _ in range(80)])  # 40,000 draws, several chunks
+    tempered = PROBS ** (1 / temperature) / (PROBS ** (1 / temperature)).sum()
+    freqs = torch.bincount(draws, minlength=4).float() / len(draws)
+    torch.testing.assert_close(freqs, tempered, atol=0.01, rtol=0)
+
+
+def test_the_picker_draws_no_more_noise_than_the_length_needs():
+    """A generator handed from call to call continues where the last sample stopped."""
+    rows, length = 3, 5
+    generator = gen(6)
+    picker = Picker(1.0, None, None, generator, length)
+    for _ in range(length):
+        picker(torch.zeros(rows, 4))
+    expected = gen(6)
+    torch.empty(length * rows * 4).uniform_(generator=expected)
+    assert torch.equal(torch.rand(3, generator=generator), torch.rand(3, generator=expected))
+
+
+def test_the_picker_on_logits_that_are_not_finite():
+    """+inf and NaN are taken greedily (as pick does); -inf has probability 0."""
+    logits = torch.tensor([[1.0, math.inf, -2.0, 2.0], [0.0, 1.0, math.nan, 2.0],
+                           [-math.inf, 0.0, 0.0, -math.inf]])
+    picker = Picker(1.0, None, None, gen(7), length=0)
+    draws = torch.stack([picker(logits) for _ in range(200)])  # (200, 3)
+    assert (draws[:, 0] == 1).all() and (draws[:, 1] == 2).all()
+    assert set(draws[:, 2].tolist()) == {1, 2}
 
 
 def test_temperature_sharpens():

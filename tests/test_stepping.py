@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
-from charlstm import sampling
+from charlstm import sampling, stepping
 from charlstm.model import CharRNN, ModelConfig
 from charlstm.sampling import generate, sample
 from charlstm.stepping import Stepper
@@ -128,13 +130,19 @@ def test_other_dtypes():
         assert stepper(ids[:, 0], None)[0].dtype == torch.float64
 
 
-def test_uses_the_modules_weights_without_copying_them():
-    model = make_model("lstm", num_layers=2)
-    stepper = Stepper(model)
-    rnn = model.rnn
-    assert stepper.weight_hh_t[0].data_ptr() == rnn.weight_hh_l0.data_ptr()
-    assert stepper.weight_ih_t[1].data_ptr() == rnn.weight_ih_l1.data_ptr()
-    assert stepper.head_weight_t.data_ptr() == model.head.weight.data_ptr()
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_new_stepper_sees_changed_weights_and_an_old_one_keeps_its_copy(kind):
+    """The weights are copied into the stepper's layout: each generation builds its own,
+    so milestone samples during training use the weights of the moment."""
+    model = make_model(kind, num_layers=2)
+    ids = torch.randint(VOCAB, (2, 6), generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        old = Stepper(model)
+        before = old(ids[:, 0], None)[0].clone()
+        for parameter in model.parameters():
+            parameter.mul_(0.5)
+        torch.testing.assert_close(old(ids[:, 0], None)[0], before)
+        step_both(model, Stepper(model), ids)
 
 
 def test_works_outside_inference_mode_with_weights_that_need_grad():
@@ -148,6 +156,43 @@ def test_works_outside_inference_mode_with_weights_that_need_grad():
         logits, state = stepper(ids[:, t], state)
     assert not logits.requires_grad
     assert_same_state(state, expected)
+
+
+@pytest.mark.parametrize("scripted", [True, False])
+@pytest.mark.parametrize("num_layers", [1, 3])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_run_of_picks_and_steps_equals_the_module(kind, num_layers, scripted):
+    """Stepper.run (TorchScript, or Python when scripted is off) picks argmax(noise +
+    logits) and steps on it, as the module does step by step."""
+    model = make_model(kind, num_layers, seed=4)
+    generator = torch.Generator().manual_seed(9)
+    noise = torch.randn(12, 3, VOCAB, generator=generator) * 3  # (K, N, V)
+    first_logits = torch.randn(3, VOCAB, generator=generator)
+    stepper = Stepper(model)
+    stepper.scripted = scripted
+    with torch.inference_mode():
+        _, _, state = model(torch.randint(VOCAB, (3, 6), generator=generator))
+        ids = stepper.run(noise.clone(), first_logits, state)
+        logits, expected = first_logits, []
+        for t in range(noise.size(0)):
+            expected.append((noise[t] + logits).argmax(-1))
+            out, _, state = model(expected[-1][:, None], state)
+            logits = out[:, -1]
+    assert torch.equal(ids, torch.stack(expected))
+    torch.testing.assert_close(stepper.logits, logits)
+    assert_same_state(stepper.state, state)
+
+
+def test_a_run_goes_on_from_its_own_state():
+    model = make_model("lstm", seed=5)
+    noise = torch.randn(10, 2, VOCAB, generator=torch.Generator().manual_seed(3))
+    whole, halves = Stepper(model), Stepper(model)
+    with torch.inference_mode():
+        start = torch.zeros(2, VOCAB)
+        expected = whole.run(noise.clone(), start, None)
+        first = halves.run(noise[:4].clone(), start, None)
+        second = halves.run(noise[4:].clone(), halves.logits, halves.state)
+    assert torch.equal(torch.cat([first, second]), expected)
 
 
 # -------------------------------------------------------------- generation uses it
@@ -197,21 +242,49 @@ def test_one_prime_per_sample_on_the_fast_path(vocab):
     assert fast == plain
 
 
-def test_cpu_sampling_uses_the_stepper_by_default(vocab, monkeypatch):
-    """Milestone samples during training call sample() and so get the fast path too."""
-    built = []
+def test_cpu_sampling_measures_the_faster_step_once_per_batch_size(vocab, monkeypatch):
+    """Milestone samples during training call sample() and so get the choice too."""
+    measured = []
 
-    class CountingStepper(Stepper):
-        def __init__(self, model):
-            built.append(model)
-            super().__init__(model)
+    ways_to_time = stepping._ways_to_time
 
-    monkeypatch.setattr(sampling, "Stepper", CountingStepper)
-    model = text_model(vocab, "lstm")
-    sample(model, vocab, "", 20, temperature=0.8, generator=torch.Generator().manual_seed(1))
-    assert built == [model]
-    sample(model, vocab, "", 20, fast=False)
-    assert len(built) == 1
+    def ways_for(model, stepper, batch_size):
+        measured.append(batch_size)
+        return ways_to_time(model, stepper, batch_size)
+
+    monkeypatch.setattr(stepping, "_ways_to_time", ways_for)
+    monkeypatch.setattr(stepping, "_fastest", lambda ways: choice)
+    options = dict(temperature=0.8, num_samples=2)
+    texts = []
+    for choice in ("module", "stepper"):
+        model = text_model(vocab, "lstm")  # a model of its own: nothing measured yet
+        texts.append(sample(model, vocab, "the", 30, **options,
+                            generator=torch.Generator().manual_seed(1)))
+        sample(model, vocab, "the", 30, **options)  # the same batch size: measured before
+        sample(model, vocab, "the", 30, temperature=0.8)  # batch 1: measured anew
+    assert measured == [2, 1, 2, 1]
+    assert texts[0] == texts[1] == sample(model, vocab, "the", 30, **options, fast=False,
+                                          generator=torch.Generator().manual_seed(1))
+
+
+def test_the_measurement_picks_the_faster_way():
+    def slow() -> None:
+        time.sleep(0.005)
+
+    def quick() -> None:
+        pass
+
+    assert stepping._fastest({"a": slow, "b": quick}) == "b"
+    assert stepping._fastest({"a": quick, "b": slow}) == "a"
+    assert stepping._fastest({"a": slow, "b": slow}, margin=0.5) == "a"  # a tie: the first
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_chosen_step_equals_the_module(kind):
+    model = make_model(kind)
+    ids = torch.randint(VOCAB, (3, 8), generator=torch.Generator().manual_seed(8))
+    with torch.inference_mode():
+        step_both(model, stepping.fastest_step(model, 3), ids)
 
 
 def test_a_state_for_another_batch_size_is_refused():
