@@ -26,7 +26,7 @@ INSTALL_HINT = ("charlstm serve needs FastAPI and uvicorn, which are not install
     "  CHARLSTM_API_KEY=s3cret charlstm serve RUN_A RUN_B --host 0.0.0.0\n\n"
     "See docs/serve.md for the endpoints, limits and a reverse proxy."))
 def serve(
-    runs: List[Path] = typer.Argument(..., metavar="RUN...",
+    runs: List[Path] = typer.Argument(..., metavar="RUN",
                                       help="Run folders or .pt files to serve; each is "
                                            "named after its run folder."),
     host: str = typer.Option("127.0.0.1", "--host",
@@ -34,7 +34,7 @@ def serve(
     port: int = typer.Option(8000, "--port", help="The TCP port to listen on."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CHARLSTM_API_KEY",
                                           show_default=False,
-                                          help="Require 'Authorization: Bearer KEY' on "
+                                          help="Require the header Authorization: Bearer KEY on "
                                                "every API request."),
     max_tokens: int = typer.Option(DEFAULTS.max_tokens, "--max-tokens",
                                    help="The most characters one sample may ask for."),
