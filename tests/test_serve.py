@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +18,7 @@ import pytest
 
 import charlstm
 from charlstm import checkpoint
-from conftest import one_line_error
+from conftest import one_line_error, run_cli
 from serving import Server, stream_events
 
 pytest.importorskip("fastapi")
@@ -272,6 +273,19 @@ def test_without_the_extra_serve_says_how_to_install_it(trained_run, tmp_path):
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "pip install 'charlstm[serve]'" in one_line_error(result.stderr)
+
+
+def test_a_port_in_use_or_a_bad_limit_is_one_line(trained_run, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", str(trained_run), "--port", str(port), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Address already in use" in one_line_error(result.stderr.decode())
+    result = run_cli("serve", str(trained_run), "--max-n", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--max-n must be at least 1" in one_line_error(result.stderr.decode())
 
 
 @pytest.mark.slow

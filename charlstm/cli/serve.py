@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -57,23 +58,31 @@ def serve(
                            max_body_bytes=max_body, api_key=api_key)
     models = load_models(runs, device)
     application = create_app(models, options)
+    listening = _listen(host, port)  # bound here: a port in use is one line, exit 1
     if not api_key and not _is_loopback(host):
         print(f"charlstm: warning: listening on {host} without --api-key: anyone who can "
               "reach this machine can use the models", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
     print(f"charlstm: serving {', '.join(models)} at http://{shown}:{port}/ "
           "(Ctrl-C stops)", file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn.Config(application, host=host, port=port,
-                                           log_level="warning", access_log=False,
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning", access_log=False,
                                            timeout_graceful_shutdown=2))
+    server.run(sockets=[listening])
+    raise typer.Exit(130)  # only Ctrl-C or a signal ends a server
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, for uvicorn to listen on."""
     try:
-        server.run()
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)[0]
+        listening = socket.socket(family, kind, proto)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
     except OSError as exc:
         raise CharlstmError(f"could not listen on {host}:{port}: "
-                            f"{exc.strerror or exc}") from exc
-    if server.should_exit and not server.started:
-        raise CharlstmError(f"could not listen on {host}:{port} (in use?)")
-    raise typer.Exit(130)  # only Ctrl-C or a signal ends a server
+                            f"{exc.strerror or exc}") from None
+    return listening
 
 
 def _is_loopback(host: str) -> bool:
