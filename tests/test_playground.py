@@ -46,8 +46,10 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page(browser, trained_run, tmp_path_factory):
-    server = Server(str(trained_run), cwd=tmp_path_factory.mktemp("playground"))
+    server = Server(str(trained_run), "--max-tokens", "100000",
+                    cwd=tmp_path_factory.mktemp("playground"))
     browser.get(server.url + "/")
+    browser.charlstm_server = server  # to read its /v1/stats
     yield browser
     server.stop()
 
@@ -75,7 +77,7 @@ def test_typing_a_prime_and_generating_streams_text_in(page):
     page.find_element(By.ID, "prime").send_keys("the quick ")
     length = page.find_element(By.ID, "length")
     length.clear()
-    length.send_keys("3000")
+    length.send_keys("100000")
     page.find_element(By.ID, "go").click()
     output = page.find_element(By.ID, "output")
     # text arrives while the stream is still open: Stop is enabled and text is partial
@@ -86,7 +88,11 @@ def test_typing_a_prime_and_generating_streams_text_in(page):
     page.find_element(By.ID, "stop").click()
     wait_for(page, lambda b: b.find_element(By.ID, "go").is_enabled())
     stopped = output.text
-    assert len(stopped) < len("the quick ") + 3000
+    assert len(stopped) < len("the quick ") + 100000
+    server = page.charlstm_server  # the server noticed and stopped generating
+    wait_for(page, lambda b: server.get("/v1/stats")[1]["active_generations"] == 0)
+    stats = server.get("/v1/stats")[1]
+    assert stats["disconnects"] == 1 and stats["characters_generated"] < 100000
     assert page.find_element(By.ID, "generate-error").text == ""
     screenshot(page, "playground-generate.png")
 

@@ -186,6 +186,19 @@ def test_unknown_paths_and_methods_get_json_errors(server):
         "http://www.w3.org", "")  # nothing fetched from elsewhere
 
 
+def test_the_key_gate_in_process(trained_run):
+    testclient = pytest.importorskip("starlette.testclient")
+    from charlstm.serve import ServeOptions, create_app, load_models
+
+    app = create_app(load_models([trained_run]), ServeOptions(api_key="k3y"))
+    with testclient.TestClient(app) as client:
+        assert client.get("/v1/models").status_code == 401
+        assert client.get("/v1/models", headers={"Authorization": "Bearer k3"}).status_code == 401
+        assert client.get("/v1/models", headers={"Authorization": "Bearer k3y"}).status_code == 200
+        assert client.get("/").status_code == 200
+
+
+@pytest.mark.slow
 def test_an_api_key_is_needed_once_set(trained_run, tmp_path):
     keyed = Server(str(trained_run), cwd=tmp_path, env={"CHARLSTM_API_KEY": "s3cret"})
     try:
@@ -275,6 +288,7 @@ def test_without_the_extra_serve_says_how_to_install_it(trained_run, tmp_path):
     assert "pip install 'charlstm[serve]'" in one_line_error(result.stderr)
 
 
+@pytest.mark.slow
 def test_a_port_in_use_or_a_bad_limit_is_one_line(trained_run, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

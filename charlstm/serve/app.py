@@ -55,12 +55,6 @@ def create_app(models: dict[str, ServedModel], options: ServeOptions):
     errors.install(app)
     page = resources.files("charlstm.serve").joinpath("playground.html").read_text("utf-8")
 
-    def find(name: str) -> ServedModel:
-        if name not in models:
-            raise APIError(404, f"no model named {name!r}; served: {', '.join(models)}",
-                           "model", "model_not_found")
-        return models[name]
-
     @app.get("/", response_class=HTMLResponse)
     async def playground():
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
@@ -73,15 +67,30 @@ def create_app(models: dict[str, ServedModel], options: ServeOptions):
 
     @app.get("/v1/models/{name}")
     async def model_card(name: str):
-        return JSONResponse(_finite(find(name).card))
+        return JSONResponse(_finite(_find(models, name).card))
 
     @app.get("/v1/stats")
     async def stats():
         return vars(counters)
 
+    _add_text_routes(app, models, options, counters)
+    return Gate(app, options.api_key, options.max_body_bytes)
+
+
+def _find(models: dict[str, ServedModel], name: str) -> ServedModel:
+    if name not in models:
+        raise APIError(404, f"no model named {name!r}; served: {', '.join(models)}",
+                       "model", "model_not_found")
+    return models[name]
+
+
+def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: ServeOptions,
+                     counters: Counters) -> None:
+    """POST /v1/completions and /v1/score."""
+
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
-        served = find(body.model)
+        served = _find(models, body.model)
         prompts, stops = body.prompts(), body.stops()
         max_tokens = _check_completion(body, prompts, stops, options)
         completion = Completion(served.lm, prompts, body.n, max_tokens, body.temperature,
@@ -102,7 +111,7 @@ def create_app(models: dict[str, ServedModel], options: ServeOptions):
 
     @app.post("/v1/score")
     async def score(body: ScoreRequest):
-        served = find(body.model)
+        served = _find(models, body.model)
         if (body.text is None) == (body.lines is None):
             raise APIError(400, "give either 'text' (one text) or 'lines' (a list of texts)",
                            "text")
@@ -111,8 +120,6 @@ def create_app(models: dict[str, ServedModel], options: ServeOptions):
         async with served.lock:
             result = await run_in_threadpool(_score, served, body)
         return JSONResponse(_finite(result))
-
-    return Gate(app, options.api_key, options.max_body_bytes)
 
 
 def _check_completion(body: CompletionRequest, prompts: list[str], stops: list[str],
