@@ -175,6 +175,9 @@ def test_unseen_characters_are_named(server):
     status, answer = server.post("/v1/completions", {"model": "run", "prompt": "the Ωé"})
     assert status == 400
     assert "'Ω'" in answer["error"]["message"] and "'é'" in answer["error"]["message"]
+    assert answer["error"]["param"] == "prompt"
+    status, answer = server.post("/v1/completions", {"model": "run", "prompt": ["the", "Ωx"]})
+    assert status == 400 and "'Ω'" in answer["error"]["message"]
 
 
 def test_unknown_paths_and_methods_get_json_errors(server):

@@ -93,6 +93,7 @@ def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: Serv
         served = _find(models, body.model)
         prompts, stops = body.prompts(), body.stops()
         max_tokens = _check_completion(body, prompts, stops, options)
+        _check_characters(served, prompts)
         completion = Completion(served.lm, prompts, body.n, max_tokens, body.temperature,
                                 body.top_p, stops, body.seed)
         counters.completions += 1
@@ -140,6 +141,15 @@ def _check_completion(body: CompletionRequest, prompts: list[str], stops: list[s
     if len(stops) > MAX_STOPS:
         raise APIError(400, f"at most {MAX_STOPS} stop strings, not {len(stops)}", "stop")
     return max_tokens
+
+
+def _check_characters(served: ServedModel, prompts: list[str]) -> None:
+    """A 400 naming the characters of the prompts the model never saw."""
+    unseen = sorted({c for prompt in prompts for c in served.lm.vocab.unknown(prompt)})
+    if unseen:
+        shown = ", ".join(repr(c) for c in unseen[:20]) + (" ..." if len(unseen) > 20 else "")
+        raise APIError(400, f"the prompt has {len(unseen)} character(s) the model "
+                       f"{served.name!r} never saw: {shown}", "prompt", "unseen_characters")
 
 
 async def _slices(served: ServedModel, completion: Completion, request: Request,
