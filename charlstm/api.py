@@ -121,6 +121,11 @@ class LanguageModel:
         block), in bounded memory; its "text" is None."""
         return scoring.score_stream(self.model, self.vocab, pieces)
 
+    def char_bits(self, text: str) -> list[float]:
+        """The bits the model spends on each character of `text`, in order (they add up
+        to `score(text)["bits"]`): where in a text the model was surprised."""
+        return scoring.char_bits(self.model, self.vocab, text).tolist()
+
 
 def load(path: str | Path, device: str = "auto") -> LanguageModel:
     """Load a checkpoint file, or a run folder's best.pt (else last.pt)."""

@@ -257,3 +257,39 @@ class _Scorer:
         finally:
             self.model.train(was_training)
         return (total / LN2).cpu().numpy(), state
+
+
+def char_bits(model: CharRNN, vocab: Vocabulary, text: str,
+              max_elements: int = MAX_ELEMENTS) -> np.ndarray:
+    """The bits the model spends on each character of `text` (float64, one per code
+    point), scored as `score` scores the whole: they add up to its "bits"."""
+    scorer = _Scorer(model, vocab, max_elements)
+    code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    ids, known = scorer._lookup(code_points)
+    bits = np.full(code_points.size, UNKNOWN_CHAR_BITS)  # (T,)
+    known_ids = ids[known]
+    if not known_ids.size:
+        return bits
+    where_known = np.flatnonzero(known)
+    per_known = np.empty(known_ids.size)
+    per_known[0] = scorer.first_char_bits[known_ids[0]]
+    inputs = torch.from_numpy(known_ids[None, :-1]).to(scorer.device)  # (1, K-1)
+    targets = torch.from_numpy(known_ids[None, 1:]).to(scorer.device)
+    config = model.config
+    step = max(1, max_elements // max(config.hidden_size, config.vocab_size))
+    state, pieces = None, []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, inputs.size(1), step):
+                logits, _, state = model(inputs[:, start:start + step], state)  # (1, t, V)
+                log_probs = torch.log_softmax(logits.float(), dim=-1)
+                picked = log_probs.gather(-1, targets[:, start:start + step, None])
+                pieces.append((-picked.double().flatten() / LN2).cpu().numpy())
+    finally:
+        model.train(was_training)
+    if pieces:
+        per_known[1:] = np.concatenate(pieces)
+    bits[where_known] = per_known
+    return bits

@@ -1,0 +1,34 @@
+"""`charlstm serve`: trained models over HTTP, and a playground page in the browser.
+
+An OpenAI-compatible subset (GET /v1/models, POST /v1/completions, streamed or not), a
+scoring endpoint (POST /v1/score) and one self-contained page at GET /. Everything goes
+through the Python API (`charlstm.load`, `LanguageModel.generate` and `score`). Needs
+FastAPI and uvicorn: pip install 'charlstm[serve]'.
+
+    options.py      ServeOptions: limits per request and the API key, with their defaults
+    registry.py     the served models: names, model cards, a lock each
+    requests.py     the request bodies, as pydantic models
+    completion.py   one completion request's generation: stop strings, choices, slices
+    errors.py       OpenAI-shaped JSON errors for every 4xx
+    gate.py         the ASGI middleware: the API key and the request body size limit
+    app.py          create_app: the routes
+    playground.html the page at GET / (package data)
+"""
+
+from .options import ServeOptions
+
+__all__ = ["ServeOptions", "create_app", "load_models"]
+
+
+def load_models(paths, device: str = "cpu"):
+    """The checkpoints at `paths` (run folders or .pt files), loaded and named."""
+    from .registry import load_models as load
+
+    return load(paths, device)
+
+
+def create_app(models, options: ServeOptions | None = None):
+    """The ASGI application (FastAPI behind the key and size gate) serving `models`."""
+    from .app import create_app as create
+
+    return create(models, options or ServeOptions())
