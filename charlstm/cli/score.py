@@ -41,8 +41,8 @@ def score(
                                help="Read the whole input one character after another, "
                                     "as one stream (slower), instead of as parallel "
                                     "streams each warmed on the text before it (within "
-                                    "about 0.005 bits per character); lines are "
-                                    "always read so with --per-line."),
+                                    "about 0.005 bits per character). --per-line "
+                                    "reads each line exactly anyway."),
     lossy: bool = typer.Option(False, "--lossy",
                                help="Replace invalid UTF-8 bytes with U+FFFD (an unknown "
                                     "character) instead of failing."),
