@@ -66,7 +66,7 @@ def measure(lm: charlstm.LanguageModel, text: str, warmups: list[int],
             nats, _ = streams.text_loss(lm.model, [ids], num_streams=count_streams,
                                         warmup=warmup, min_stream=1, window=len(ids) + 1)
             extra_bits = (nats - exact_nats) / LN2
-            row.append(f"{extra_bits / len(text):+.4f} ({extra_bits / count_streams:+.1f})")
+            row.append(f"{extra_bits / len(text):+.5f} ({extra_bits / count_streams:+.2f})")
         rows.append(row)
     return exact["bits_per_char"], rows
 
