@@ -35,7 +35,6 @@ import torch
 from .encoding import release_pages
 from .errors import UsageError
 
-from .model import IGNORE_INDEX  # targets with this id are padding and carry no loss
 RELEASE_EVERY = 1000  # batches between handing the corpus pages read back to the OS
 
 
