@@ -28,7 +28,6 @@ number of processes, so a checkpoint means the same thing for any N that divides
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -36,7 +35,6 @@ import torch
 from .encoding import release_pages
 from .errors import UsageError
 
-from .model import IGNORE_INDEX  # targets with this id are padding and carry no loss
 RELEASE_EVERY = 1000  # batches between handing the corpus pages read back to the OS
 
 
@@ -149,37 +147,3 @@ class TrainBatches:
         body = chunk[:, self.warmup:]
         return Batch(_long(body[:, :-1]), _long(body[:, 1:]), warmup, True)
 
-
-def eval_batches(tokens: np.ndarray, start: int, end: int, num_streams: int,
-                 seq_len: int, warmup: int = 0
-                 ) -> tuple[torch.Tensor | None, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
-    """Batches that predict every character of tokens[start:end] exactly once.
-
-    The span is cut into `num_streams` contiguous streams, each read in `seq_len` slices
-    with its hidden state carried along; the `warmup` characters before each stream
-    (from the text before it, which may be the training split) build its first state.
-    Returns (warmup (S, W) or None, iterator of (inputs (S, T), targets (S, T))); targets
-    past the end of a stream are IGNORE_INDEX.
-    """
-    if start < 1 or end <= start:
-        raise ValueError("evaluation needs at least one character before and in the span")
-    n = end - start
-    streams = max(1, min(num_streams, n))
-    length = -(-n // streams)
-    first_target = start + np.arange(streams) * length  # (S,)
-    stream_end = np.minimum(first_target + length, end)
-    warm = min(warmup, start - 1)
-    context = None
-    if warm > 0:
-        first_input = np.minimum(first_target, end - 1) - 1
-        context = _long(tokens[first_input[:, None] - warm + np.arange(warm)])
-
-    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for k in range(0, length, seq_len):
-            positions = first_target[:, None] + k + np.arange(min(seq_len, length - k))
-            valid = positions < stream_end[:, None]
-            clamped = np.minimum(positions, end - 1)
-            targets = np.where(valid, tokens[clamped].astype(np.int64), IGNORE_INDEX)
-            yield _long(tokens[clamped - 1]), _long(targets)
-
-    return context, chunks()

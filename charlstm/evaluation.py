@@ -2,7 +2,8 @@
 record of each evaluation, and the milestone samples shown beside them.
 
 The split is read as EVAL_STREAMS parallel streams, each warmed up on the EVAL_WARMUP
-characters before it, in chunks small enough that the logits stay in memory.
+characters before it, in chunks small enough that the logits stay in memory: the same
+reading (`streams.span_loss`) that scores a whole text with `charlstm score`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from datetime import datetime
 import numpy as np
 import torch
 
-from .data import eval_batches
-from .device import autocast
-from .model import IGNORE_INDEX, CharRNN
+from .model import CharRNN
 from .sampling import sample
+from .streams import span_loss
 from .vocab import Vocabulary
 
 LN2 = math.log(2)
@@ -25,12 +25,6 @@ EVAL_WARMUP = 128  # characters before each evaluation stream that build its sta
 EVAL_LOGITS = 1 << 23  # at most about this many logits at once when evaluating
 
 
-def sum_dtype(device: torch.device) -> torch.dtype:
-    """float64 for sums of losses, except on Apple MPS, which has no float64."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-@torch.no_grad()
 def evaluate(model: CharRNN, tokens: np.ndarray, start: int, end: int, seq_len: int,
              device: torch.device, precision: str) -> float | None:
     """Mean loss in nats per character over tokens[start:end] (None if that is empty),
@@ -40,25 +34,8 @@ def evaluate(model: CharRNN, tokens: np.ndarray, start: int, end: int, seq_len: 
     # chunks of at most about EVAL_LOGITS logits, so a huge vocabulary stays in memory
     vocab = model.config.vocab_size
     chunk = max(8, min(max(seq_len, 256), EVAL_LOGITS // (EVAL_STREAMS * vocab)))
-    warmup, chunks = eval_batches(tokens, start, end, EVAL_STREAMS, chunk, EVAL_WARMUP)
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=sum_dtype(device), device=device)
-    count = 0
-    try:
-        with autocast(device, precision):
-            state = None
-            if warmup is not None:
-                state = model.advance(warmup.to(device))
-            for inputs, targets in chunks:
-                targets = targets.to(device)
-                logits, _, state = model(inputs.to(device), state)
-                total += torch.nn.functional.cross_entropy(
-                    logits.float().flatten(0, 1), targets.flatten(),
-                    ignore_index=IGNORE_INDEX, reduction="sum")
-                count += int((targets != IGNORE_INDEX).sum())
-    finally:
-        model.train(was_training)
+    total, count = span_loss(model, tokens, start, end, EVAL_STREAMS, chunk, EVAL_WARMUP,
+                             precision)
     return total.item() / count
 
 

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import charlstm.data as data_module
-from charlstm.data import IGNORE_INDEX, TrainBatches, eval_batches
+from charlstm.data import TrainBatches
+from charlstm.model import IGNORE_INDEX
+from charlstm.streams import eval_batches
 from charlstm.errors import UsageError
 
 # tokens whose value is their own position, so every id in a batch says exactly where in

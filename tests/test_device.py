@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from charlstm import checkpoint, device, runs, training_step
-from charlstm.data import eval_batches
+from charlstm.streams import eval_batches
 from charlstm.errors import UsageError
 
 from conftest import TINY_SETTINGS, one_line_error, run_cli

@@ -20,7 +20,7 @@ import torch
 import charlstm
 from charlstm import scoring
 
-from conftest import TINY_TEXT, invoke, isolate_cli, one_line_error, pipe_into
+from conftest import SHAKESPEARE, TINY_TEXT, invoke, isolate_cli, one_line_error, pipe_into
 
 UNKNOWN_BITS = math.log2(0x110000)  # the documented cost of a character the model never saw
 
@@ -126,6 +126,44 @@ def test_a_text_in_pieces_scores_as_the_whole(lm):
     assert math.isnan(lm.score_stream([])["bits_per_char"])
 
 
+def test_a_long_text_is_read_as_streams_close_to_exact(lm):
+    """Long enough for several warmed streams: within the documented 0.005 bits/char of
+    the exact reading, which --exact keeps; the counts are the same either way."""
+    text = TINY_TEXT * 3 + "→"  # about 19,000 characters: 18 streams
+    pieces = [text[i:i + 777] for i in range(0, len(text), 777)]
+    streamed = lm.score_stream(pieces)
+    exact = lm.score_stream(pieces, exact=True)
+    assert set(streamed) == set(exact) == {"text", "characters", "bits", "bits_per_char",
+                                           "unknown"}
+    assert (streamed["characters"], streamed["unknown"]) == (len(text), 1)
+    assert (exact["characters"], exact["unknown"]) == (len(text), 1)
+    assert abs(streamed["bits_per_char"] - exact["bits_per_char"]) < 0.005
+    assert lm.score(text)["bits"] == pytest.approx(streamed["bits"], rel=1e-9)
+    assert lm.score(text, exact=True)["bits"] == pytest.approx(exact["bits"], rel=1e-6)
+    assert lm.score(text)["text"] == text
+
+
+@pytest.mark.slow
+def test_streams_match_exact_on_shakespeare_with_a_trained_model(tmp_path):
+    """A real text the model was not trained on: the whole-text score within 0.005
+    bits per character of the exact one."""
+    if not SHAKESPEARE.exists():
+        pytest.skip(f"{SHAKESPEARE} is not here")
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    held_out = text[len(text) - len(text) // 10:]
+    train_on = tmp_path / "train.txt"
+    train_on.write_text(text[:len(text) - len(text) // 10], encoding="utf-8")
+    run = charlstm.train(str(train_on), out=tmp_path / "run", corpora_dir=tmp_path / "c",
+                         checkpoints_dir=tmp_path / "k", preset="tiny", max_steps=300,
+                         eval_every=300, eval_chars=2000, sample_length=0, precision="fp32",
+                         device="cpu").run_dir
+    trained = charlstm.load(run, device="cpu")
+    streamed = trained.score_stream([held_out])
+    exact = trained.score_stream([held_out], exact=True)
+    assert exact["bits_per_char"] < 3.5  # it learned something
+    assert abs(streamed["bits_per_char"] - exact["bits_per_char"]) < 0.005
+
+
 def test_unknown_characters_are_counted_penalised_and_skipped(lm):
     known = lm.score("the lazy dog")
     # an unknown character adds its fixed cost; the state goes on as if it were not there
@@ -175,6 +213,26 @@ def test_score_prints_bits_per_character_of_the_whole_input(trained_run, lm, tmp
     assert (from_stdin.exit_code, from_stdin.stdout) == (0, expected)
     dash = invoke("score", trained_run, "-", input=TINY_TEXT[:500])
     assert (dash.exit_code, dash.stdout) == (0, expected)
+
+
+def test_exact_reads_the_whole_input_one_character_after_another(trained_run, lm,
+                                                                   tmp_path, monkeypatch):
+    text = TINY_TEXT * 3
+    (tmp_path / "in.txt").write_text(text, encoding="utf-8")
+    streamed = invoke("score", trained_run, "--json", tmp_path / "in.txt")
+    assert streamed.exit_code == 0, streamed.stderr
+    assert json.loads(streamed.stdout)["bits"] == pytest.approx(lm.score(text)["bits"],
+                                                                rel=1e-6)
+
+    def no_streams(*args, **kwargs):
+        raise AssertionError("--exact read the input as parallel streams")
+
+    monkeypatch.setattr(scoring, "text_loss", no_streams)
+    exact = invoke("score", trained_run, "--exact", "--json", tmp_path / "in.txt")
+    assert exact.exit_code == 0, exact.stderr
+    assert json.loads(exact.stdout)["bits"] == pytest.approx(
+        lm.score(text, exact=True)["bits"], rel=1e-6)
+    assert invoke("score", trained_run, tmp_path / "in.txt").exit_code == 1  # streams
 
 
 def test_per_line_keeps_every_line_in_order(trained_run, lm, tmp_path):
