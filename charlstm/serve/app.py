@@ -212,7 +212,8 @@ def _score(served: ServedModel, body: ScoreRequest) -> dict:
         return {"object": "list", "model": served.name,
                 "data": [{k: r[k] for k in ("characters", "bits", "bits_per_char", "unknown")}
                          for r in records]}
-    record = lm.score(body.text)
+    # with per-character bits, the whole is read the same sequential way, so they add up
+    record = lm.score(body.text, exact=body.per_char)
     result = {"object": "score", "model": served.name,
               **{k: record[k] for k in ("characters", "bits", "bits_per_char", "unknown")}}
     if body.per_char:
