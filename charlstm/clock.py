@@ -57,7 +57,7 @@ class RunClock:
         self.training_seconds, self.trained_chars = 0.0, 0  # in this session, steps only
         self.eval_seconds: float | None = None  # how long the last evaluation and save took
         self._started, self._elapsed_before = 0.0, elapsed
-        self.saved_at: float | None = None  # elapsed at this session's last save, if any
+        self.saved_at: float | None = None  # elapsed when the save interval began
 
     @property
     def time_limit(self) -> float | None:
@@ -78,15 +78,20 @@ class RunClock:
         return ended
 
     def save_is_due(self, every: float) -> bool:
-        """Whether `every` seconds (0: never) of the run have passed since this session's
-        last save, or since its first step: set-up is not training a save would keep, and
-        after a restart the first step also pays for warming up. Every process comes to
-        the same answer, as all count the main one's elapsed time (see `agree`)."""
+        """Whether `every` seconds (0: never) of the run have passed since the first step
+        after the last save, or after the session's start: neither the set-up nor a save
+        is training that a save would keep, and a slow save must not make the next one
+        due at once. Every process comes to the same answer, as all count the main
+        one's elapsed time (see `agree`)."""
         if not every or not self.trained_chars:
             return False
         if self.saved_at is None:
             self.saved_at = self.elapsed
         return self.elapsed - self.saved_at >= every
+
+    def saved(self) -> None:
+        """A checkpoint was written: the next save interval begins with the next step."""
+        self.saved_at = None
 
     def speed(self) -> float:
         """Characters per second of training so far in this session."""

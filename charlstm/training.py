@@ -353,6 +353,6 @@ class Trainer:
         record = self.checkpoint()  # every process takes part; the main one writes
         distributed.run_on_main(lambda: record.save(*paths))
         self._keep_for_rollback()
-        self.clock.saved_at = self.clock.elapsed
+        self.clock.saved()
         if self.is_main:
             log.info("saved %s", ", ".join(str(p) for p in paths))
