@@ -58,6 +58,7 @@ class RunClock:
         self.eval_seconds: float | None = None  # how long the last evaluation and save took
         self._started, self._elapsed_before = 0.0, elapsed
         self.saved_at: float | None = None  # elapsed when the save interval began
+        self._chars_at_save = 0  # trained_chars at the last save (an interval begins after)
 
     @property
     def time_limit(self) -> float | None:
@@ -83,7 +84,7 @@ class RunClock:
         is training that a save would keep, and a slow save must not make the next one
         due at once. Every process comes to the same answer, as all count the main
         one's elapsed time (see `agree`)."""
-        if not every or not self.trained_chars:
+        if not every or self.trained_chars == self._chars_at_save:
             return False
         if self.saved_at is None:
             self.saved_at = self.elapsed
@@ -91,7 +92,7 @@ class RunClock:
 
     def saved(self) -> None:
         """A checkpoint was written: the next save interval begins with the next step."""
-        self.saved_at = None
+        self.saved_at, self._chars_at_save = None, self.trained_chars
 
     def speed(self) -> float:
         """Characters per second of training so far in this session."""
