@@ -91,7 +91,8 @@ class TrainConfig:
     eval_every: int = 250  # steps between evaluations (and checkpoints)
     # wall-clock seconds between checkpoints written between evaluations, without
     # evaluating, so that a kill loses at most this much training; 0 = off. Five minutes:
-    # the largest preset's save takes about a second (bench/save_cost.py), under 1% of it
+    # the largest preset's save (150 MB) took 1.9 s on a loaded 2-core machine
+    # (bench/save_cost.py), under 1% of it
     save_every: float = 300.0
     eval_chars: int = 500_000  # validation characters per evaluation (its start); 0 = all
     sample_every: int = 0  # steps between milestone samples; 0 = at each evaluation
