@@ -39,6 +39,7 @@ def _numbered(base: Path) -> list[Path]:
 
 
 def holds_checkpoint(folder: Path) -> bool:
+    """Whether a run has saved something in `folder` (last.pt, or best.pt alone)."""
     return (folder / "last.pt").exists() or (folder / "best.pt").exists()
 
 
