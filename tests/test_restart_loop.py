@@ -113,7 +113,7 @@ def test_one_resume_command_line_for_every_launch_ends_as_an_uninterrupted_run(t
             time.sleep(rng.uniform(0.0, 0.3))  # a save is due 0.5 s after the first step
             said += kill(process)
             assert saved_step(run) == before or saved_step(run) % EVAL_EVERY == 0
-        else:  # just after a save between evaluations
+        else:  # just after a save (mostly one between evaluations, by --save-every)
             said = until_training(process)
             until_saved(run, process)
             time.sleep(rng.uniform(0.0, 0.1))
