@@ -5,7 +5,8 @@ the run ends (max_steps, epochs or time_limit, whichever comes first).
 the speed counts training steps only. A time limit keeps back a reserve for the final
 evaluation and checkpoint, so the run ends within its budget. With several processes
 (torchrun) every process takes the main one's clock after each step (`agree`), so that
-all stop after the same step and compute the same learning rate.
+all stop after the same step and compute the same learning rate, and save at the same
+step when `--save-every` says a checkpoint is due (`save_is_due`).
 
 `launched_at` tells when this process started, so that `--time` also counts the set-up
 before training (imports, reading the corpus, measuring the machine).
@@ -56,6 +57,8 @@ class RunClock:
         self.training_seconds, self.trained_chars = 0.0, 0  # in this session, steps only
         self.eval_seconds: float | None = None  # how long the last evaluation and save took
         self._started, self._elapsed_before = 0.0, elapsed
+        self.saved_at: float | None = None  # elapsed when the save interval began
+        self._chars_at_save = 0  # trained_chars at the last save (an interval begins after)
 
     @property
     def time_limit(self) -> float | None:
@@ -74,6 +77,22 @@ class RunClock:
         self.training_seconds += ended - step_started
         self.elapsed = self._elapsed_before + (ended - self._started)
         return ended
+
+    def save_is_due(self, every: float) -> bool:
+        """Whether `every` seconds (0: never) of the run have passed since the first step
+        after the last save, or after the session's start: neither the set-up nor a save
+        is training that a save would keep, and a slow save must not make the next one
+        due at once. Every process comes to the same answer, as all count the main
+        one's elapsed time (see `agree`)."""
+        if not every or self.trained_chars == self._chars_at_save:
+            return False
+        if self.saved_at is None:
+            self.saved_at = self.elapsed
+        return self.elapsed - self.saved_at >= every
+
+    def saved(self) -> None:
+        """A checkpoint was written: the next save interval begins with the next step."""
+        self.saved_at, self._chars_at_save = None, self.trained_chars
 
     def speed(self) -> float:
         """Characters per second of training so far in this session."""

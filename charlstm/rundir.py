@@ -4,6 +4,7 @@ A run lives in one folder (`checkpoints/<corpus>-<model><layers>x<hidden>` unles
 names another; a second run of the same name gets `-2`, then `-3`, ...) holding `last.pt`,
 `best.pt`, `config.json` (the run's settings and set-up, rewritten when they change) and
 `metrics.jsonl` (one JSON line per evaluation, mirroring the checkpoint's history).
+A folder without a checkpoint holds no run yet: `--resume` starts one there.
 """
 
 from __future__ import annotations
@@ -37,8 +38,17 @@ def _numbered(base: Path) -> list[Path]:
         n += 1
 
 
-def new_run_dir(out: Path | None, corpus_name: str, model: dict, checkpoints_dir: Path) -> Path:
-    """The folder for a new run: `out`, or the next free numbered one for its name."""
+def holds_checkpoint(folder: Path) -> bool:
+    """Whether a run has saved something in `folder` (last.pt, or best.pt alone)."""
+    return (folder / "last.pt").exists() or (folder / "best.pt").exists()
+
+
+def new_run_dir(out: Path | None, corpus_name: str, model: dict, checkpoints_dir: Path,
+                reuse_unsaved: bool = False) -> Path:
+    """The folder for a new run: `out`, or the next free numbered one for its name.
+    `reuse_unsaved` (a --resume that found nothing to resume): the first numbered folder
+    holding no checkpoint is taken again, so that restarts of a launch killed before its
+    first save do not make a new folder each."""
     if out is not None:
         if (Path(out) / "last.pt").exists():
             raise UsageError(f"{out} already holds a run; add --resume to continue it, "
@@ -46,29 +56,39 @@ def new_run_dir(out: Path | None, corpus_name: str, model: dict, checkpoints_dir
         return Path(out)
     base = checkpoints_dir / default_run_name(corpus_name, model)
     taken = _numbered(base)
-    if not taken:
-        return base
-    return base.with_name(f"{base.name}-{len(taken) + 1}")
+    unsaved = [folder for folder in taken if not holds_checkpoint(folder)]
+    if reuse_unsaved and unsaved:
+        return unsaved[0]
+    return base.with_name(f"{base.name}-{len(taken) + 1}") if taken else base
 
 
 def run_to_resume(out: Path | None, corpus: str | None, model: dict,
-                  checkpoints_dir: Path) -> Path:
+                  checkpoints_dir: Path) -> Path | None:
     """The run folder to resume: `out` (or the folder of a .pt it names), else the most
-    recently saved of the numbered runs for the corpus and model."""
-    if out is not None:
-        run_dir = Path(out)
-        if run_dir.suffix == ".pt":
-            run_dir = run_dir.parent
-    else:
+    recently saved of the numbered runs for the corpus and model.
+
+    None when there is no run yet: the folder is absent, or holds no checkpoint (empty, or
+    left by a first launch killed before its first save with its config.json, an empty
+    metrics.jsonl and temporary files). The caller then starts the run from scratch; such
+    a config.json is not a run's settings, which are the checkpoint's: nothing was
+    trained that the new launch's settings would have to match, and it is rewritten.
+    """
+    if out is None:
         name = "stdin" if corpus == "-" else Path(corpus or corpora.DEFAULT_CORPUS).stem
         base = checkpoints_dir / default_run_name(name, model)
         runs = [r for r in _numbered(base) if (r / "last.pt").exists()]
-        if not runs:
-            raise UsageError(f"nothing to resume: no run at {base}; name it with --out")
-        run_dir = max(runs, key=lambda r: (r / "last.pt").stat().st_mtime)
-    if not (run_dir / "last.pt").exists():
-        raise UsageError(f"nothing to resume: {run_dir} has no last.pt")
-    return run_dir
+        return max(runs, key=lambda r: (r / "last.pt").stat().st_mtime) if runs else None
+    run_dir = Path(out)
+    if run_dir.suffix == ".pt":  # a checkpoint named: it must be there
+        run_dir = run_dir.parent
+        if not (run_dir / "last.pt").exists():
+            raise UsageError(f"nothing to resume: {run_dir} has no last.pt")
+    if (run_dir / "last.pt").exists():
+        return run_dir
+    if (run_dir / "best.pt").exists():  # a trained run that lost its last.pt
+        raise UsageError(f"{run_dir} holds best.pt but no last.pt, so its run cannot "
+                         "be resumed; sample from best.pt, or train into another --out")
+    return None
 
 
 class RunFolder:

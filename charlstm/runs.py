@@ -3,7 +3,10 @@
 `make_trainer` reads the corpus, finds the run to resume or chooses a new run folder (see
 rundir), plans a time budget when asked to, and resolves the run's settings from their
 layers (see settings.resolve). A resumed run keeps its architecture and its corpus;
-asking for a different one is a usage error rather than a silent restart.
+asking for a different one is a usage error rather than a silent restart. A resume
+that finds no checkpoint yet (a first launch killed before its first save) starts the
+run from scratch and says so, so that one command line serves the first launch and
+every restart.
 
 With several processes (torchrun), the main one chooses the run folder, reads the
 checkpoint to resume and plans a time budget, and the others take what it found; the
@@ -51,10 +54,11 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
         return _encode(spec, corpora_dir, lossy, corpus_progress, stdin)
 
     chosen = get_preset(preset or DEFAULT_PRESET)
-    if resume:
-        run_dir, saved, model_config, train_config = _find_run(
-            out=out, corpus=corpus, named_preset=chosen if preset else None,
-            model_given=model_given, train_given=train_given, checkpoints_dir=checkpoints_dir)
+    found = resume and _find_run(
+        out=out, corpus=corpus, named_preset=chosen if preset else None,
+        model_given=model_given, train_given=train_given, checkpoints_dir=checkpoints_dir)
+    if found:
+        run_dir, saved, model_config, train_config = found
         data = encode(corpus or saved.corpus["source"])
         if data.sha256 != saved.corpus["sha256"]:
             raise UsageError(
@@ -74,8 +78,12 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
         plan=Layer(plan.model, plan.train) if plan else None, vocab_size=len(data.vocab),
         preset_dropout=lambda epochs: dropout_for(chosen, epochs),
         corpus_chars=len(data.tokens))
-    run_dir = distributed.run_on_main(
-        lambda: new_run_dir(out, data.name, model_config.to_dict(), checkpoints_dir))
+    run_dir = distributed.run_on_main(lambda: new_run_dir(
+        out, data.name, model_config.to_dict(), checkpoints_dir, reuse_unsaved=resume))
+    if resume and distributed.is_main():
+        (callback or TrainingCallback()).on_notice(
+            f"nothing to resume in {run_dir} (no checkpoint yet): starting the run "
+            "from scratch")
     return Trainer(data, model_config, train_config, run_dir, callback, None, launched_at,
                    plan)
 
@@ -94,19 +102,23 @@ def _encode(spec: str | None, corpora_dir: Path, lossy: bool,
 
 def _find_run(*, out: Path | None, corpus: str | None, named_preset: dict | None,
               model_given: dict, train_given: dict, checkpoints_dir: Path
-              ) -> tuple[Path, checkpoint.Checkpoint, ModelConfig, TrainConfig]:
+              ) -> tuple[Path, checkpoint.Checkpoint, ModelConfig, TrainConfig] | None:
     """The run to resume (named by `out`, or by the corpus and model), its last
-    checkpoint, and its settings with the explicit ones on top. A preset named on a
-    resume must agree with the run, like explicit options."""
+    checkpoint, and its settings with the explicit ones on top; None if it has saved
+    nothing yet (see rundir.run_to_resume). A preset named on a resume must agree with
+    the run, like explicit options."""
     if named_preset is not None:
         model_given = {**named_preset["model"], **model_given}
     model_settings = {**defaults()[0], **model_given}
 
-    def find_and_load() -> tuple[Path, checkpoint.Checkpoint]:
+    def find_and_load() -> tuple[Path, checkpoint.Checkpoint] | None:
         run_dir = run_to_resume(out, corpus, model_settings, checkpoints_dir)
-        return run_dir, checkpoint.read(run_dir / "last.pt")
+        return run_dir and (run_dir, checkpoint.read(run_dir / "last.pt"))
 
-    run_dir, saved = distributed.run_on_main(find_and_load)
+    found = distributed.run_on_main(find_and_load)
+    if found is None:
+        return None
+    run_dir, saved = found
     model_config, train_config = resolve(
         Layer({}, {}), Layer(model_given, train_given),
         saved=saved_layer(saved.model_config, saved.train_config))

@@ -89,6 +89,11 @@ class TrainConfig:
     epochs: float | None = None  # stop after this many passes over the training split
     time_limit: float | None = None  # stop after this many wall-clock seconds
     eval_every: int = 250  # steps between evaluations (and checkpoints)
+    # wall-clock seconds between checkpoints written between evaluations, without
+    # evaluating, so that a kill loses at most this much training; 0 = off. Five minutes:
+    # the largest preset's save (150 MB) took 1.9 s on a loaded 2-core machine
+    # (bench/save_cost.py), under 1% of it
+    save_every: float = 300.0
     eval_chars: int = 500_000  # validation characters per evaluation (its start); 0 = all
     sample_every: int = 0  # steps between milestone samples; 0 = at each evaluation
     sample_length: int = 200  # characters per milestone sample
@@ -118,6 +123,8 @@ class TrainConfig:
                 raise SettingError(f"{{{name}}} must be positive, not {value}")
         if self.max_steps is None and self.epochs is None and self.time_limit is None:
             raise SettingError("give at least one of {max_steps}, {epochs} or {time_limit}")
+        if not self.save_every >= 0:
+            raise SettingError(f"{{save_every}} must be 0 (off) or more, not {self.save_every}")
         if not 0 <= self.seed < MAX_SEED:
             raise SettingError(f"{{seed}} must be in [0, 2**63), not {self.seed}")
 

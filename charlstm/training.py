@@ -3,8 +3,9 @@
 `Trainer` owns one run. Each step (training_step) is followed by the clock (clock), the
 budget's refit (budget), and every LOG_EVERY steps a report: the bad-step flags are read
 (guard), the loss is reported, and at each evaluation the model is evaluated (evaluation)
-and saved (checkpoint, rundir). It reports through a `TrainingCallback` and logs through
-`logging`; it never prints. Everything that decides what the next step does goes into
+and saved (checkpoint, rundir). Between evaluations last.pt is also saved every
+`save_every` seconds of wall-clock time, and on a stop. It reports through a
+`TrainingCallback` and logs through `logging`; it never prints. Everything that decides what the next step does goes into
 the checkpoint, so a resumed run continues exactly where the saved one stopped.
 """
 
@@ -157,6 +158,9 @@ class Trainer:
             if self._should_stop():
                 reason = "interrupted"
                 break
+            if self.clock.save_is_due(self.config.save_every):
+                self._save_now(window, pending)  # as a stop does, but training goes on
+                window.started = clock.now()
             reason, step_ended = self._train_one(window, pending)
             reports = self.step % LOG_EVERY == 0 or reason is not None
             evaluating = reason is not None or (
@@ -180,7 +184,7 @@ class Trainer:
                 self._milestone_sample()
             window.started = clock.now()  # speed counts training, not evaluation
         if reason == "interrupted":
-            self._save_on_stop(window, pending)
+            self._save_now(window, pending)
         return self._end(reason)
 
     def _train_one(self, window: ReportWindow,
@@ -241,7 +245,11 @@ class Trainer:
             self.step, self.batches.epochs_done, loss_sum / good if good else math.nan,
             optim.learning_rate_of(self.optimizer), speed, self.clock.elapsed))
 
-    def _save_on_stop(self, window: ReportWindow, pending: list) -> None:
+    def _save_now(self, window: ReportWindow, pending: list) -> None:
+        """Save last.pt between evaluations, without evaluating (on a stop, and every
+        --save-every): the bad-step flags are settled and the loss since the last report
+        folded into the checkpoint's sums, which are exact, so a run saved here goes on
+        (now or after a resume) bit for bit as one that was not."""
         skipped = self.guard.settle(pending)
         if skipped is None:  # rolled back to the last save: nothing since it counts
             self._roll_back()
@@ -345,5 +353,6 @@ class Trainer:
         record = self.checkpoint()  # every process takes part; the main one writes
         distributed.run_on_main(lambda: record.save(*paths))
         self._keep_for_rollback()
+        self.clock.saved()
         if self.is_main:
             log.info("saved %s", ", ".join(str(p) for p in paths))

@@ -351,8 +351,10 @@ def test_resume_with_another_architecture_is_a_usage_error(finished_run):
     assert (finished_run / "last.pt").read_bytes() == before
 
 
-def test_resume_without_a_run_is_a_usage_error(tmp_path):
-    assert_clean_error(invoke("train", "--out", tmp_path / "nothing", "--resume"), 2)
+def test_resume_of_a_checkpoint_that_is_not_there_is_a_usage_error(tmp_path):
+    # (a run folder with no checkpoint yet is started instead: see test_restart.py)
+    assert_clean_error(invoke("train", "--out", tmp_path / "nothing" / "last.pt", "--resume"),
+                       2)
 
 
 def test_training_into_an_existing_run_without_resume_is_a_usage_error(finished_run, tmp_path):

@@ -282,9 +282,10 @@ def test_resume_with_other_corpus_is_usage_error(trained_run, tmp_path):
         runs.make_trainer(str(other), out=run, resume=True, **dirs(tmp_path))
 
 
-def test_resume_without_a_run_is_usage_error(tmp_path):
+def test_resume_of_a_checkpoint_that_is_not_there_is_usage_error(tmp_path):
+    # (a run folder with no checkpoint yet is started instead: see test_restart.py)
     with pytest.raises(UsageError, match="nothing to resume"):
-        runs.make_trainer(out=tmp_path / "empty", resume=True, **dirs(tmp_path))
+        runs.make_trainer(out=tmp_path / "empty" / "last.pt", resume=True, **dirs(tmp_path))
 
 
 def test_new_run_refuses_to_overwrite(trained_run, tiny_corpus, tmp_path):

@@ -79,8 +79,8 @@ def unescape(text: str) -> str:
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s|ms)?", re.IGNORECASE)
 
 
-def parse_duration(text: str) -> float:
-    """'90', '90s', '10m', '1h30m', '2.5m' -> seconds."""
+def parse_duration(text: str, option: str = "--time") -> float:
+    """'90', '90s', '10m', '1h30m', '2.5m' -> seconds (`option` names it in errors)."""
     cleaned = text.strip().lower().replace(" ", "")
     units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
     total, position = 0.0, 0
@@ -90,8 +90,15 @@ def parse_duration(text: str) -> float:
         total += float(match.group(1)) * units[match.group(2)]
         position = match.end()
     if not cleaned or position != len(cleaned) or total <= 0:
-        raise UsageError(f"--time takes a duration like 90s, 10m or 1h30m, not {text!r}")
+        raise UsageError(f"{option} takes a duration like 90s, 10m or 1h30m, not {text!r}")
     return total
+
+
+def parse_interval(text: str, option: str) -> float:
+    """A duration as parse_duration reads it, or '0' / 'off' -> 0 (turned off)."""
+    if text.strip().lower() in ("0", "off"):
+        return 0.0
+    return parse_duration(text, option)
 
 
 # ----------------------------------------------------------------------------- score input

@@ -12,7 +12,7 @@ import typer
 from ..presets import DEFAULT_PRESET, PRESETS
 from .app import (CKPT, DATA, HELP, IMPORTED_AT, MODEL, OPTIM, OUTPUT, app,
                   checkpoints_dir, corpora_dir)
-from .input import parse_duration, stdin
+from .input import parse_duration, parse_interval, stdin
 from .output import JsonRecords, byte_progress, format_loss
 from .processes import EXIT_INTERRUPTED, stopping_on_signals, torchrun_aware
 
@@ -22,7 +22,7 @@ from .processes import EXIT_INTERRUPTED, stopping_on_signals, torchrun_aware
     "  charlstm train                        # built-in corpus, default 'small' model\n\n"
     "  charlstm train my.txt --time 10m      # your text, a 10-minute budget\n\n"
     "  charlstm train my.txt --preset medium --dropout 0.3\n\n"
-    "  charlstm train my.txt --out checkpoints/mine --resume   # continue a run\n\n"
+    "  charlstm train my.txt --out checkpoints/mine --resume   # start or continue a run\n\n"
     "  cat *.md | charlstm train - --max-steps 500\n\n"
     "  charlstm train my.txt --json | jq -r '[.step, .val_bpc] | @tsv'\n\n"
     "  torchrun --nproc_per_node=4 -m charlstm train my.txt -b 128   # 4 GPUs, one model"))
@@ -104,10 +104,17 @@ def train(
                                        help="Run folder (default: checkpoints/CORPUS-MODEL)"),
     resume: bool = typer.Option(False, "--resume", rich_help_panel=CKPT,
                                 help="Continue the run in --out (or the latest default-named "
-                                     "run) from its last.pt."),
+                                     "run) from its last.pt; with none saved yet, start it. "
+                                     "The same command line then serves every restart."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", rich_help_panel=CKPT,
                                              help="Steps between evaluations and checkpoints "
                                                   "(from the preset)"),
+    save_every: Optional[str] = typer.Option(None, "--save-every", rich_help_panel=CKPT,
+                                             help="Also save last.pt this often between "
+                                                  "evaluations, without evaluating, so a "
+                                                  "kill loses at most this much: 30s, 5m; "
+                                                  "0 or off = only at evaluations "
+                                                  "(default: 5m)"),
     eval_chars: Optional[int] = typer.Option(None, "--eval-chars", rich_help_panel=CKPT,
                                              help="Validation characters each evaluation reads, "
                                                   "from the start of the split; 0 = all "
@@ -135,6 +142,8 @@ def train(
         eval_every=eval_every, eval_chars=eval_chars, compile=compile_model,
         sample_every=sample_every, sample_length=sample_length,
         time_limit=parse_duration(time_budget) if time_budget is not None else None,
+        save_every=parse_interval(save_every, "--save-every") if save_every is not None
+        else None,
     )
     from ..clock import launched_at
     from .progress import TrainingDisplay
