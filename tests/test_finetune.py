@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,3 +169,23 @@ def test_a_checkpoint_without_a_parent_still_loads(trained_run):
     record = checkpoint.read(trained_run / "last.pt")
     assert record.parent is None
     assert record.summary(trained_run / "last.pt")["parent"] is None
+
+
+def test_remap_to_a_larger_vocabulary_in_pieces_and_cached(tmp_path, monkeypatch):
+    """Ids move to the union's, the dtype widens past 256 characters, the file is written
+    in pieces (a piece here is 1,000 ids) and a complete file is reused as it is."""
+    from charlstm import encoding
+
+    old = Vocabulary("".join(map(chr, range(0x20, 0x20 + 200))))
+    new = old.union(Vocabulary("".join(map(chr, range(0x100, 0x100 + 100)))))
+    assert (old.dtype, new.dtype) == (np.uint8, np.uint16)
+    tokens = np.random.default_rng(0).integers(0, len(old), 5_500).astype(np.uint8)
+    monkeypatch.setattr(encoding, "CHUNK_BYTES", 1_000)
+    target = tmp_path / "cache" / "remapped.tokens"
+    remapped = encoding.remap(tokens, old, new, target)
+    assert remapped.dtype == np.uint16
+    assert new.decode(remapped.tolist()) == old.decode(tokens.tolist())
+    assert np.array_equal(encoding.remap(tokens, old, new, None), remapped)
+    written = target.stat().st_mtime_ns
+    assert np.array_equal(encoding.remap(tokens, old, new, target), remapped)
+    assert target.stat().st_mtime_ns == written
