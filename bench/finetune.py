@@ -75,9 +75,11 @@ def compare(args, extra: list[str], text: Path, parent: Path) -> str:
              train([str(text), "--init-from", str(parent), *budget]))]
     rows = [[name, *describe(run)] for name, run in runs]
     scratch, tuned = runs[0][1].val_loss, runs[1][1].val_loss
-    verdict = (f"Fine-tuning ends {scratch - tuned:+.4f} nats below training from scratch "
-               f"({(1 - tuned / scratch) * 100:.1f}% lower), same {args.budget}, same model "
-               f"({runs[0][1].model()}), same validation split.")
+    verdict = (f"Validation loss after {args.budget} (same model, {runs[0][1].model()}, "
+               f"same validation split): fine-tuned {tuned:.4f} nats, from scratch "
+               f"{scratch:.4f} nats; fine-tuning is {abs(scratch - tuned):.4f} nats "
+               f"({abs(1 - tuned / scratch) * 100:.1f}%) "
+               f"{'lower' if tuned < scratch else 'higher'}.")
     return markdown_table(HEADER, rows) + "\n\n" + verdict
 
 
