@@ -134,35 +134,36 @@ def test_size_options_contradicting_the_parent_are_usage_errors(parent_run, tmp_
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_a_fine_tune_run_through_the_cli_trains_records_and_shows_its_parent(parent_run,
-                                                                             tmp_path):
+def test_a_fine_tune_run_through_the_cli_trains_records_and_shows_its_parent(
+        parent_run, tmp_path, monkeypatch):
+    isolate_cli(tmp_path, monkeypatch)
     (tmp_path / "new.txt").write_text(NEW_TEXT, encoding="utf-8")
     common = ["--batch-size", "8", "--seq-len", "16", "--eval-every", "20",
               "--sample-length", "0", "--precision", "fp32", "--device", "cpu", "-q"]
     done = run_cli("train", "new.txt", "--init-from", str(parent_run), "--out", "child",
-                   "--max-steps", "60", *common, cwd=tmp_path)
+                   "--max-steps", "60", *common, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr.decode()
     history = [json.loads(line) for line in (tmp_path / "child/metrics.jsonl").open()]
     assert history[-1]["val_loss"] < history[0]["val_loss"]  # it learns the new text
     parent_file = parent_run / "best.pt"
-    summary = json.loads(run_cli("info", "child", "--json", cwd=tmp_path).stdout)
+    summary = json.loads(invoke("info", "child", "--json").stdout)
     assert summary["parent"] == {"path": str(parent_file.resolve()),
                                  "sha256": finetune.file_sha256(parent_file),
                                  "step": checkpoint.read(parent_file).step}
     assert summary["step"] == 60
-    shown = run_cli("info", "child", cwd=tmp_path).stdout.decode()
+    shown = invoke("info", "child").stdout
     assert f"fine-tuned from  {parent_file.resolve()}" in shown
     # the same command with --resume continues it, with its parent and its vocabulary
-    resumed = run_cli("train", "new.txt", "--init-from", str(parent_run), "--out", "child",
-                      "--resume", "--max-steps", "80", *common, cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr.decode()
+    resumed = invoke("train", "new.txt", "--init-from", parent_run, "--out", "child",
+                     "--resume", "--max-steps", "80", *common)
+    assert resumed.exit_code == 0, resumed.stderr
     record = checkpoint.read(tmp_path / "child/last.pt")
     assert record.step == 80 and record.parent == summary["parent"]
     # ... but not as the fine-tuning of another model
-    other = run_cli("train", "new.txt", "--init-from", "child/best.pt", "--out", "child",
-                    "--resume", "--max-steps", "90", *common, cwd=tmp_path)
-    assert other.returncode == 2
-    assert "not a fine-tuning of" in one_line_error(other.stderr.decode())
+    other = invoke("train", "new.txt", "--init-from", "child/best.pt", "--out", "child",
+                   "--resume", "--max-steps", "90", *common)
+    assert other.exit_code == 2
+    assert "not a fine-tuning of" in one_line_error(other.stderr)
 
 
 def test_a_checkpoint_without_a_parent_still_loads(trained_run):
