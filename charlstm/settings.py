@@ -25,8 +25,8 @@ CELLS = ("lstm", "gru", "rnn")
 ARCHITECTURE = ("model", "num_layers", "hidden_size", "embed_size")  # fixed for a run's life
 LIMITS = ("max_steps", "epochs", "time_limit")  # when a run ends: the first one reached
 # A fine-tuning run's (train --init-from) learning rate as a share of its parent's, and
-# its warm-up in steps, unless given: measured by `python bench/finetune.py --sweep`
-# (bench/RESULTS.md, "Fine-tuning learning rate and warm-up")
+# its warm-up in steps, unless given: chosen by `python bench/finetune.py --sweep`
+# (bench/RESULTS.md, "Fine-tuning learning rate and warm-up"; provisional until then)
 FINE_TUNE_LR_RATIO = 0.3
 FINE_TUNE_WARMUP_STEPS = 20
 # What runs saved before a setting existed trained with, where that is not today's default
