@@ -111,8 +111,8 @@ def train(
         None, "--init-from", rich_help_panel=CKPT, metavar="RUN_OR_CKPT",
         help="Fine-tune: start a new run from this trained model (a .pt or a run folder: "
              "its best.pt), keeping its architecture; new characters are added to its "
-             "vocabulary (default --lr: the parent's x"
-             f"{FINE_TUNE_LR_RATIO:g}, --warmup-steps {FINE_TUNE_WARMUP_STEPS})"),
+             f"vocabulary (default --lr: {FINE_TUNE_LR_RATIO:g} x the parent's, "
+             f"--warmup-steps {FINE_TUNE_WARMUP_STEPS})"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", rich_help_panel=CKPT,
                                              help="Steps between evaluations and checkpoints "
                                                   "(from the preset)"),
