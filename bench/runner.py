@@ -24,6 +24,7 @@ class TrainRun:
     records: list[dict]  # metrics.jsonl: one record per evaluation
     config: dict  # config.json: settings, parameters, precision and the budget plan
     stderr: str
+    workdir: Path | None = None  # where it ran: the run folder is workdir / "run"
 
     @property
     def last(self) -> dict:
@@ -75,7 +76,7 @@ def train(args: list[str], workdir: Path | None = None) -> TrainRun:
     run = workdir / "run"
     records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
     config = json.loads((run / "config.json").read_text())
-    return TrainRun(args, seconds, usage.ru_maxrss / 1024, records, config, errors)
+    return TrainRun(args, seconds, usage.ru_maxrss / 1024, records, config, errors, workdir)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -147,8 +147,10 @@ def load(path: str | Path, device: str = "auto") -> LanguageModel:
 def train(corpus: str | None = None, out: str | Path | None = None, resume: bool = False,
           preset: str | None = None, callback: TrainingCallback | None = None,
           corpora_dir: str | Path = "corpora", checkpoints_dir: str | Path = "checkpoints",
-          lossy: bool = False, **settings) -> TrainResult:
-    """Train (or resume) a run; `settings` are ModelConfig and TrainConfig fields."""
+          lossy: bool = False, init_from: str | Path | None = None,
+          **settings) -> TrainResult:
+    """Train (or resume) a run; `settings` are ModelConfig and TrainConfig fields.
+    `init_from` (a checkpoint or run folder) fine-tunes that model on the corpus."""
     launched_at = time.monotonic()
     from .runs import make_trainer  # the training stack, only when training
 
@@ -156,5 +158,6 @@ def train(corpus: str | None = None, out: str | Path | None = None, resume: bool
                            preset=preset, settings=settings, callback=callback,
                            corpora_dir=Path(corpora_dir),
                            checkpoints_dir=Path(checkpoints_dir), lossy=lossy,
-                           launched_at=launched_at)
+                           launched_at=launched_at,
+                           init_from=Path(init_from) if init_from else None)
     return trainer.fit()

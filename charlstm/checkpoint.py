@@ -133,6 +133,7 @@ class Checkpoint:
     lr_scale: float = 1.0  # the divergence guard's learning-rate factor
     rollbacks: int = 0  # the divergence guard's rollbacks so far
     scaler: dict | None = None  # the fp16 loss scaler's state
+    parent: dict | None = None  # a fine-tuning run's start: {path, sha256, step}
     format_version: int = FORMAT_VERSION
 
     @classmethod
@@ -180,7 +181,7 @@ class Checkpoint:
             "corpus": self.corpus, "train": self.train_config, "step": self.step,
             "elapsed": self.elapsed, "precision": self.precision,
             "best_val_loss": self.best_val_loss, "best_step": self.best_step(),
-            "history": self.history,
+            "parent": self.parent, "history": self.history,
         }
 
 

@@ -18,13 +18,14 @@ import sys
 import sysconfig
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 import numpy as np
 
+from . import encoding
 from .encoding import Progress, encode_bytes, encode_file
 from .errors import CorpusError, UsageError
 from .files import atomic_writer, write_atomically
@@ -242,6 +243,21 @@ def encode(spec: str | None, corpora_dir: Path, lossy: bool = False,
     encoded = encode_file(path, corpora_dir / "cache", lossy, progress)
     return Corpus(path.stem, spec or DEFAULT_CORPUS, encoded.sha256, encoded.vocab,
                   encoded.tokens)
+
+
+def with_vocabulary(data: Corpus, vocab: Vocabulary, corpora_dir: Path) -> Corpus:
+    """The corpus with its tokens as ids of `vocab`, a vocabulary holding all its
+    characters (a fine-tuning run's). The re-encoded tokens are cached beside the corpus's
+    own, named by its SHA-256 and the vocabulary's, so the cache is right whatever file
+    the text came from; standard input is re-encoded in memory."""
+    if vocab == data.vocab or vocab.chars == data.vocab.chars:
+        return replace(data, vocab=vocab)
+    target = None
+    if data.source != "-":
+        vocab_key = hashlib.sha256(vocab.chars.encode("utf-8")).hexdigest()[:12]
+        target = corpora_dir / "cache" / f"{data.name}-{data.sha256[:16]}-v{vocab_key}.tokens"
+    return replace(data, vocab=vocab,
+                   tokens=encoding.remap(data.tokens, data.vocab, vocab, target))
 
 
 def _sha256_of(path: Path) -> str:

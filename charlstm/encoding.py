@@ -93,6 +93,29 @@ def encode_bytes(data: bytes, label: str, lossy: bool = False) -> EncodedText:
     return EncodedText(sha256, vocab, tokens)
 
 
+def remap(tokens: np.ndarray, old: Vocabulary, new: Vocabulary,
+          target: Path | None) -> np.ndarray:
+    """Token ids of `old` as the ids of the same characters in `new`, which holds every
+    character of `old` (a fine-tuning run's union vocabulary). Written to `target` piece
+    by piece (memory stays bounded on a large corpus) and read back through a memory map,
+    or made in memory when `target` is None; a complete `target` is used as it is."""
+    table = np.array([new.encode(c)[0] for c in old.chars], dtype=new.dtype)
+    if target is None:
+        return table[tokens]
+    length = len(tokens)
+    try:
+        if target.exists() and target.stat().st_size == length * new.dtype.itemsize:
+            return _memmap(target, new.dtype, length)
+        step = CHUNK_BYTES
+        with atomic_writer(target) as out:
+            for start in range(0, length, step):
+                out.write(table[tokens[start:start + step]])
+        return _memmap(target, new.dtype, length)
+    except OSError as exc:
+        raise CorpusError(f"cannot cache the corpus re-encoded for the run's vocabulary at "
+                          f"{target}: {exc.strerror or exc}") from exc
+
+
 def _load_cached(meta_path: Path, tokens_path: Path) -> EncodedText | None:
     try:
         meta = json.loads(meta_path.read_text("utf-8"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO
 
-from . import budget, checkpoint, corpus as corpora, distributed
+from . import budget, checkpoint, corpus as corpora, distributed, finetune
 from .callbacks import TrainingCallback
 from .device import choose_device
 from .errors import UsageError
@@ -38,12 +38,15 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
                  checkpoints_dir: Path = Path("checkpoints"),
                  lossy: bool = False, stdin: BinaryIO | None = None,
                  corpus_progress: corpora.Progress | None = None,
-                 launched_at: float | None = None) -> Trainer:
+                 launched_at: float | None = None, init_from: Path | None = None) -> Trainer:
     """Build the Trainer for a new run, or for resuming one from its last.pt.
     `corpus` is a corpus name, a path, or "-" for `stdin`; `settings` are ModelConfig and
     TrainConfig fields given explicitly (None: not given). `launched_at` (a
     time.monotonic() value) is when the work began; the set-up from then on counts
     against a time limit. None: the limit counts from the first training step.
+    `init_from` (a checkpoint or run folder) makes a new run a fine-tuning of that model
+    (see finetune); with `resume`, the run in `out` continues if it has a checkpoint (it
+    must be a fine-tuning of that same file) and starts as a fine-tuning if not.
     """
     model_given, train_given = split_settings(settings or {})
     if corpus == "-" and distributed.active():
@@ -54,6 +57,11 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
         return _encode(spec, corpora_dir, lossy, corpus_progress, stdin)
 
     chosen = get_preset(preset or DEFAULT_PRESET)
+    parent = None
+    if init_from is not None:
+        parent = distributed.run_on_main(lambda: finetune.read_parent(init_from))
+        finetune.check_architecture(parent, model_given, chosen if preset else None, preset)
+        resume = resume and _fine_tune_to_resume(out, parent)
     found = resume and _find_run(
         out=out, corpus=corpus, named_preset=chosen if preset else None,
         model_given=model_given, train_given=train_given, checkpoints_dir=checkpoints_dir)
@@ -64,8 +72,15 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
             raise UsageError(
                 f"the corpus {data.source!r} is not the text this run was trained on "
                 f"({saved.corpus['source']!r}, sha256 {saved.corpus['sha256'][:12]}…)")
+        # a fine-tuning run reads its text with its own vocabulary (the union)
+        data = distributed.main_first(
+            lambda: corpora.with_vocabulary(data, saved.vocabulary(), corpora_dir))
         return Trainer(data, model_config, train_config, run_dir, callback, saved, launched_at)
     data = encode(corpus)
+    if parent is not None:
+        return _fine_tune(data, parent, chosen, model_given, train_given, out=out,
+                          callback=callback, corpora_dir=corpora_dir,
+                          checkpoints_dir=checkpoints_dir, launched_at=launched_at)
     plan = None
     if "time_limit" in train_given and not model_given.keys() & SIZES:
         # measured by the main process alone, so that all train the same model
@@ -86,6 +101,46 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
             "from scratch")
     return Trainer(data, model_config, train_config, run_dir, callback, None, launched_at,
                    plan)
+
+
+def _fine_tune_to_resume(out: Path | None, parent: finetune.Parent) -> bool:
+    """With --resume and --init-from: whether the run in `out` is there to continue
+    (it must then be a fine-tuning of the same parent file), or is to start now."""
+    if out is None:
+        raise UsageError("--resume with --init-from needs --out: the fine-tuning run to "
+                         "continue, or to start when it has no checkpoint yet")
+    last = Path(out) / "last.pt"
+    if not last.exists():
+        return False
+    saved_parent = checkpoint.read(last).parent
+    if not saved_parent or saved_parent.get("sha256") != parent.sha256:
+        raise UsageError(f"{out} is not a fine-tuning of {parent.path}; resume it without "
+                         "--init-from, or choose another --out")
+    return True
+
+
+def _fine_tune(data: corpora.Corpus, parent: finetune.Parent, chosen: dict,
+               model_given: dict, train_given: dict, *, out: Path | None,
+               callback: TrainingCallback | None, corpora_dir: Path, checkpoints_dir: Path,
+               launched_at: float | None) -> Trainer:
+    """A new run from the parent's weights, on its text encoded with the union of the
+    parent's vocabulary and the text's; the parent's architecture, the preset's training
+    settings, the fine-tuning learning rate and warm-up, then the explicit options."""
+    vocab = finetune.union_vocabulary(parent, data.vocab)
+    data = distributed.main_first(lambda: corpora.with_vocabulary(data, vocab, corpora_dir))
+    model_config, train_config = resolve(
+        Layer({**chosen["model"], **parent.architecture()},
+              {**chosen["train"], **parent.training_defaults()}),
+        Layer(model_given, train_given), vocab_size=len(vocab),
+        preset_dropout=lambda epochs: dropout_for(chosen, epochs),
+        corpus_chars=len(data.tokens))
+    start = finetune.Start(finetune.child_weights(parent.record.model,
+                                                  parent.record.vocabulary(), vocab),
+                           parent.describe())
+    run_dir = distributed.run_on_main(
+        lambda: new_run_dir(out, data.name, model_config.to_dict(), checkpoints_dir))
+    return Trainer(data, model_config, train_config, run_dir, callback, None, launched_at,
+                   start=start)
 
 
 def _encode(spec: str | None, corpora_dir: Path, lossy: bool,

@@ -24,6 +24,12 @@ MAX_SEED = 2**63  # seeds are in [0, MAX_SEED): what torch.manual_seed takes on 
 CELLS = ("lstm", "gru", "rnn")
 ARCHITECTURE = ("model", "num_layers", "hidden_size", "embed_size")  # fixed for a run's life
 LIMITS = ("max_steps", "epochs", "time_limit")  # when a run ends: the first one reached
+# A fine-tuning run's (train --init-from) learning rate as a share of its parent's, and
+# its warm-up in steps, unless given: measured by `python bench/finetune.py --sweep`
+# (bench/RESULTS.md, "Fine-tuning learning rate and warm-up"): at a fixed number of steps
+# the parent's own rate beat 0.3 and 0.1 of it, and a 20-step warm-up beat 100 at each
+FINE_TUNE_LR_RATIO = 1.0
+FINE_TUNE_WARMUP_STEPS = 20
 # What runs saved before a setting existed trained with, where that is not today's default
 SAVED_BEFORE = {"beta1": 0.9}
 

@@ -26,6 +26,7 @@ from .checkpoint import Checkpoint
 from .data import TrainBatches
 from .device import choose_device, grad_scaler
 from .errors import CheckpointError, UsageError
+from .finetune import Start
 from .guard import DivergenceGuard
 from .losses import LOG_EVERY, LossTally, ReportWindow, curve_every
 from .model import CharRNN, ModelConfig, state_from_list, state_to_list
@@ -47,9 +48,10 @@ class Trainer:
     def __init__(self, corpus: Corpus, model_config: ModelConfig, config: TrainConfig,
                  run_dir: Path, callback: TrainingCallback | None = None,
                  resume_from: Checkpoint | None = None, launched_at: float | None = None,
-                 plan: BudgetPlan | None = None):
+                 plan: BudgetPlan | None = None, start: Start | None = None):
         """`launched_at`: the time.monotonic() at which the process started (the set-up
-        counts against --time); `plan`: the budget plan the settings came from, if any."""
+        counts against --time); `plan`: the budget plan the settings came from, if any;
+        `start`: the weights a fine-tuning run starts from, and its parent."""
         self.corpus, self.model_config, self.config = corpus, model_config, config
         self.folder, self.run_dir = RunFolder(run_dir), Path(run_dir)
         self.launched_at, self.plan = launched_at, plan
@@ -65,6 +67,10 @@ class Trainer:
         self.val_start, self.val_end = validation_span(len(tokens), config)
         torch.manual_seed(config.seed)
         self.model = CharRNN(model_config).to(self.device)
+        if start is not None:
+            self.model.load_state_dict(start.weights)
+        # a fine-tuning run's parent, recorded in each of its checkpoints
+        self.parent = start.parent if start else resume_from and resume_from.parent
         self.optimizer = optim.make_optimizer(self.model, config.lr, config.weight_decay,
                                               self.device, config.beta1)
         self.batches = TrainBatches(tokens, self.val_start, config.batch_size, config.seq_len,
@@ -132,7 +138,7 @@ class Trainer:
             "precision": self.precision, "precision_note": self.precision_note,
             "model": self.model_config.to_dict(), "train": self.config.to_dict(),
             "step": self.step, "steps_per_epoch": self.batches.steps_per_epoch,
-            "plan": self.plan.note if self.plan else None,
+            "plan": self.plan.note if self.plan else None, "parent": self.parent,
         }
 
     # ------------------------------------------------------------------ the loop
@@ -346,7 +352,8 @@ class Trainer:
             history=self.history, best_val_loss=self.best_val_loss,
             time_spent=self.time_spent, lr_scale=self.guard.lr_scale,
             rollbacks=self.guard.rollbacks,
-            scaler=self.scaler.state_dict() if self.scaler is not None else None)
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            parent=self.parent)
 
     def _save(self, best: bool) -> None:
         paths = [self.folder.last] + ([self.folder.best] if best else [])

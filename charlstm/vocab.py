@@ -40,6 +40,14 @@ class Vocabulary:
         code_points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         return cls.from_counts(np.bincount(code_points, minlength=MAX_CODE_POINT))
 
+    def union(self, other: "Vocabulary") -> "Vocabulary":
+        """Every character of both, in code point order (so ASCII keeps the lowest ids),
+        with `other`'s counts: a fine-tuning run's vocabulary, the parent's (`self`)
+        and its new text's (`other`), which is what the run samples from."""
+        by_char = dict(zip(other.chars, other.counts or (1,) * len(other)))
+        chars = "".join(sorted(set(self.chars) | set(other.chars)))
+        return Vocabulary(chars, tuple(by_char.get(c, 0) for c in chars))
+
     def __len__(self) -> int:
         return len(self.chars)
 

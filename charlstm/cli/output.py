@@ -160,6 +160,11 @@ def print_info(summary: dict) -> None:
                        f"{train.get('lr')}, precision {summary['precision']}"),
         ("best validation", format_loss(best) + (f" at step {best_step:,}" if best_step else "")),
     ]
+    parent = summary.get("parent")
+    if parent:  # a fine-tuning run: the model it started from
+        lines.insert(2, ("fine-tuned from", f"{parent.get('path')} (step "
+                                            f"{parent.get('step') or 0:,}, sha256 "
+                                            f"{str(parent.get('sha256', ''))[:12]})"))
     curve = [r["val_bpc"] for r in history if r.get("val_bpc") is not None]
     if len(curve) > 1:
         lines.append(("validation", f"{sparkline(curve)}  {curve[0]:.3f} -> {curve[-1]:.3f} "

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from ..presets import DEFAULT_PRESET, PRESETS
+from ..settings import FINE_TUNE_LR_RATIO, FINE_TUNE_WARMUP_STEPS
 from .app import (CKPT, DATA, HELP, IMPORTED_AT, MODEL, OPTIM, OUTPUT, app,
                   checkpoints_dir, corpora_dir)
 from .input import parse_duration, parse_interval, stdin
@@ -23,6 +24,7 @@ from .processes import EXIT_INTERRUPTED, stopping_on_signals, torchrun_aware
     "  charlstm train my.txt --time 10m      # your text, a 10-minute budget\n\n"
     "  charlstm train my.txt --preset medium --dropout 0.3\n\n"
     "  charlstm train my.txt --out checkpoints/mine --resume   # start or continue a run\n\n"
+    "  charlstm train play.txt --init-from checkpoints/shakespeare   # fine-tune\n\n"
     "  cat *.md | charlstm train - --max-steps 500\n\n"
     "  charlstm train my.txt --json | jq -r '[.step, .val_bpc] | @tsv'\n\n"
     "  torchrun --nproc_per_node=4 -m charlstm train my.txt -b 128   # 4 GPUs, one model"))
@@ -106,6 +108,12 @@ def train(
                                 help="Continue the run in --out (or the latest default-named "
                                      "run) from its last.pt; with none saved yet, start it. "
                                      "The same command line then serves every restart."),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", rich_help_panel=CKPT, metavar="RUN_OR_CKPT",
+        help="Fine-tune: start a new run from this trained model (a .pt or a run folder: "
+             "its best.pt), keeping its architecture; new characters are added to its "
+             f"vocabulary (default --lr: {FINE_TUNE_LR_RATIO:g} x the parent's, "
+             f"--warmup-steps {FINE_TUNE_WARMUP_STEPS})"),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", rich_help_panel=CKPT,
                                              help="Steps between evaluations and checkpoints "
                                                   "(from the preset)"),
@@ -154,7 +162,7 @@ def train(
         corpus, out=out, resume=resume, preset=preset, settings=settings, callback=display,
         corpora_dir=corpora_dir(), checkpoints_dir=checkpoints_dir(), lossy=lossy,
         stdin=stdin() if corpus == "-" else None, launched_at=launched_at(IMPORTED_AT),
-        corpus_progress=byte_progress("encoding corpus"))
+        corpus_progress=byte_progress("encoding corpus"), init_from=init_from)
     main = trainer.is_main  # with several processes (torchrun) only the main one reports
     with stopping_on_signals(trainer, display, main) as received:
         result = trainer.fit()
