@@ -136,11 +136,13 @@ def load(path: str | Path, device: str = "auto") -> LanguageModel:
     return LanguageModel(model.to(choose_device(device)), vocab, record)
 
 
-def train(corpus: str | None = None, out: str | Path | None = None, resume: bool = False,
-          preset: str | None = None, callback: TrainingCallback | None = None,
-          corpora_dir: str | Path = "corpora", checkpoints_dir: str | Path = "checkpoints",
-          lossy: bool = False, **settings) -> TrainResult:
-    """Train (or resume) a run; `settings` are ModelConfig and TrainConfig fields."""
+def train(corpus: str | list[str] | None = None, out: str | Path | None = None,
+          resume: bool = False, preset: str | None = None,
+          callback: TrainingCallback | None = None, corpora_dir: str | Path = "corpora",
+          checkpoints_dir: str | Path = "checkpoints", lossy: bool = False,
+          globs: tuple[str, ...] = (), **settings) -> TrainResult:
+    """Train (or resume) a run; `corpus` is a file, a known name, or a list of files and
+    folders (filtered by `globs`); `settings` are ModelConfig and TrainConfig fields."""
     launched_at = time.monotonic()
     from .runs import make_trainer  # the training stack, only when training
 
@@ -148,5 +150,5 @@ def train(corpus: str | None = None, out: str | Path | None = None, resume: bool
                            preset=preset, settings=settings, callback=callback,
                            corpora_dir=Path(corpora_dir),
                            checkpoints_dir=Path(checkpoints_dir), lossy=lossy,
-                           launched_at=launched_at)
+                           launched_at=launched_at, globs=globs)
     return trainer.fit()
