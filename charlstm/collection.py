@@ -33,6 +33,7 @@ collection is a few numbers per file, never its text.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -41,12 +42,12 @@ import os
 import stat as stat_module
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 
-from .encoding import (CACHE_FORMAT, EncodedText, Progress, encoded_chunks, load_cached,
-                       memmap, piece_counts, CHUNK_BYTES)
+from .encoding import (CACHE_FORMAT, CHUNK_BYTES, NOT_TEXT_ADVICE, EncodedText, Progress,
+                       encoded_chunks, load_cached, memmap, piece_counts)
 from . import utf8
 from .errors import CorpusError, UsageError
 from .files import atomic_writer, write_atomically
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 SEPARATOR = "\n"  # before each file; one character, so every split rule stays exact
 NAMED_IN_SUMMARY = 3  # how many skipped files the warning names
+SMALL_FILE = 1 << 16  # bytes; smaller files are read and decoded whole, in one call
 
 
 @dataclass(frozen=True)
@@ -246,41 +248,28 @@ def _first_pass(collection: Collection, lossy: bool, total: int,
         before = digest.copy()
         digest.update(SEPARATOR.encode())
         try:
-            found = _file_counts(member, lossy, digest)
+            lengths.append(_count_file(member, lossy, digest, counts))
+            kept.append(member)
         except _NotText as why:
             skipped.append((index, member.path, str(why)))
             digest = before
-            continue
-        finally:
-            done += member.size
-            if progress:
-                progress(done, total)
-        counts[:len(found)] += found
-        kept.append(member)
-        lengths.append(int(found.sum()))
+        done += member.size
+        if progress:
+            progress(done, total)
     if not kept:
         raise UsageError(f"none of the {len(collection.members):,} files found is UTF-8 text")
     counts[ord(SEPARATOR)] += len(kept)
     return Vocabulary.from_counts(counts), digest.hexdigest(), kept, lengths, skipped
 
 
-def _file_counts(member: Member, lossy: bool, digest) -> np.ndarray:
-    """(highest code point + 1,) the characters of one file, hashed into `digest` too."""
-    found = np.zeros(0x80, dtype=np.int64)
-
-    def read(chunk: bytes) -> None:
-        if not member.named and b"\0" in chunk:
-            raise _NotText("a NUL byte: binary")
-        digest.update(chunk)
-
+@contextlib.contextmanager
+def _reading(member: Member) -> Iterator[BinaryIO]:
+    """A file of the collection open for reading; what goes wrong with one found in a
+    folder makes it a _NotText (skipped), with one named directly the usual error."""
     try:
         with open(member.path, "rb") as f:
-            for offset, data, after in utf8.pieces(f, CHUNK_BYTES, read):
-                piece = piece_counts(data, after, member.path, offset, lossy)
-                if len(piece) > len(found):
-                    found = np.pad(found, (0, len(piece) - len(found)))
-                found[:len(piece)] += piece
-    except CorpusError:  # invalid UTF-8
+            yield f
+    except CorpusError:  # invalid UTF-8 at a byte offset
         if member.named:
             raise
         raise _NotText("not UTF-8") from None
@@ -289,7 +278,56 @@ def _file_counts(member: Member, lossy: bool, digest) -> np.ndarray:
             raise CorpusError(f"cannot read corpus {member.path}: "
                               f"{exc.strerror or exc}") from None
         raise _NotText(f"unreadable ({exc.strerror or exc})") from None
-    return found
+
+
+def _count_file(member: Member, lossy: bool, digest, counts: np.ndarray) -> int:
+    """Add a file's characters to `counts` (only once all of it has been read) and its
+    bytes to `digest`; returns how many characters it has."""
+    with _reading(member) as f:
+        if member.size < SMALL_FILE:
+            data = f.read()
+            if not member.named and b"\0" in data:
+                raise _NotText("binary: a NUL byte")
+            digest.update(data)
+            found, n = np.unique(_small_file_code_points(data, member.path, lossy),
+                                 return_counts=True)
+            counts[found] += n
+            return int(n.sum())
+        found = np.zeros(0x80, dtype=np.int64)
+
+        def read(chunk: bytes) -> None:
+            if not member.named and b"\0" in chunk:
+                raise _NotText("binary: a NUL byte")
+            digest.update(chunk)
+
+        for offset, data, after in utf8.pieces(f, CHUNK_BYTES, read):
+            piece = piece_counts(data, after, member.path, offset, lossy)
+            if len(piece) > len(found):
+                found = np.pad(found, (0, len(piece) - len(found)))
+            found[:len(piece)] += piece
+    counts[:len(found)] += found
+    return int(found.sum())
+
+
+def _small_file_code_points(data: bytes, label: str, lossy: bool) -> np.ndarray:
+    """(characters,) the code points of a whole small file: Python's decoder costs less
+    than the numpy ways for large pieces (see encoding), which pay for each call."""
+    try:
+        text = data.decode("utf-8", "replace" if lossy else "strict")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(utf8.not_utf8_message(label, exc, exc.start,
+                                                advice=NOT_TEXT_ADVICE)) from None
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def _file_ids(member: Member, lossy: bool, vocab: Vocabulary,
+              table: np.ndarray) -> Iterator[np.ndarray]:
+    """A file's token ids, piece by piece (a small file in one piece)."""
+    with _reading(member) as f:
+        if member.size < SMALL_FILE:
+            yield table[_small_file_code_points(f.read(), member.path, lossy)]
+        else:
+            yield from encoded_chunks(f, member.path, lossy, vocab, table)
 
 
 def _second_pass(kept: list[Member], lengths: list[int], tails: list[int],
@@ -307,20 +345,22 @@ def _second_pass(kept: list[Member], lengths: list[int], tails: list[int],
             for member, length, tail, at in zip(kept, lengths, tails, tail_at):
                 heads.write(separator)
                 written = 0
-                with open(member.path, "rb") as f:
-                    for ids in encoded_chunks(f, member.path, lossy, vocab, table):
-                        cut = max(0, min(len(ids), length - tail - written))
-                        heads.write(ids[:cut].tobytes())
-                        if cut < len(ids):
-                            offset = at + max(0, written - (length - tail))
-                            os.pwrite(out.fileno(), ids[cut:].tobytes(), offset * item)
-                        written += len(ids)
+                for ids in _file_ids(member, lossy, vocab, table):
+                    cut = max(0, min(len(ids), length - tail - written))
+                    heads.write(ids[:cut].tobytes())
+                    if cut < len(ids):
+                        offset = at + max(0, written - (length - tail))
+                        os.pwrite(out.fileno(), ids[cut:].tobytes(), offset * item)
+                    written += len(ids)
                 if written != length:  # nothing is kept: the writer discards its file
                     raise CorpusError(f"{member.path} changed while it was being encoded; "
                                       "try again")
             heads.flush()
+    except _NotText as why:  # readable in the first pass, not now
+        raise CorpusError(f"{member.path} changed while it was being encoded ({why}); "
+                          "try again") from None
     except OSError as exc:
-        raise CorpusError(f"cannot read or cache the corpus: {exc}") from exc
+        raise CorpusError(f"cannot write the corpus cache {tokens_path}: {exc}") from exc
 
 
 class _Heads:

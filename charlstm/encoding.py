@@ -26,7 +26,6 @@ from .files import atomic_writer, write_atomically
 from .vocab import MAX_CODE_POINT, Vocabulary
 
 CHUNK_BYTES = 1 << 20  # per read: fits the CPU caches, and numpy's per-call costs vanish
-SMALL_PIECE = 1 << 14  # below this many bytes, bytes are counted one by one
 CACHE_FORMAT = 1
 NON_ASCII = 0xFF  # marks a multi-byte character in the second pass; never an ASCII id
 # what invalid UTF-8 in a corpus suggests: perhaps not text at all
@@ -238,8 +237,6 @@ def _byte_counts(data: bytes) -> np.ndarray:
     counting; read as 16-bit pairs it has half the elements to widen, and the pair counts
     fold back into byte counts.
     """
-    if len(data) < SMALL_PIECE:  # a small file: the 65,536 pair counts would cost more
-        return np.bincount(np.frombuffer(data, np.uint8), minlength=256)
     pairs = np.frombuffer(data, np.uint16, count=len(data) // 2)
     by_pair = np.bincount(pairs, minlength=1 << 16).reshape(256, 256)  # [high, low byte]
     counts = by_pair.sum(axis=0) + by_pair.sum(axis=1)
