@@ -6,9 +6,10 @@
 Generates, with corpus_scale's word-salad generator (mostly ASCII, multi-byte words
 throughout, reproducible by --seed):
 
-  - `many/`: --files small files (sizes drawn from 20 bytes to 4 KB, mean about 1 KB), a
-    thousand to a folder, two folder levels deep, plus one binary file in every folder
-    (skipped, as a real tree's binaries are), and `many.txt`, the same text as one file;
+  - `many/`: --files small files (sizes drawn from 20 bytes to 4 KB, about 2 KB on
+    average), a thousand to a folder, two folder levels deep, plus one binary file in
+    every folder (skipped, as a real tree's binaries are), and `many.txt`, the same text
+    as one file;
   - `large/`: --large-files generated files sharing --large-size bytes, and
     `large.txt`, the same text as one file;
 
@@ -40,7 +41,7 @@ from machine import publish  # noqa: E402
 from runner import markdown_table  # noqa: E402
 
 FILES_PER_FOLDER = 1000
-SMALL_SIZES = (20, 4000)  # bytes, uniform: a mean of about 2 KB before the cut to words
+SMALL_SIZES = (20, 4000)  # bytes, uniform: about 2 KB on average
 BINARY = bytes(range(256)) * 4  # NUL bytes: a binary file, skipped
 
 

@@ -56,7 +56,8 @@ def make_trainer(corpus: str | list[str] | None = None, *, out: Path | None = No
     chosen = get_preset(preset or DEFAULT_PRESET)
     if resume:
         run_dir, saved, model_config, train_config = _find_run(
-            out=out, corpus=corpora.run_label(corpus), named_preset=chosen if preset else None,
+            out=out, corpus=corpora.run_label(corpus),
+            named_preset=chosen if preset else None,
             model_given=model_given, train_given=train_given, checkpoints_dir=checkpoints_dir)
         data = encode(corpus or saved.corpus["source"], train_config.val_frac,
                       globs if corpus else saved.corpus.get("globs", ()))

@@ -356,7 +356,8 @@ def test_many_small_files_and_a_few_large_ones_stay_in_bounded_memory(tmp_path):
     one small file. What grows with the collection is a few numbers per file."""
     write(tmp_path / "small/one.txt", TINY_TEXT)
     for i in range(2000):
-        write(tmp_path / f"many/{i // 100:02d}/f{i:04d}.txt", f"file {i}: {TINY_TEXT[:i % 90]}\n")
+        write(tmp_path / f"many/{i // 100:02d}/f{i:04d}.txt",
+              f"file {i}: {TINY_TEXT[:i % 90]}\n")
     block = ("".join(chr(97 + i % 26) for i in range(999)) + "\n").encode() * 8_000
     for i in range(3):
         write(tmp_path / f"large/part{i}.txt", block)

@@ -59,7 +59,8 @@ def corpus_get(
     "  charlstm corpus prepare --lossy scraped.txt   # invalid UTF-8 becomes U+FFFD"))
 def corpus_prepare(
     corpus: List[str] = typer.Argument(..., help=CORPUS_HELP, show_default=False),
-    globs: List[str] = typer.Option([], "--glob", help=GLOB_HELP, show_default=False),
+    globs: List[str] = typer.Option([], "--glob", help=GLOB_HELP, metavar="PATTERN",
+                                    show_default=False),
     val_frac: float = typer.Option(corpora.DEFAULT_VAL_FRAC, "--val-frac",
                                    help="The --val-frac training will use: a collection's "
                                         "layout depends on it."),

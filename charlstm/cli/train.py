@@ -33,7 +33,7 @@ def train(
         None, help=CORPUS_HELP[:-1] + " (default: pystdlib, built from Python's own "
                    "sources).", show_default=False),
     globs: List[str] = typer.Option([], "--glob", rich_help_panel=DATA, help=GLOB_HELP,
-                                    show_default=False),
+                                    metavar="PATTERN", show_default=False),
     val_frac: Optional[float] = typer.Option(None, "--val-frac", rich_help_panel=DATA,
                                              help="Last fraction held out for validation "
                                                   "(default: 0.1)"),
@@ -145,7 +145,8 @@ def train(
     display = TrainingDisplay(quiet=quiet, records=JsonRecords() if as_json else None)
     spec = corpus[0] if corpus and len(corpus) == 1 else corpus or None
     trainer = make_trainer(
-        spec, out=out, globs=globs, resume=resume, preset=preset, settings=settings, callback=display,
+        spec, globs=globs, out=out, resume=resume, preset=preset, settings=settings,
+        callback=display,
         corpora_dir=corpora_dir(), checkpoints_dir=checkpoints_dir(), lossy=lossy,
         stdin=stdin() if spec == "-" else None, launched_at=launched_at(IMPORTED_AT),
         corpus_progress=byte_progress("encoding corpus"))
