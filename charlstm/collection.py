@@ -130,19 +130,19 @@ def collect(paths: Sequence[str], globs: Sequence[str] = ()) -> Collection:
 def _walk(folder: str, globs: Sequence[str]
           ) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
     """(path, its stat, None) for each file under `folder`, or (path, None, why it is left
-    out), depth first in name order."""
-    try:
-        with os.scandir(folder) as listing:
-            entries = sorted(listing, key=lambda e: e.name)
-    except OSError as exc:
-        yield folder, None, f"unreadable folder ({exc.strerror or exc})"
-        return
-    for entry in entries:
-        if entry.name.startswith("."):
+    out), depth first in name order (with a stack of its own: any depth will do)."""
+    stack = [iter(_listing(folder))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        if isinstance(entry, tuple):  # a folder that could not be listed
+            yield entry
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
-                yield from _walk(entry.path, globs)
+                stack.append(iter(_listing(entry.path)))
                 continue
             if globs and not any(fnmatch.fnmatchcase(entry.name, g) for g in globs):
                 continue
@@ -156,6 +156,17 @@ def _walk(folder: str, globs: Sequence[str]
             yield entry.path, None, "not a regular file"
             continue
         yield entry.path, info, None
+
+
+def _listing(folder: str) -> list:
+    """A folder's entries but the hidden ones, sorted by name; or, when it cannot be
+    listed, the reason (as _walk yields it)."""
+    try:
+        with os.scandir(folder) as listing:
+            return sorted((e for e in listing if not e.name.startswith(".")),
+                          key=lambda e: e.name)
+    except OSError as exc:
+        return [(folder, None, f"unreadable folder ({exc.strerror or exc})")]
 
 
 # ------------------------------------------------------------------------- the layout
