@@ -5,6 +5,9 @@ the built-in default (`pystdlib`, assembled from the Python standard library's s
 it needs no network), `pydocs`, or an entry of the registry in `corpora/registry.json`,
 fetched with `download`. Text is UTF-8, modelled as Unicode code points.
 
+Several paths, a folder or `--glob` make a collection: files found by `collection`, joined
+and encoded as one corpus by `collection_encoding`.
+
 `encode` resolves a corpus argument and returns it as a `Corpus`: its vocabulary and its
 token ids, which `encoding` computes once per file and caches under `corpora/cache/`.
 """
@@ -26,7 +29,7 @@ from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
-from . import collection
+from . import collection, collection_encoding
 from .encoding import Progress, encode_bytes, encode_file
 from .errors import CorpusError, UsageError
 from .files import atomic_writer, write_atomically
@@ -292,7 +295,7 @@ def _encode_collection(paths: list[str], corpora_dir: Path, lossy: bool,
         raise UsageError("--glob needs files or folders to choose from")
     files = collection.collect(paths, globs)
     name = collection_name(paths)
-    encoded, n_files, skipped = collection.encode_collection(
+    encoded, n_files, skipped = collection_encoding.encode_collection(
         files, corpora_dir / "cache", name, lossy, val_frac, progress)
     if skipped:
         log.warning("warning: %s", collection.summary(skipped))

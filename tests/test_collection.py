@@ -1,6 +1,7 @@
-"""Tests for charlstm.collection: folders and several files trained on as one corpus
-(walk order, skipping, the joined text, the validation split from every file, the cache,
-resume, bounded memory), through `corpus.encode` and the real command line."""
+"""Tests for charlstm.collection and collection_encoding: folders and several files
+trained on as one corpus (walk order, skipping, the joined text, the validation split
+from every file, the cache, resume, bounded memory), through `corpus.encode` and the real
+command line."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ import pytest
 
 import charlstm
 import charlstm.collection as collection
+import charlstm.collection_encoding as collection_encoding
 import charlstm.corpus as corpus
 from charlstm.errors import CorpusError, UsageError
 from charlstm.settings import split_point
 from conftest import TINY_SETTINGS, TINY_TEXT, invoke, isolate_cli, one_line_error, run_cli
 
-SEP = collection.SEPARATOR
+SEP = collection_encoding.SEPARATOR
 
 
 def decoded(c: corpus.Corpus) -> str:
@@ -107,7 +109,7 @@ def test_held_out_characters_are_exact_and_proportional():
         val_frac = rng.choice([0.0, 0.01, 0.1, 0.25, 0.5])
         total = sum(lengths) + len(lengths)
         try:
-            shares = collection.held_out(lengths, val_frac)
+            shares = collection_encoding.held_out(lengths, val_frac)
         except UsageError:
             assert total - split_point(total, val_frac) > sum(lengths)
             continue
@@ -137,11 +139,11 @@ def test_every_file_gives_its_last_part_to_the_validation_split(tmp_path, val_fr
     order = sorted(TEXTS, key=lambda k: k.split("/"))  # sorted path order
     texts = [TEXTS[k] for k in order]
     assert len(text) == sum(len(t) + 1 for t in texts)
-    held = collection.held_out([len(t) for t in texts], val_frac)
+    held = collection_encoding.held_out([len(t) for t in texts], val_frac)
     cut = split_point(len(text), val_frac)  # what training and evaluation hold out
     assert text[:cut] == "".join(SEP + t[:len(t) - n] for t, n in zip(texts, held))
     tails = [t[len(t) - n:] for t, n in zip(texts, held)]
-    shuffled = collection._tail_order([str(folder / k) for k in order])
+    shuffled = collection_encoding._tail_order([str(folder / k) for k in order])
     assert text[cut:] == "".join(tails[i] for i in shuffled)
     for t, tail in zip(texts, tails):  # the last val_frac of every file, to a character
         assert abs(len(tail) - val_frac * len(t)) <= 2, (len(tail), len(t))
@@ -170,8 +172,8 @@ def test_a_collection_from_many_chunks_equals_one_from_one(tmp_path, monkeypatch
     """Small files are decoded whole, large ones in chunks: the same tokens either way."""
     folder = collection_of(tmp_path, {**TEXTS, "big.txt": "grand é 世 😀 " * 1000})
     whole = corpus.encode([str(folder)], tmp_path / "one")
-    monkeypatch.setattr(collection, "SMALL_FILE", 0)
-    monkeypatch.setattr(collection, "CHUNK_BYTES", 61)  # cuts through characters
+    monkeypatch.setattr(collection_encoding, "SMALL_FILE", 0)
+    monkeypatch.setattr(collection_encoding, "CHUNK_BYTES", 61)  # cuts through characters
     monkeypatch.setattr("charlstm.encoding.CHUNK_BYTES", 61)
     pieces = corpus.encode([str(folder)], tmp_path / "many")
     assert np.array_equal(np.asarray(whole.tokens), np.asarray(pieces.tokens))
@@ -188,8 +190,8 @@ def test_an_unchanged_collection_is_reused_without_reading_a_file(tmp_path, monk
     def no_reading(*args, **kwargs):
         raise AssertionError("an unchanged collection was read again")
 
-    monkeypatch.setattr(collection, "_first_pass", no_reading)
-    monkeypatch.setattr(collection, "_second_pass", no_reading)
+    monkeypatch.setattr(collection_encoding, "_first_pass", no_reading)
+    monkeypatch.setattr(collection_encoding, "_second_pass", no_reading)
     again = corpus.encode([str(folder)], tmp_path / "corpora")
     assert np.array_equal(np.asarray(first.tokens), np.asarray(again.tokens))
     assert again.sha256 == first.sha256 and again.collection == first.collection
