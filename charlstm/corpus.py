@@ -246,12 +246,16 @@ def encode(spec: str | Sequence[str] | None, corpora_dir: Path, lossy: bool = Fa
            globs: Sequence[str] = (), val_frac: float = DEFAULT_VAL_FRAC) -> Corpus:
     """Resolve a corpus argument and return it encoded, from the cache when it can.
 
-    `spec` is one file, "-" or a known name, as always; or several paths, a folder, or any
-    `globs` (files and folders as one collection, see collection, whose layout depends on
-    `val_frac`, the validation fraction training will use).
+    `spec` is one file, "-" or a known name, as always; or several paths or a folder, as
+    one collection (see collection; `globs` choose the files found in folders; the layout
+    depends on `val_frac`, the validation fraction training will use).
     """
     paths = [spec] if isinstance(spec, str) else list(spec or [])
-    if len(paths) > 1 or globs or any(Path(p).expanduser().is_dir() for p in paths):
+    folders = any(Path(p).expanduser().is_dir() for p in paths)
+    if globs and not folders:
+        raise UsageError("--glob chooses among the files found in folders, and no corpus "
+                         "path is a folder")
+    if len(paths) > 1 or folders:
         return _encode_collection(paths, corpora_dir, lossy, progress, globs, val_frac)
     spec = paths[0] if paths else None
     path = resolve(spec, corpora_dir)
@@ -276,9 +280,12 @@ def collection_name(paths: Sequence[str]) -> str:
 def run_label(spec: str | Sequence[str] | None) -> str | None:
     """What a run folder is named after: the corpus argument itself, or for a
     collection its name (see collection_name)."""
-    if spec is None or isinstance(spec, str) and not Path(spec).expanduser().is_dir():
-        return spec
-    return collection_name([spec] if isinstance(spec, str) else list(spec))
+    paths = [spec] if isinstance(spec, str) else list(spec or [])
+    if not paths:
+        return None
+    if len(paths) == 1 and not Path(paths[0]).expanduser().is_dir():
+        return paths[0]
+    return collection_name(paths)
 
 
 def _encode_collection(paths: list[str], corpora_dir: Path, lossy: bool,
@@ -287,12 +294,10 @@ def _encode_collection(paths: list[str], corpora_dir: Path, lossy: bool,
     for path in paths:
         if path == "-":
             raise UsageError("'-' (standard input) cannot be combined with other corpus "
-                             "paths, a folder or --glob")
+                             "paths or a folder")
         if not Path(path).expanduser().exists() and path in known_names():
             raise UsageError(f"the known corpus {path!r} cannot be combined with other "
-                             "corpus paths, a folder or --glob; train on it alone")
-    if not paths:
-        raise UsageError("--glob needs files or folders to choose from")
+                             "corpus paths or a folder; train on it alone")
     files = collection.collect(paths, globs)
     name = collection_name(paths)
     encoded, n_files, skipped = collection_encoding.encode_collection(

@@ -279,6 +279,8 @@ def test_an_unreadable_file_in_a_folder_is_skipped_but_named_it_is_an_error(tmp_
     (["d", "nowhere.txt"], 2, "no such file or folder: 'nowhere.txt'"),
     (["d", "--glob", "*.rs"], 2, "no text files matching '*.rs' in d"),
     (["bin"], 2, "none of the 1 files found is UTF-8 text"),
+    (["d/a.txt", "--glob", "*.txt"], 2, "--glob chooses among the files found in folders"),
+    (["-", "--glob", "*.txt"], 2, "--glob chooses among the files found in folders"),
     (["d", "--val-frac", "0.99"], 2, "holds out more than the text"),
 ])
 def test_bad_collections_are_one_line_errors(tmp_path, args, code, names):
