@@ -82,7 +82,7 @@ def make_large(root: Path, text_path: Path, parts: int, size: int, seed: int) ->
 def make_files(workdir: Path, files: int, large_size: int, large_files: int, seed: int,
                sizes: dict) -> None:
     """Both folders and their single files; `sizes` receives their bytes."""
-    generate_corpus(workdir / "many.txt", files * 2300, seed)  # more than the sizes drawn need
+    generate_corpus(workdir / "many.txt", files * 2300, seed)  # enough for the sizes drawn
     sizes["many"] = make_many(workdir / "many", workdir / "many.txt", files, seed)
     sizes["large"] = make_large(workdir / "large", workdir / "large.txt", large_files,
                                 large_size, seed + 1)
