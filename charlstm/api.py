@@ -144,12 +144,14 @@ def load(path: str | Path, device: str = "auto") -> LanguageModel:
     return LanguageModel(model.to(choose_device(device)), vocab, record)
 
 
-def train(corpus: str | None = None, out: str | Path | None = None, resume: bool = False,
-          preset: str | None = None, callback: TrainingCallback | None = None,
-          corpora_dir: str | Path = "corpora", checkpoints_dir: str | Path = "checkpoints",
-          lossy: bool = False, init_from: str | Path | None = None,
+def train(corpus: str | list[str] | None = None, out: str | Path | None = None,
+          resume: bool = False, preset: str | None = None,
+          callback: TrainingCallback | None = None, corpora_dir: str | Path = "corpora",
+          checkpoints_dir: str | Path = "checkpoints", lossy: bool = False,
+          init_from: str | Path | None = None, globs: tuple[str, ...] = (),
           **settings) -> TrainResult:
-    """Train (or resume) a run; `settings` are ModelConfig and TrainConfig fields.
+    """Train (or resume) a run; `corpus` is a file, a known name, or a list of files and
+    folders (filtered by `globs`); `settings` are ModelConfig and TrainConfig fields.
     `init_from` (a checkpoint or run folder) fine-tunes that model on the corpus."""
     launched_at = time.monotonic()
     from .runs import make_trainer  # the training stack, only when training
@@ -158,6 +160,6 @@ def train(corpus: str | None = None, out: str | Path | None = None, resume: bool
                            preset=preset, settings=settings, callback=callback,
                            corpora_dir=Path(corpora_dir),
                            checkpoints_dir=Path(checkpoints_dir), lossy=lossy,
-                           launched_at=launched_at,
+                           launched_at=launched_at, globs=globs,
                            init_from=Path(init_from) if init_from else None)
     return trainer.fit()

@@ -5,6 +5,9 @@ the built-in default (`pystdlib`, assembled from the Python standard library's s
 it needs no network), `pydocs`, or an entry of the registry in `corpora/registry.json`,
 fetched with `download`. Text is UTF-8, modelled as Unicode code points.
 
+Several paths, a folder or `--glob` make a collection: files found by `collection`, joined
+and encoded as one corpus by `collection_encoding`.
+
 `encode` resolves a corpus argument and returns it as a `Corpus`: its vocabulary and its
 token ids, which `encoding` computes once per file and caches under `corpora/cache/`.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 import sysconfig
 import urllib.error
@@ -21,19 +25,21 @@ import urllib.request
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
-from . import encoding
+from . import collection, collection_encoding, encoding
 from .encoding import Progress, encode_bytes, encode_file
 from .errors import CorpusError, UsageError
 from .files import atomic_writer, write_atomically
+from .settings import TrainConfig
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CORPUS = "pystdlib"
+DEFAULT_VAL_FRAC = TrainConfig.__dataclass_fields__["val_frac"].default
 
 
 @dataclass(frozen=True)
@@ -41,17 +47,20 @@ class Corpus:
     """An encoded corpus: what training and evaluation read."""
 
     name: str  # a short name for run folders and messages
-    source: str  # where the text came from: a path, "-", or a known corpus name
+    source: str | list[str]  # where the text came from: a path, "-", a known corpus
+    # name, or the paths of a collection
     sha256: str  # of the UTF-8 bytes, to tell later whether a resume sees the same text
     vocab: Vocabulary
     tokens: np.ndarray  # (N,) token ids, usually a read-only memory map
+    collection: dict | None = None  # several files: {files, skipped, globs}
 
     def describe(self) -> dict:
         return {
             "name": self.name,
-            "source": self.source,
+            "source": self.source,  # a list of paths for a collection
             "sha256": self.sha256,
             "characters": int(len(self.tokens)),
+            **(self.collection or {}),
         }
 
 
@@ -232,9 +241,23 @@ def download(name: str, corpora_dir: Path, source: str | None = None,
 # ------------------------------------------------------------------ resolve and encode
 
 
-def encode(spec: str | None, corpora_dir: Path, lossy: bool = False,
-           progress: Progress | None = None, stdin: BinaryIO | None = None) -> Corpus:
-    """Resolve a corpus argument and return it encoded, from the cache when it can."""
+def encode(spec: str | Sequence[str] | None, corpora_dir: Path, lossy: bool = False,
+           progress: Progress | None = None, stdin: BinaryIO | None = None,
+           globs: Sequence[str] = (), val_frac: float = DEFAULT_VAL_FRAC) -> Corpus:
+    """Resolve a corpus argument and return it encoded, from the cache when it can.
+
+    `spec` is one file, "-" or a known name, as always; or several paths or a folder, as
+    one collection (see collection; `globs` choose the files found in folders; the layout
+    depends on `val_frac`, the validation fraction training will use).
+    """
+    paths = [spec] if isinstance(spec, str) else list(spec or [])
+    folders = any(Path(p).expanduser().is_dir() for p in paths)
+    if globs and not folders:
+        raise UsageError("--glob chooses among the files found in folders, and no corpus "
+                         "path is a folder")
+    if len(paths) > 1 or folders:
+        return _encode_collection(paths, corpora_dir, lossy, progress, globs, val_frac)
+    spec = paths[0] if paths else None
     path = resolve(spec, corpora_dir)
     if path is None:
         data = (stdin or sys.stdin.buffer).read()
@@ -258,6 +281,46 @@ def with_vocabulary(data: Corpus, vocab: Vocabulary, corpora_dir: Path) -> Corpu
         target = corpora_dir / "cache" / f"{data.name}-{data.sha256[:16]}-v{vocab_key}.tokens"
     return replace(data, vocab=vocab,
                    tokens=encoding.remap(data.tokens, data.vocab, vocab, target))
+
+
+def collection_name(paths: Sequence[str]) -> str:
+    """A short name for a collection, for its run folder: the first path's name, and how
+    many more paths there are (`notes`, `notes+2`)."""
+    first = Path(os.path.abspath(os.path.expanduser(paths[0])))
+    name = (first.name if first.is_dir() else first.stem) or "files"
+    name = name.replace(".", "_")  # run folders are found again by Path(name).stem
+    return name if len(paths) == 1 else f"{name}+{len(paths) - 1}"
+
+
+def run_label(spec: str | Sequence[str] | None) -> str | None:
+    """What a run folder is named after: the corpus argument itself, or for a
+    collection its name (see collection_name)."""
+    paths = [spec] if isinstance(spec, str) else list(spec or [])
+    if not paths:
+        return None
+    if len(paths) == 1 and not Path(paths[0]).expanduser().is_dir():
+        return paths[0]
+    return collection_name(paths)
+
+
+def _encode_collection(paths: list[str], corpora_dir: Path, lossy: bool,
+                       progress: Progress | None, globs: Sequence[str],
+                       val_frac: float) -> Corpus:
+    for path in paths:
+        if path == "-":
+            raise UsageError("'-' (standard input) cannot be combined with other corpus "
+                             "paths or a folder")
+        if not Path(path).expanduser().exists() and path in known_names():
+            raise UsageError(f"the known corpus {path!r} cannot be combined with other "
+                             "corpus paths or a folder; train on it alone")
+    files = collection.collect(paths, globs)
+    name = collection_name(paths)
+    encoded, n_files, skipped = collection_encoding.encode_collection(
+        files, corpora_dir / "cache", name, lossy, val_frac, progress)
+    if skipped:
+        log.warning("warning: %s", collection.summary(skipped))
+    return Corpus(name, list(paths), encoded.sha256, encoded.vocab, encoded.tokens,
+                  {"files": n_files, "skipped": len(skipped), "globs": list(globs)})
 
 
 def _sha256_of(path: Path) -> str:

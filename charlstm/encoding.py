@@ -58,7 +58,7 @@ def encode_file(path: Path, cache_dir: Path, lossy: bool = False,
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     tokens_path = cache_dir / f"{path.stem}-{key}.tokens"
     meta_path = tokens_path.with_suffix(".json")
-    cached = _load_cached(meta_path, tokens_path)
+    cached = load_cached(meta_path, tokens_path)
     if cached is not None:
         return cached
     try:
@@ -67,7 +67,7 @@ def encode_file(path: Path, cache_dir: Path, lossy: bool = False,
             f.seek(0)
             with atomic_writer(tokens_path) as out:
                 written = 0
-                for ids in _encoded_chunks(f, str(path), lossy, vocab):
+                for ids in encoded_chunks(f, str(path), lossy, vocab):
                     out.write(ids)
                     written += len(ids)
                 if written != n_chars:  # nothing is kept: the writer discards its file
@@ -81,7 +81,7 @@ def encode_file(path: Path, cache_dir: Path, lossy: bool = False,
         write_atomically(meta_path, json.dumps(meta).encode("utf-8"))
     except OSError as exc:
         raise CorpusError(f"cannot cache corpus {path}: {exc.strerror or exc}") from exc
-    return EncodedText(sha256, vocab, _memmap(tokens_path, vocab.dtype, n_chars))
+    return EncodedText(sha256, vocab, memmap(tokens_path, vocab.dtype, n_chars))
 
 
 def encode_bytes(data: bytes, label: str, lossy: bool = False) -> EncodedText:
@@ -89,7 +89,7 @@ def encode_bytes(data: bytes, label: str, lossy: bool = False) -> EncodedText:
     f = io.BytesIO(data)
     vocab, sha256, _ = _vocabulary(f, label, lossy, len(data), None)
     f.seek(0)
-    tokens = np.concatenate(list(_encoded_chunks(f, label, lossy, vocab)))
+    tokens = np.concatenate(list(encoded_chunks(f, label, lossy, vocab)))
     return EncodedText(sha256, vocab, tokens)
 
 
@@ -105,18 +105,18 @@ def remap(tokens: np.ndarray, old: Vocabulary, new: Vocabulary,
     length = len(tokens)
     try:
         if target.exists() and target.stat().st_size == length * new.dtype.itemsize:
-            return _memmap(target, new.dtype, length)
+            return memmap(target, new.dtype, length)
         step = CHUNK_BYTES
         with atomic_writer(target) as out:
             for start in range(0, length, step):
                 out.write(table[tokens[start:start + step]])
-        return _memmap(target, new.dtype, length)
+        return memmap(target, new.dtype, length)
     except OSError as exc:
         raise CorpusError(f"cannot cache the corpus re-encoded for the run's vocabulary at "
                           f"{target}: {exc.strerror or exc}") from exc
 
 
-def _load_cached(meta_path: Path, tokens_path: Path) -> EncodedText | None:
+def load_cached(meta_path: Path, tokens_path: Path) -> EncodedText | None:
     try:
         meta = json.loads(meta_path.read_text("utf-8"))
         if meta.get("format") != CACHE_FORMAT:
@@ -126,12 +126,12 @@ def _load_cached(meta_path: Path, tokens_path: Path) -> EncodedText | None:
         if tokens_path.stat().st_size != expected:
             return None
         return EncodedText(meta["sha256"], vocab,
-                           _memmap(tokens_path, vocab.dtype, meta["characters"]))
+                           memmap(tokens_path, vocab.dtype, meta["characters"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _memmap(path: Path, dtype: np.dtype, length: int) -> np.ndarray:
+def memmap(path: Path, dtype: np.dtype, length: int) -> np.ndarray:
     """The token file as a read-only array over a memory map (the array's `base` is the
     mmap.mmap, so that training can let go of the pages it has read; see data)."""
     with open(path, "rb") as f:
@@ -190,24 +190,32 @@ def _count_characters(f: BinaryIO, label: str, lossy: bool, counts: np.ndarray,
     """Add the occurrences of each code point to `counts`; returns how many there were."""
     n_chars = 0
     for offset, data, after in utf8.pieces(f, CHUNK_BYTES, on_bytes):
-        byte_counts = _byte_counts(data)
-        found = byte_counts[:0x80]  # ASCII characters
-        if not data.isascii():
-            codes = np.frombuffer(data, np.uint8)
-            continuing = int(byte_counts[0x80:0xC0].sum())
-            decoded = utf8.multi_byte_characters(codes, continuing)
-            if decoded is None:
-                found = np.bincount(_code_points(data, after, label, offset, lossy))
-            else:
-                found = np.bincount(decoded[0], minlength=0x80)
-                found[:0x80] = byte_counts[:0x80]
+        found = piece_counts(data, after, label, offset, lossy)
         counts[:len(found)] += found
         n_chars += int(found.sum())
     return n_chars
 
 
-def _encoded_chunks(f: BinaryIO, label: str, lossy: bool,
-                    vocab: Vocabulary) -> Iterator[np.ndarray]:
+def piece_counts(data: bytes, after: bytes, label: str, offset: int,
+                 lossy: bool) -> np.ndarray:
+    """(highest code point + 1,) how often each code point occurs in a piece of a text
+    that starts at byte `offset` (at least the 128 ASCII counts)."""
+    byte_counts = _byte_counts(data)
+    found = byte_counts[:0x80]  # ASCII characters
+    if not data.isascii():
+        codes = np.frombuffer(data, np.uint8)
+        continuing = int(byte_counts[0x80:0xC0].sum())
+        decoded = utf8.multi_byte_characters(codes, continuing)
+        if decoded is None:
+            found = np.bincount(_code_points(data, after, label, offset, lossy))
+        else:
+            found = np.bincount(decoded[0], minlength=0x80)
+            found[:0x80] = byte_counts[:0x80]
+    return found
+
+
+def encoded_chunks(f: BinaryIO, label: str, lossy: bool, vocab: Vocabulary,
+                   table: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """Second pass: the token ids, piece by piece.
 
     ASCII characters have the lowest ids (ids follow code points), so one byte translation
@@ -215,7 +223,7 @@ def _encoded_chunks(f: BinaryIO, label: str, lossy: bool,
     each such character's first byte with NON_ASCII; the marks are then overwritten with
     the ids of those characters, from a code point lookup table.
     """
-    table = vocab.lookup_table()
+    table = vocab.lookup_table() if table is None else table  # many files: made once
     translation = bytes(table[:0x80].tolist()) + bytes([NON_ASCII]) * 0x80
     for offset, data, after in utf8.pieces(f, CHUNK_BYTES):
         translated = data.translate(translation, utf8.CONTINUATION)

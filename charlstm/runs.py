@@ -16,7 +16,7 @@ corpus is encoded by the main process first, so the others read its cache.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Sequence
 
 from . import budget, checkpoint, corpus as corpora, distributed, finetune
 from .callbacks import TrainingCallback
@@ -31,16 +31,19 @@ from .training import Trainer
 SIZES = {"num_layers", "hidden_size", "embed_size"}  # any of these given: no budget plan
 
 
-def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: bool = False,
+def make_trainer(corpus: str | list[str] | None = None, *, out: Path | None = None,
+                 resume: bool = False,
                  preset: str | None = None, settings: dict | None = None,
                  callback: TrainingCallback | None = None,
                  corpora_dir: Path = Path("corpora"),
                  checkpoints_dir: Path = Path("checkpoints"),
                  lossy: bool = False, stdin: BinaryIO | None = None,
                  corpus_progress: corpora.Progress | None = None,
-                 launched_at: float | None = None, init_from: Path | None = None) -> Trainer:
+                 launched_at: float | None = None, init_from: Path | None = None,
+                 globs: Sequence[str] = ()) -> Trainer:
     """Build the Trainer for a new run, or for resuming one from its last.pt.
-    `corpus` is a corpus name, a path, or "-" for `stdin`; `settings` are ModelConfig and
+    `corpus` is a corpus name, a path, or "-" for `stdin`, or paths of files and folders
+    to train on as one collection (filtered by `globs`); `settings` are ModelConfig and
     TrainConfig fields given explicitly (None: not given). `launched_at` (a
     time.monotonic() value) is when the work began; the set-up from then on counts
     against a time limit. None: the limit counts from the first training step.
@@ -53,8 +56,9 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
         raise UsageError("several processes cannot share standard input; save the corpus "
                          "to a file and name it instead of '-'")
 
-    def encode(spec: str | None) -> corpora.Corpus:
-        return _encode(spec, corpora_dir, lossy, corpus_progress, stdin)
+    def encode(spec: str | list[str] | None, val_frac: float, globs: Sequence[str] = globs
+               ) -> corpora.Corpus:
+        return _encode(spec, corpora_dir, lossy, corpus_progress, stdin, globs, val_frac)
 
     chosen = get_preset(preset or DEFAULT_PRESET)
     parent = None
@@ -63,11 +67,12 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
         finetune.check_architecture(parent, model_given, chosen if preset else None, preset)
         resume = resume and _fine_tune_to_resume(out, parent)
     found = resume and _find_run(
-        out=out, corpus=corpus, named_preset=chosen if preset else None,
+        out=out, corpus=corpora.run_label(corpus), named_preset=chosen if preset else None,
         model_given=model_given, train_given=train_given, checkpoints_dir=checkpoints_dir)
     if found:
         run_dir, saved, model_config, train_config = found
-        data = encode(corpus or saved.corpus["source"])
+        data = encode(corpus or saved.corpus["source"], train_config.val_frac,
+                      globs if corpus else saved.corpus.get("globs", ()))
         if data.sha256 != saved.corpus["sha256"]:
             raise UsageError(
                 f"the corpus {data.source!r} is not the text this run was trained on "
@@ -76,7 +81,7 @@ def make_trainer(corpus: str | None = None, *, out: Path | None = None, resume: 
         data = distributed.main_first(
             lambda: corpora.with_vocabulary(data, saved.vocabulary(), corpora_dir))
         return Trainer(data, model_config, train_config, run_dir, callback, saved, launched_at)
-    data = encode(corpus)
+    data = encode(corpus, train_given.get("val_frac", corpora.DEFAULT_VAL_FRAC))
     if parent is not None:
         return _fine_tune(data, parent, chosen, model_given, train_given, out=out,
                           callback=callback, corpora_dir=corpora_dir,
@@ -143,12 +148,13 @@ def _fine_tune(data: corpora.Corpus, parent: finetune.Parent, chosen: dict,
                    start=start)
 
 
-def _encode(spec: str | None, corpora_dir: Path, lossy: bool,
-            progress: corpora.Progress | None, stdin: BinaryIO | None) -> corpora.Corpus:
+def _encode(spec: str | list[str] | None, corpora_dir: Path, lossy: bool,
+            progress: corpora.Progress | None, stdin: BinaryIO | None,
+            globs: Sequence[str], val_frac: float) -> corpora.Corpus:
     """The corpus, encoded by the main process first (the others then read its cache),
     and the same on every process."""
     data = distributed.main_first(
-        lambda: corpora.encode(spec, corpora_dir, lossy, progress, stdin))
+        lambda: corpora.encode(spec, corpora_dir, lossy, progress, stdin, globs, val_frac))
     if len(set(distributed.gather(data.sha256))) > 1:
         raise UsageError(f"the corpus {data.source!r} differs between the processes; "
                          "every machine needs the same text at the same path")

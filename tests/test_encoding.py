@@ -75,7 +75,7 @@ def test_second_encode_reuses_cache(tmp_path, monkeypatch):
     def no_encoding(*args, **kwargs):
         raise AssertionError("the cached corpus was encoded again")
 
-    monkeypatch.setattr(encoding, "_encoded_chunks", no_encoding)
+    monkeypatch.setattr(encoding, "encoded_chunks", no_encoding)
     monkeypatch.setattr(encoding, "_vocabulary", no_encoding)
     second = corpus.encode(str(path), corpora_dir)
     assert isinstance(second.tokens.base.obj, mmap.mmap)  # mapped, not read into memory

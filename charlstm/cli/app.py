@@ -27,6 +27,11 @@ from .output import PipeClosed, print_error, silence_stdout
 
 IMPORTED_AT = time.monotonic()
 HELP = {"help_option_names": ["-h", "--help"]}
+# the corpus argument of train and corpus prepare, written once
+CORPUS_HELP = ("A text file, '-' for stdin, or a known corpus name; or several files and "
+               "folders, trained on as one corpus, folders walked in sorted order.")
+GLOB_HELP = ("Take only files whose name matches this pattern from folders, e.g. '*.py' "
+             "(repeatable; files named directly are always taken).")
 DATA, MODEL, OPTIM, CKPT, OUTPUT = "Data", "Model", "Optimization", "Checkpointing", "Output"
 # the model argument and the device option of `sample` and `score`
 DEVICE_OPTION = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N or mps.")

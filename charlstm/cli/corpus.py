@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from .. import corpus as corpora
-from .app import HELP, corpora_dir, corpus_app
+from .app import CORPUS_HELP, GLOB_HELP, HELP, corpora_dir, corpus_app
 from .input import stdin
-from .output import DownloadProgress, byte_progress
+from .output import DownloadProgress, byte_progress, source_text
 
 
 @corpus_app.command("list", context_settings=HELP, epilog=(
@@ -55,13 +55,20 @@ def corpus_get(
 @corpus_app.command("prepare", context_settings=HELP, epilog=(
     "Examples:\n\n  charlstm corpus prepare enwik8.txt      # encode once, train many times\n\n"
     "  charlstm corpus prepare pydocs\n\n"
+    "  charlstm corpus prepare notes/ src/ --glob '*.py' --glob '*.md'   # a collection\n\n"
     "  charlstm corpus prepare --lossy scraped.txt   # invalid UTF-8 becomes U+FFFD"))
 def corpus_prepare(
-    corpus: str = typer.Argument(..., help="A text file, '-' or a known corpus name."),
+    corpus: List[str] = typer.Argument(..., help=CORPUS_HELP, show_default=False),
+    globs: List[str] = typer.Option([], "--glob", help=GLOB_HELP, metavar="PATTERN",
+                                    show_default=False),
+    val_frac: float = typer.Option(corpora.DEFAULT_VAL_FRAC, "--val-frac",
+                                   help="The --val-frac training will use: a collection's "
+                                        "layout depends on it."),
     lossy: bool = typer.Option(False, "--lossy", help="Replace invalid UTF-8 bytes."),
 ) -> None:
     """Encode a corpus into its token cache now (training would do it on first use)."""
-    data = corpora.encode(corpus, corpora_dir(), lossy, byte_progress("encoding"),
-                          stdin() if corpus == "-" else None)
-    print(f"{data.source}: {len(data.tokens):,} characters, vocabulary {len(data.vocab)} "
-          f"({data.vocab.dtype.name}), sha256 {data.sha256[:12]}")
+    spec = corpus[0] if len(corpus) == 1 else corpus
+    data = corpora.encode(spec, corpora_dir(), lossy, byte_progress("encoding"),
+                          stdin() if spec == "-" else None, globs, val_frac)
+    print(f"{source_text(data.describe())}: {len(data.tokens):,} characters, vocabulary "
+          f"{len(data.vocab)} ({data.vocab.dtype.name}), sha256 {data.sha256[:12]}")

@@ -152,7 +152,7 @@ def print_info(summary: dict) -> None:
                   f"units, embedding {model['embed_size']}, dropout {model['dropout']} "
                   f"({summary['parameters'] / 1e6:.2f}M parameters)"),
         ("vocabulary", f"{summary['vocab_size']} characters"),
-        ("corpus", f"{corpus.get('source', '?')}: {corpus.get('characters', 0):,} characters, "
+        ("corpus", f"{source_text(corpus)}: {corpus.get('characters', 0):,} characters, "
                    f"sha256 {str(corpus.get('sha256', ''))[:12]}"),
         ("training", f"step {summary['step'] or 0:,}" + (f" of {limit:,}" if limit else "")
                      + f", {format_duration(summary['elapsed'] or 0)}, batch "
@@ -229,3 +229,12 @@ class DownloadProgress:
     def __exit__(self, *exc_info) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def source_text(corpus: dict) -> str:
+    """Where a corpus came from, in a line: its path or name, or a collection's paths."""
+    source = corpus.get("source", "?")
+    if not isinstance(source, list):
+        return str(source)
+    globs = "".join(f" --glob {g!r}" for g in corpus.get("globs") or [])
+    return f"{' '.join(source)}{globs} ({corpus.get('files', '?'):,} files)"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from ..presets import DEFAULT_PRESET, PRESETS
 from ..settings import FINE_TUNE_LR_RATIO, FINE_TUNE_WARMUP_STEPS
-from .app import (CKPT, DATA, HELP, IMPORTED_AT, MODEL, OPTIM, OUTPUT, app,
-                  checkpoints_dir, corpora_dir)
+from .app import (CKPT, CORPUS_HELP, DATA, GLOB_HELP, HELP, IMPORTED_AT, MODEL, OPTIM,
+                  OUTPUT, app, checkpoints_dir, corpora_dir)
 from .input import parse_duration, parse_interval, stdin
 from .output import JsonRecords, byte_progress, format_loss
 from .processes import EXIT_INTERRUPTED, stopping_on_signals, torchrun_aware
@@ -26,14 +26,16 @@ from .processes import EXIT_INTERRUPTED, stopping_on_signals, torchrun_aware
     "  charlstm train my.txt --out checkpoints/mine --resume   # start or continue a run\n\n"
     "  charlstm train play.txt --init-from checkpoints/shakespeare   # fine-tune\n\n"
     "  cat *.md | charlstm train - --max-steps 500\n\n"
+    "  charlstm train notes/ src/*.py --glob '*.md'   # files and folders as one corpus\n\n"
     "  charlstm train my.txt --json | jq -r '[.step, .val_bpc] | @tsv'\n\n"
     "  torchrun --nproc_per_node=4 -m charlstm train my.txt -b 128   # 4 GPUs, one model"))
 @torchrun_aware
 def train(
-    corpus: Optional[str] = typer.Argument(
-        None, help="A text file, '-' for stdin, or a known corpus name "
-                   "(default: pystdlib, built from Python's own sources).",
-        show_default=False),
+    corpus: Optional[List[str]] = typer.Argument(
+        None, help=CORPUS_HELP[:-1] + " (default: pystdlib, built from Python's own "
+                   "sources).", show_default=False),
+    globs: List[str] = typer.Option([], "--glob", rich_help_panel=DATA, help=GLOB_HELP,
+                                    metavar="PATTERN", show_default=False),
     val_frac: Optional[float] = typer.Option(None, "--val-frac", rich_help_panel=DATA,
                                              help="Last fraction held out for validation "
                                                   "(default: 0.1)"),
@@ -158,10 +160,12 @@ def train(
     from ..runs import make_trainer
 
     display = TrainingDisplay(quiet=quiet, records=JsonRecords() if as_json else None)
+    spec = corpus[0] if corpus and len(corpus) == 1 else corpus or None
     trainer = make_trainer(
-        corpus, out=out, resume=resume, preset=preset, settings=settings, callback=display,
+        spec, globs=globs, out=out, resume=resume, preset=preset, settings=settings,
+        callback=display,
         corpora_dir=corpora_dir(), checkpoints_dir=checkpoints_dir(), lossy=lossy,
-        stdin=stdin() if corpus == "-" else None, launched_at=launched_at(IMPORTED_AT),
+        stdin=stdin() if spec == "-" else None, launched_at=launched_at(IMPORTED_AT),
         corpus_progress=byte_progress("encoding corpus"), init_from=init_from)
     main = trainer.is_main  # with several processes (torchrun) only the main one reports
     with stopping_on_signals(trainer, display, main) as received:
