@@ -132,3 +132,22 @@ def body_of(stdout: str, length: int) -> str:
 
 def with_final_newline(text: str) -> str:
     return text if text.endswith("\n") else text + "\n"
+
+
+def assert_same_training(ours: dict, theirs: dict) -> None:
+    """Two checkpoints (dicts as checkpoint.load returns them) hold bitwise the same
+    model, optimizer state and evaluation history (wall-clock fields aside): what an
+    interrupted and resumed run must share with an uninterrupted one."""
+    assert ours["step"] == theirs["step"]
+    for name, value in theirs["model"].items():
+        assert torch.equal(ours["model"][name], value), name
+    for key, state in theirs["optimizer"]["state"].items():
+        for field, value in state.items():
+            assert torch.equal(ours["optimizer"]["state"][key][field], value), (key, field)
+    wall_clock = ("elapsed", "time")
+
+    def history(saved: dict) -> list[dict]:
+        return [{k: v for k, v in record.items() if k not in wall_clock}
+                for record in saved["history"]]
+
+    assert history(ours) == history(theirs)
