@@ -53,8 +53,21 @@ def _at_least(config, minimum: int, *names: str) -> None:
             raise SettingError(f"{{{name}}} must be {more}, not {getattr(config, name)}")
 
 
+class _Record:
+    """Saved as a plain dict (in checkpoints and config.json) and read back from one,
+    ignoring keys this version does not know."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(_Record):
     vocab_size: int  # characters in the vocabulary (the input and output size)
     model: str = "lstm"  # recurrent cell: lstm, gru or rnn (tanh)
     num_layers: int = 1  # stacked recurrent layers
@@ -70,17 +83,10 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise SettingError(f"{{dropout}} must be in [0, 1), not {self.dropout}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Record):
     batch_size: int = 32  # parallel streams per step
     seq_len: int = 32  # characters per stream per step, backpropagated through
     bptt_warmup: int = 0  # characters run without gradient where no state is carried
@@ -134,13 +140,6 @@ class TrainConfig:
         if not 0 <= self.seed < MAX_SEED:
             raise SettingError(f"{{seed}} must be in [0, 2**63), not {self.seed}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
