@@ -15,20 +15,19 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from charlstm import checkpoint, runs
 from charlstm.callbacks import TrainingCallback
 from charlstm.training import Trainer
 
-from conftest import TINY_SETTINGS, TINY_TEXT, invoke, isolate_cli, one_line_error
+from conftest import (TINY_SETTINGS, TINY_TEXT, assert_same_training, invoke, isolate_cli,
+                      one_line_error)
 
 # a model far too small to learn anything: these tests are about the run folder
 FLAGS = ["--num-layers", "1", "--hidden-size", "8", "--embed-size", "4", "--batch-size", "2",
          "--seq-len", "4", "--max-steps", "5", "--eval-every", "5", "--sample-length", "0",
          "--precision", "fp32", "--device", "cpu", "-q"]
 NOTICE = "nothing to resume in"
-WALL_CLOCK = ("elapsed", "time")
 
 
 @pytest.fixture(autouse=True)
@@ -190,18 +189,6 @@ def fit(tmp_path: Path, out: str, resume: bool = False, **settings):
     return checkpoint.load(tmp_path / out / "last.pt")
 
 
-def assert_same_run(ours: dict, theirs: dict) -> None:
-    assert ours["step"] == theirs["step"]
-    for name, value in theirs["model"].items():
-        assert torch.equal(ours["model"][name], value), name
-    for key, state in theirs["optimizer"]["state"].items():
-        for field, value in state.items():
-            assert torch.equal(ours["optimizer"]["state"][key][field], value), (key, field)
-    strip = lambda saved: [{k: v for k, v in record.items() if k not in WALL_CLOCK}
-                           for record in saved["history"]]
-    assert strip(ours) == strip(theirs)
-
-
 def test_save_every_saves_between_evaluations_without_evaluating(tmp_path, monkeypatch):
     saves = spy_on_saves(monkeypatch)
     # any time at all is due: a save after every other step (the interval begins after
@@ -215,7 +202,7 @@ def test_save_every_saves_between_evaluations_without_evaluating(tmp_path, monke
     saves.clear()
     never = fit(tmp_path, "never", save_every=0)
     assert saves == [(6, True), (12, True)]
-    assert_same_run(saved, never)
+    assert_same_training(saved, never)
 
 
 def test_a_run_resumed_from_a_save_between_evaluations_ends_the_same(tmp_path, monkeypatch):
@@ -224,4 +211,4 @@ def test_a_run_resumed_from_a_save_between_evaluations_ends_the_same(tmp_path, m
     killed = checkpoint.load(tmp_path / "killed" / "last.pt")
     assert killed["step"] == 8 and [r["step"] for r in killed["history"]] == [6]
     resumed = fit(tmp_path, "killed", resume=True)
-    assert_same_run(resumed, straight)
+    assert_same_training(resumed, straight)
