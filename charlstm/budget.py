@@ -7,9 +7,9 @@ Two choices are made by timing a few real training steps instead of guessing:
 - **the model for a time budget**: given `--time` and no model size, each preset's speed
   here says how many characters it could learn from in that time, and the biggest preset
   that gets enough of them to beat the smaller ones is chosen (see presets.py). Its
-  dropout then follows from how many passes over the corpus the budget allows. (The
-  trainer fits the dropout and the evaluation interval again once training has shown its
-  real speed: see Trainer._refit.)
+  dropout and weight drop then follow from how many passes over the corpus the budget
+  allows. (The trainer fits them and the evaluation interval again once training has
+  shown its real speed: see Trainer._refit.)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from .device import autocast, precision_without_measuring
 from .model import CharRNN, ModelConfig
 from .optim import make_optimizer
-from .presets import PRESETS, dropout_for
+from .presets import PRESETS, regularisation_for
 from .settings import TrainConfig
 
 BF16_MIN_SPEEDUP = 1.3  # bf16 must be this much faster than fp32 to be chosen
@@ -132,7 +132,8 @@ def eval_interval(steps: float, time_limit: float) -> int:
 def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.device,
          precision: str = "auto", cell: str = "lstm",
          candidates: list[str] | None = None) -> BudgetPlan:
-    """The preset, and its dropout, for `time_limit` seconds of training here.
+    """The preset, and its dropout and weight drop, for `time_limit` seconds of training
+    here.
 
     The candidates (by default every preset with a `min_chars`) are tried from the
     smallest up; each is timed by the fastest of three steps, and the biggest whose speed
@@ -167,15 +168,21 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
         chosen, speed, size = name, rate, model.num_parameters()
     spec = PRESETS[chosen]
     epochs = speed * time_limit / max(train_chars, 1)
-    dropout = dropout_for(spec, epochs)
+    amounts = regularisation_for(spec, epochs)
     train = dict(spec["train"])
     steps = speed * time_limit / (train["batch_size"] * train["seq_len"])
     train["eval_every"] = eval_interval(steps, time_limit)
     note = (f"{chosen} preset for the {time_limit:g} s budget: measured "
             f"{', '.join(measured)}, about {epochs:.1f} passes over the "
-            f"{train_chars:,} training characters, so dropout {dropout:g}")
-    return BudgetPlan(chosen, {**spec["model"], "dropout": dropout}, train, precision,
+            f"{train_chars:,} training characters, so {_amounts(amounts)}")
+    return BudgetPlan(chosen, {**spec["model"], **amounts}, train, precision,
                       precision_note, speed, epochs, note)
+
+
+def _amounts(amounts: dict[str, float]) -> str:
+    """'dropout 0.1 and weight drop 0.15'"""
+    return " and ".join(f"{name.replace('_', ' ')} {value:g}"
+                        for name, value in amounts.items())
 
 
 @dataclass
@@ -184,13 +191,12 @@ class Refit:
     speed: float  # the speed seen, chars/s
     planned_speed: float  # the speed the plan measured
     epochs: float  # passes over the training split the budget allows at the speed seen
-    dropout: float | None = None  # the new dropout, if it changes
+    # the new dropout and weight drop, those that change
+    regularisation: dict[str, float] = field(default_factory=dict)
     eval_every: int | None = None  # the new evaluation interval, if it changes
 
     def notice(self) -> str:
-        changed = []
-        if self.dropout is not None:
-            changed.append(f"dropout {self.dropout:g}")
+        changed = [_amounts(self.regularisation)] if self.regularisation else []
         if self.eval_every is not None:
             changed.append(f"an evaluation every {self.eval_every:,} steps")
         return (f"training runs at {_speed(self.speed)} chars/s, not the "
@@ -198,27 +204,28 @@ class Refit:
                 f"{self.epochs:.1f} passes in the budget, so {' and '.join(changed)}")
 
 
-def refit(plan: BudgetPlan, config: TrainConfig, dropout: float, speed: float, step: int,
-          time_left: float, train_chars: int) -> Refit | None:
-    """The plan's dropout and evaluation interval (those nobody gave: `plan.refit`)
+def refit(plan: BudgetPlan, config: TrainConfig, amounts: dict[str, float], speed: float,
+          step: int, time_left: float, train_chars: int) -> Refit | None:
+    """The plan's dropout, weight drop and evaluation interval (those nobody gave:
+    `plan.refit`)
     for the speed training has shown, `speed` chars/s at `step` with `time_left` seconds
     to go, instead of the few steps timed before it: a measurement disturbed by whatever
     else ran on the machine would otherwise set them for the wrong number of passes.
     None unless the speed is off by more than REFIT_MARGIN and a setting changes.
-    `dropout` and `config` hold the settings in force."""
+    `amounts` (dropout and weight drop) and `config` hold the settings in force."""
     if 1 / REFIT_MARGIN < speed / plan.chars_per_sec < REFIT_MARGIN:
         return None
     step_chars = config.batch_size * config.seq_len
     steps = step + speed * max(0.0, time_left) / step_chars
     epochs = steps * step_chars / max(train_chars, 1)
     result = Refit(speed, plan.chars_per_sec, epochs)
-    if "dropout" in plan.refit:
-        fitted = dropout_for(PRESETS[plan.preset], epochs)
-        result.dropout = fitted if fitted != dropout else None
+    fitted = regularisation_for(PRESETS[plan.preset], epochs)
+    result.regularisation = {name: value for name, value in fitted.items()
+                             if name in plan.refit and value != amounts[name]}
     if "eval_every" in plan.refit:
         every = eval_interval(steps, config.time_limit)
         result.eval_every = every if every != config.eval_every else None
-    return result if result.dropout is not None or result.eval_every is not None else None
+    return result if result.regularisation or result.eval_every is not None else None
 
 
 def _speed(chars_per_sec: float) -> str:

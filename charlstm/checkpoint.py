@@ -26,7 +26,7 @@ import torch
 
 from .errors import CheckpointError, UsageError
 from .files import write_atomically
-from .settings import ModelConfig
+from .settings import MODEL_SAVED_BEFORE, ModelConfig
 from .vocab import Vocabulary
 
 FORMAT = "charlstm-checkpoint"
@@ -160,7 +160,7 @@ class Checkpoint:
                 raise CheckpointError(f"the checkpoint cannot resume this run: {key!r}")
 
     def model_settings(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.model_config)
+        return ModelConfig.from_dict({**MODEL_SAVED_BEFORE, **self.model_config})
 
     def vocabulary(self) -> Vocabulary:
         return Vocabulary.from_dict(self.vocab)

@@ -2,7 +2,9 @@
 
 Embedding -> dropout -> stacked LSTM | GRU | tanh RNN (torch.nn's fused modules: cuDNN on
 GPUs, oneDNN on CPUs) with dropout between layers -> dropout -> linear head over the
-vocabulary. Dropout on the stack's input and output regularises a single layer as well.
+vocabulary. Dropout on the stack's input and output regularises a single layer as well;
+it is locked (one mask per stream for a whole step) unless the config says otherwise, and
+weight drop on the recurrent matrices keeps the fused modules (see dropout.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import locked_dropout, run_with_weight_drop
 from .settings import ModelConfig  # noqa: F401  (the model's config, defined with the others)
 
 IGNORE_INDEX = -100  # targets with this id are padding and carry no loss
@@ -43,20 +46,36 @@ class CharRNN(nn.Module):
                 getattr(self.rnn, f"bias_ih_l{layer}")[h:2 * h].fill_(1.0)
                 getattr(self.rnn, f"bias_hh_l{layer}")[h:2 * h].fill_(0.0)
 
-    def set_dropout(self, p: float) -> None:
-        """Change the dropout of a built model (and its config), e.g. part-way through a run."""
-        self.config.dropout = p
-        self.drop.p = p
-        self.rnn.dropout = p if self.config.num_layers > 1 else 0.0
+    def set_regularisation(self, dropout: float | None = None,
+                           weight_drop: float | None = None) -> None:
+        """Change the dropout or weight drop of a built model (and its config), e.g.
+        part-way through a run."""
+        if dropout is not None:
+            self.config.dropout = dropout
+            self.drop.p = dropout
+            self.rnn.dropout = dropout if self.config.num_layers > 1 else 0.0
+        if weight_drop is not None:
+            self.config.weight_drop = weight_drop
+
+    def _dropped(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C) under the input and output dropout, locked or fresh."""
+        if self.config.locked_dropout:
+            return locked_dropout(x, self.drop.p, self.training)
+        return self.drop(x)
+
+    def _run(self, x: torch.Tensor, state):
+        """The recurrent stack over x (B, T, E), with weight drop while training."""
+        return run_with_weight_drop(self.rnn, self.config.weight_drop if self.training
+                                    else 0.0, x, state)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, state=None, targets: torch.Tensor | None = None):
         """idx (B, T) token ids -> (logits (B, T, V), mean loss or None, new state)."""
-        x = self.drop(self.embed(idx))  # (B, T, E)
-        out, state = self.rnn(x, state)  # (B, T, H)
-        logits = self.head(self.drop(out))  # (B, T, V)
+        x = self._dropped(self.embed(idx))  # (B, T, E)
+        out, state = self._run(x, state)  # (B, T, H)
+        logits = self.head(self._dropped(out))  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
@@ -69,8 +88,8 @@ class CharRNN(nn.Module):
         per-position logits nobody needs."""
         step = max(1, max_elements // (idx.size(0) * self.config.hidden_size))
         for start in range(0, idx.size(1), step):
-            x = self.drop(self.embed(idx[:, start:start + step]))  # (B, t, E)
-            _, state = self.rnn(x, state)
+            x = self._dropped(self.embed(idx[:, start:start + step]))  # (B, t, E)
+            _, state = self._run(x, state)
         return state
 
     def initial_state(self, batch_size: int, device=None):

@@ -22,10 +22,10 @@ from . import budget, checkpoint, corpus as corpora, distributed, finetune
 from .callbacks import TrainingCallback
 from .device import choose_device
 from .errors import UsageError
-from .presets import DEFAULT_PRESET, dropout_for, preset as get_preset
+from .presets import DEFAULT_PRESET, preset as get_preset, regularisation_for
 from .rundir import new_run_dir, run_to_resume
-from .settings import (Layer, ModelConfig, TrainConfig, defaults, resolve, saved_layer,
-                       split_point, split_settings)
+from .settings import (REGULARISERS, Layer, ModelConfig, TrainConfig, defaults, resolve,
+                       saved_layer, split_point, split_settings)
 from .training import Trainer
 
 SIZES = {"num_layers", "hidden_size", "embed_size"}  # any of these given: no budget plan
@@ -91,12 +91,12 @@ def make_trainer(corpus: str | list[str] | None = None, *, out: Path | None = No
         # measured by the main process alone, so that all train the same model
         plan = distributed.run_on_main(lambda: _plan(data, preset, model_given, train_given))
         # what the plan decided and nobody gave is refitted to the speed seen in training
-        plan.refit = frozenset({"dropout"} - model_given.keys()
+        plan.refit = frozenset(set(REGULARISERS) - model_given.keys()
                                | {"eval_every"} - train_given.keys())
     model_config, train_config = resolve(
         Layer(chosen["model"], chosen["train"]), Layer(model_given, train_given),
         plan=Layer(plan.model, plan.train) if plan else None, vocab_size=len(data.vocab),
-        preset_dropout=lambda epochs: dropout_for(chosen, epochs),
+        preset_regularisation=lambda epochs: regularisation_for(chosen, epochs),
         corpus_chars=len(data.tokens))
     run_dir = distributed.run_on_main(lambda: new_run_dir(
         out, data.name, model_config.to_dict(), checkpoints_dir, reuse_unsaved=resume))
@@ -137,7 +137,7 @@ def _fine_tune(data: corpora.Corpus, parent: finetune.Parent, chosen: dict,
         Layer({**chosen["model"], **parent.architecture()},
               {**chosen["train"], **parent.training_defaults()}),
         Layer(model_given, train_given), vocab_size=len(vocab),
-        preset_dropout=lambda epochs: dropout_for(chosen, epochs),
+        preset_regularisation=lambda epochs: regularisation_for(chosen, epochs),
         corpus_chars=len(data.tokens))
     start = finetune.Start(finetune.child_weights(parent.record.model,
                                                   parent.record.vocabulary(), vocab),

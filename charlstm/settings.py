@@ -32,6 +32,9 @@ FINE_TUNE_LR_RATIO = 1.0
 FINE_TUNE_WARMUP_STEPS = 20
 # What runs saved before a setting existed trained with, where that is not today's default
 SAVED_BEFORE = {"beta1": 0.9}
+MODEL_SAVED_BEFORE = {"locked_dropout": False, "weight_drop": 0.0}
+# The regularisers whose amounts follow the passes a run makes (presets.regularisation_for)
+REGULARISERS = ("dropout", "weight_drop")
 
 
 class SettingError(UsageError):
@@ -74,14 +77,19 @@ class ModelConfig(_Record):
     hidden_size: int = 512  # units per recurrent layer
     embed_size: int = 64  # size of each character's input embedding
     dropout: float = 0.25  # on the stack's input, between its layers and before the head
+    # DropConnect on the recurrent matrices while training, one mask per step (dropout.py)
+    weight_drop: float = 0.3
+    # input and output dropout with one mask per stream per step, not per character
+    locked_dropout: bool = True
 
     def __post_init__(self) -> None:
         if self.model not in CELLS:
             raise SettingError(f"{{model}} must be one of {', '.join(CELLS)}, "
                                f"not {self.model!r}")
         _at_least(self, 1, "vocab_size", "num_layers", "hidden_size", "embed_size")
-        if not 0.0 <= self.dropout < 1.0:
-            raise SettingError(f"{{dropout}} must be in [0, 1), not {self.dropout}")
+        for name in REGULARISERS:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise SettingError(f"{{{name}}} must be in [0, 1), not {getattr(self, name)}")
 
 
 
@@ -185,7 +193,7 @@ class Layer:
 
 def resolve(preset: Layer, explicit: Layer, *, saved: Layer | None = None,
             plan: Layer | None = None, vocab_size: int | None = None,
-            preset_dropout: Callable[[float], float] | None = None,
+            preset_regularisation: Callable[[float], dict] | None = None,
             corpus_chars: int = 0) -> tuple[ModelConfig, TrainConfig]:
     """A run's settings from its layers, in this order, each replacing the one before:
     the dataclass defaults, the preset, the saved run (on resume: it keeps its
@@ -193,8 +201,9 @@ def resolve(preset: Layer, explicit: Layer, *, saved: Layer | None = None,
 
     Explicit limits replace all earlier ones: `time_limit` alone means no step limit.
     `vocab_size` is the corpus's, for a new run (a saved run has its own). A new run
-    without a plan takes the preset's dropout for the passes it will make over its
-    `corpus_chars` (`preset_dropout(epochs)`; see presets.dropout_for), unless given.
+    without a plan takes the preset's dropout and weight drop for the passes it will make
+    over its `corpus_chars` (`preset_regularisation(epochs)`; see
+    presets.regularisation_for), each unless given.
     """
     model, train = defaults()
     for layer in (preset, saved, plan):
@@ -216,16 +225,17 @@ def resolve(preset: Layer, explicit: Layer, *, saved: Layer | None = None,
     train_config = TrainConfig.from_dict(train)
     if saved is None:
         model["vocab_size"] = vocab_size
-        if plan is None and preset_dropout and "dropout" not in explicit.model:
+        if plan is None and preset_regularisation:
             epochs = planned_epochs(train_config, corpus_chars)
             if epochs is not None:
-                model["dropout"] = preset_dropout(epochs)
+                model.update({key: value for key, value in preset_regularisation(epochs).items()
+                              if key not in explicit.model})
     return ModelConfig.from_dict(model), train_config
 
 
 def saved_layer(model_config: dict, train_config: dict) -> Layer:
     """A saved run's settings as a layer; settings it predates get what it trained with."""
-    return Layer(dict(model_config), {**SAVED_BEFORE, **train_config})
+    return Layer({**MODEL_SAVED_BEFORE, **model_config}, {**SAVED_BEFORE, **train_config})
 
 
 def planned_epochs(config: TrainConfig, corpus_chars: int) -> float | None:

@@ -31,7 +31,7 @@ from .guard import DivergenceGuard
 from .losses import LOG_EVERY, LossTally, ReportWindow, curve_every
 from .model import CharRNN, ModelConfig, state_from_list, state_to_list
 from .rundir import RunFolder
-from .settings import TrainConfig, validation_span
+from .settings import REGULARISERS, TrainConfig, validation_span
 
 if TYPE_CHECKING:
     from .corpus import Corpus
@@ -230,13 +230,14 @@ class Trainer:
         """Apply the budget's refit to the speed training has shown (see budget.refit).
         Every process computes the same, from the agreed clock."""
         self._refit_pending = False
-        change = budget.refit(self.plan, self.config, self.model_config.dropout,
+        amounts = {name: getattr(self.model_config, name) for name in REGULARISERS}
+        change = budget.refit(self.plan, self.config, amounts,
                               self.clock.speed(), self.step, self.clock.time_left(),
                               self.val_start)
         if change is None:
             return
-        if change.dropout is not None:
-            self.model.set_dropout(change.dropout)  # model_config is the model's config
+        # model_config is the model's config
+        self.model.set_regularisation(**change.regularisation)
         if change.eval_every is not None:
             self.config.eval_every = change.eval_every
         self._notice(change.notice())

@@ -15,7 +15,7 @@ import torch
 
 from charlstm import budget, checkpoint, clock as run_clock, optim, runs, training, training_step
 from charlstm.model import CharRNN, ModelConfig
-from charlstm.presets import PRESETS, dropout_for
+from charlstm.presets import PRESETS, regularisation_for
 from charlstm.settings import TrainConfig
 
 from conftest import TINY_SETTINGS
@@ -30,20 +30,27 @@ def dirs(tmp_path: Path) -> dict:
 # --------------------------------------------------------------------------- dropout
 
 
-def test_dropout_is_off_while_the_text_is_new_then_rises_to_the_cap():
+def dropout_for(spec: dict, epochs: float) -> float:
+    return regularisation_for(spec, epochs)["dropout"]
+
+
+@pytest.mark.parametrize("name", ["dropout", "weight_drop"])
+def test_regularisation_is_off_while_the_text_is_new_then_rises_to_the_cap(name):
     spec = PRESETS["small"]
     free = spec["dropout_schedule"]["free_epochs"]
-    cap = spec["model"]["dropout"]
-    assert dropout_for(spec, 0.5) == 0.0
-    assert dropout_for(spec, free) == 0.0
-    rising = [dropout_for(spec, free + k) for k in (1, 2, 4, 8)]
+    cap = spec["model"][name]
+    assert cap > 0
+    assert regularisation_for(spec, 0.5)[name] == 0.0
+    assert regularisation_for(spec, free)[name] == 0.0
+    rising = [regularisation_for(spec, free + k)[name] for k in (1, 2, 4, 8)]
     assert rising == sorted(rising) and 0 < rising[0] < rising[-1]
-    assert dropout_for(spec, 10_000) == cap
+    assert regularisation_for(spec, 10_000)[name] == cap
 
 
-def test_preset_without_schedule_keeps_its_dropout():
-    spec = {"model": {"dropout": 0.3}}
-    assert dropout_for(spec, 0.1) == 0.3 and dropout_for(spec, 100) == 0.3
+def test_preset_without_schedule_keeps_its_amounts():
+    spec = {"model": {"dropout": 0.3, "weight_drop": 0.2}}
+    assert regularisation_for(spec, 0.1) == regularisation_for(spec, 100) == {
+        "dropout": 0.3, "weight_drop": 0.2}
 
 
 def test_fixed_step_run_gets_dropout_from_its_planned_passes(tiny_corpus, tmp_path):
@@ -267,7 +274,8 @@ def misjudged_plan(chars_per_sec: float):
     that the run will not have."""
     train = {**PRESETS["small"]["train"], "batch_size": 8, "seq_len": 16, "warmup_steps": 5,
              "eval_every": 4, "sample_length": 0, "precision": "fp32", "device": "cpu"}
-    model = {"num_layers": 1, "hidden_size": 64, "embed_size": 16, "dropout": 0.0}
+    model = {"num_layers": 1, "hidden_size": 64, "embed_size": 16, "dropout": 0.0,
+             "weight_drop": 0.0}
     return budget.BudgetPlan("small", model, train, "fp32", "fp32 (as asked)", chars_per_sec,
                              0.36, "a plan measured while the machine was busy")
 
@@ -291,15 +299,18 @@ def test_plan_settings_are_refitted_to_the_speed_training_shows(tiny_corpus, tmp
     # the plan measured a tenth of the speed: 16 steps, so an evaluation every 4, and dropout 0
     trainer, recorder = planned_trainer(tiny_corpus, tmp_path, monkeypatch,
                                         misjudged_plan(204.8))
-    assert trainer.plan.refit == {"dropout", "eval_every"}
+    assert trainer.plan.refit == {"dropout", "weight_drop", "eval_every"}
     result = trainer.fit()
     # refitted after a tenth of the budget (step 16): 160 steps, so an evaluation every 40
     assert result.step == 160 and trainer.config.eval_every == 40
     assert [record["step"] for record in result.history] == [4, 8, 12, 40, 80, 120, 160]
-    dropout = dropout_for(PRESETS["small"], 160 * 8 * 16 / trainer.val_start)
-    assert dropout > 0
+    amounts = regularisation_for(PRESETS["small"], 160 * 8 * 16 / trainer.val_start)
+    dropout, weight_drop = amounts["dropout"], amounts["weight_drop"]
+    assert dropout > 0 and weight_drop > 0
     assert trainer.model.drop.p == dropout and trainer.model_config.dropout == dropout
-    assert checkpoint.load(result.last_path)["model_config"]["dropout"] == dropout
+    assert trainer.model_config.weight_drop == weight_drop
+    saved_model = checkpoint.load(result.last_path)["model_config"]
+    assert saved_model["dropout"] == dropout and saved_model["weight_drop"] == weight_drop
     saved = json.loads((result.run_dir / "config.json").read_text())
     assert saved["model"]["dropout"] == dropout and saved["train"]["eval_every"] == 40
     assert len(recorder.notices) == 1
@@ -308,11 +319,13 @@ def test_plan_settings_are_refitted_to_the_speed_training_shows(tiny_corpus, tmp
 
 def test_given_settings_are_not_refitted(tiny_corpus, tmp_path, monkeypatch):
     trainer, recorder = planned_trainer(tiny_corpus, tmp_path, monkeypatch,
-                                        misjudged_plan(204.8), dropout=0.1, eval_every=50)
+                                        misjudged_plan(204.8), dropout=0.1, eval_every=50,
+                                        weight_drop=0.05)
     assert trainer.plan.refit == frozenset()
     result = trainer.fit()
     assert result.step == 160 and trainer.config.eval_every == 50
     assert trainer.model.drop.p == 0.1 and recorder.notices == []
+    assert trainer.model_config.weight_drop == 0.05
     assert [record["step"] for record in result.history] == [50, 100, 160]
 
 
@@ -320,7 +333,7 @@ def test_a_good_plan_is_left_as_it_is(tiny_corpus, tmp_path, monkeypatch):
     plan = misjudged_plan(2048.0)  # right: 160 steps, an evaluation every 40
     plan.train["eval_every"] = 40
     trainer, recorder = planned_trainer(tiny_corpus, tmp_path, monkeypatch, plan,
-                                        dropout=0.0)
+                                        dropout=0.0, weight_drop=0.0)
     result = trainer.fit()
     assert recorder.notices == [] and trainer.config.eval_every == 40
     assert [record["step"] for record in result.history] == [40, 80, 120, 160]
@@ -328,13 +341,17 @@ def test_a_good_plan_is_left_as_it_is(tiny_corpus, tmp_path, monkeypatch):
 
 def test_refit_is_a_pure_function_of_the_plan_and_the_speed_seen():
     plan = misjudged_plan(204.8)
-    plan.refit = frozenset({"dropout", "eval_every"})
+    plan.refit = frozenset({"dropout", "weight_drop", "eval_every"})
     config = TrainConfig(batch_size=8, seq_len=16, eval_every=4, time_limit=10.0)
     # a tenth of the budget trained (16 steps) at 2,048 chars/s: 144 steps in the 9 s left
-    change = budget.refit(plan, config, 0.0, 2048.0, 16, 9.0, 5000)
+    now = {"dropout": 0.0, "weight_drop": 0.0}
+    change = budget.refit(plan, config, now, 2048.0, 16, 9.0, 5000)
     assert change.eval_every == 40 and config.eval_every == 4  # returned, not applied
-    assert change.dropout == dropout_for(PRESETS["small"], 160 * 8 * 16 / 5000)
+    assert change.regularisation == regularisation_for(PRESETS["small"], 160 * 8 * 16 / 5000)
     assert "2,048 chars/s, not the 205 measured" in change.notice()
-    assert budget.refit(plan, config, 0.0, 220.0, 16, 9.0, 5000) is None  # within the margin
+    assert "weight drop" in change.notice()
+    assert budget.refit(plan, config, now, 220.0, 16, 9.0, 5000) is None  # within the margin
+    plan.refit = frozenset({"eval_every"})
+    assert budget.refit(plan, config, now, 2048.0, 16, 9.0, 5000).regularisation == {}
     plan.refit = frozenset()
-    assert budget.refit(plan, config, 0.0, 2048.0, 16, 9.0, 5000) is None  # all were given
+    assert budget.refit(plan, config, now, 2048.0, 16, 9.0, 5000) is None  # all were given

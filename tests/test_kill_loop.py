@@ -27,6 +27,7 @@ from conftest import TINY_TEXT, assert_same_training, run_cli
 KILLS = 20
 STEPS = 600
 FLAGS = ["--num-layers", "1", "--hidden-size", "64", "--embed-size", "16", "--dropout", "0.1",
+         "--weight-drop", "0.2", "--locked-dropout",
          "-b", "8", "--seq-len", "16", "--lr", "1e-2", "--max-steps", str(STEPS),
          "--eval-every", "2", "--sample-length", "0", "--precision", "fp32", "--device", "cpu",
          "-q"]

@@ -54,6 +54,14 @@ def test_a_saved_run_keeps_its_architecture():
         resolve(Layer({}, {}), Layer({"hidden_size": 32}, {}), saved=saved)
 
 
+def test_a_run_saved_before_weight_drop_existed_keeps_training_without_it():
+    saved_model = ModelConfig(vocab_size=5, dropout=0.1).to_dict()
+    del saved_model["weight_drop"], saved_model["locked_dropout"]
+    model, _ = resolve(Layer({}, {}), Layer({}, {}),
+                       saved=saved_layer(saved_model, TrainConfig().to_dict()))
+    assert (model.weight_drop, model.locked_dropout, model.dropout) == (0.0, False, 0.1)
+
+
 def test_a_run_saved_before_beta1_existed_keeps_training_with_0_9():
     train_config = TrainConfig().to_dict()
     del train_config["beta1"]
@@ -62,17 +70,19 @@ def test_a_run_saved_before_beta1_existed_keeps_training_with_0_9():
     assert train.beta1 == 0.9
 
 
-def test_the_preset_dropout_follows_the_passes_a_run_makes():
+def test_the_preset_regularisation_follows_the_passes_a_run_makes():
     def schedule(epochs):
-        return round(epochs, 2)
+        return {"dropout": round(epochs, 2), "weight_drop": round(epochs / 2, 2)}
 
     model, _ = resolve(Layer({}, {"max_steps": 10, "batch_size": 2, "seq_len": 5}),
-                       Layer({}, {}), vocab_size=3, preset_dropout=schedule,
+                       Layer({}, {}), vocab_size=3, preset_regularisation=schedule,
                        corpus_chars=1000)
     assert model.dropout == round(10 * 2 * 5 / 900, 2)
-    given, _ = resolve(Layer({}, {}), Layer({"dropout": 0.5}, {}), vocab_size=3,
-                       preset_dropout=schedule, corpus_chars=1000)
-    assert given.dropout == 0.5
+    assert model.weight_drop == round(10 * 2 * 5 / 900 / 2, 2)
+    given, _ = resolve(Layer({}, {"max_steps": 10, "batch_size": 2, "seq_len": 5}),
+                       Layer({"dropout": 0.5}, {}), vocab_size=3,
+                       preset_regularisation=schedule, corpus_chars=1000)
+    assert given.dropout == 0.5 and given.weight_drop == model.weight_drop
 
 
 @pytest.mark.parametrize("bad, setting, flag", [

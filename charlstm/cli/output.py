@@ -149,7 +149,9 @@ def print_info(summary: dict) -> None:
         ("checkpoint", f"{summary['path']} (format {summary['format_version']}, charlstm "
                        f"{'?' if version is None else version})"),
         ("model", f"{model['model']}, {model['num_layers']} layers x {model['hidden_size']} "
-                  f"units, embedding {model['embed_size']}, dropout {model['dropout']} "
+                  f"units, embedding {model['embed_size']}, dropout {model['dropout']}"
+                  f"{' (locked)' if model.get('locked_dropout') else ''}, weight drop "
+                  f"{model.get('weight_drop', 0.0)} "
                   f"({summary['parameters'] / 1e6:.2f}M parameters)"),
         ("vocabulary", f"{summary['vocab_size']} characters"),
         ("corpus", f"{source_text(corpus)}: {corpus.get('characters', 0):,} characters, "

@@ -65,6 +65,14 @@ def train(
                                             help="Dropout on the stack's input, between layers "
                                                  "and before the head (from the preset and "
                                                  "the passes over the corpus)"),
+    weight_drop: Optional[float] = typer.Option(
+        None, "--weight-drop", rich_help_panel=MODEL,
+        help="DropConnect on the recurrent weight matrices while training, one mask per "
+             "step (from the preset and the passes over the corpus)"),
+    locked_dropout: Optional[bool] = typer.Option(
+        None, "--locked-dropout/--fresh-dropout", rich_help_panel=MODEL,
+        help="Input and output dropout with one mask per stream for a whole step, or a "
+             "fresh mask per character (default: locked)"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", rich_help_panel=OPTIM,
                                              help="Parallel streams per step (from the preset)"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", rich_help_panel=OPTIM,
@@ -146,7 +154,8 @@ def train(
     settings = dict(
         val_frac=val_frac, shuffle=shuffle, bptt_warmup=bptt_warmup, model=model,
         num_layers=num_layers, hidden_size=hidden_size, embed_size=embed_size,
-        dropout=dropout, batch_size=batch_size, seq_len=seq_len, lr=lr,
+        dropout=dropout, weight_drop=weight_drop, locked_dropout=locked_dropout,
+        batch_size=batch_size, seq_len=seq_len, lr=lr,
         warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip, beta1=beta1,
         max_steps=max_steps, epochs=epochs, seed=seed, device=device, precision=precision,
         eval_every=eval_every, eval_chars=eval_chars, compile=compile_model,
