@@ -56,4 +56,5 @@ def _drop_connect(weight: torch.Tensor, p: float) -> torch.Tensor:
     # one random byte per weight: 8 from each full-range int64 (all of its bits uniform)
     words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-2**63, None)
     keep = words.view(torch.uint8)[:n].view_as(weight) >= cut
-    return weight * (keep.to(weight.dtype) * (_BYTE / (_BYTE - cut)))
+    scale = torch.tensor(_BYTE / (_BYTE - cut), dtype=weight.dtype)
+    return weight * torch.where(keep, scale, torch.zeros((), dtype=weight.dtype))
