@@ -2,7 +2,8 @@
 
     python bench/peers.py --nanogpt DIR [--budget recipe] [--budget 10m] [--repeat N]
                           [--corpus tinyshakespeare [--from PATH] | --corpus pydocs |
-                           --corpus FILE] [--variant 'LABEL=ARGS' ...] [--no-record]
+                           --corpus FILE] [--variant 'LABEL=ARGS' ...]
+                          [--variant-python 'LABEL=PYTHON' ...] [--no-record]
                           [-- charlstm train arguments for every variant]
 
 DIR is a checkout of https://github.com/karpathy/nanoGPT that you cloned yourself; it is
@@ -19,7 +20,10 @@ and how its data is prepared, offline). For each budget, and `--repeat` times:
 2. `charlstm train CORPUS --time <nanoGPT's wall clock> --eval-chars 0`, in a fresh
    folder whose CHARLSTM_CORPORA holds the corpus (`charlstm corpus get NAME --from PATH`
    for a named corpus); once per `--variant` (default: one with no more arguments), so
-   that settings can be compared with each other beside the same nanoGPT run.
+   that settings can be compared with each other beside the same nanoGPT run. A variant
+   named in `--variant-python` runs under that interpreter instead, so an earlier
+   charlstm (a `git worktree` of its commit, installed in a venv of its own) can run
+   beside this one.
 3. Both final models are scored on the whole validation split, the last 10% of the corpus
    (charlstm's split, the same text for both): nanoGPT's checkpoint with its own model
    code in non-overlapping 64-character windows (each window's first character predicted
@@ -123,12 +127,13 @@ def load_corpus(spec: str, source: str | None, corpora: Path) -> Corpus:
                   path.read_bytes().decode("utf-8"))
 
 
-def run_charlstm(corpus: Corpus, seconds: float, workdir: Path, extra: list[str]) -> TrainRun:
+def run_charlstm(corpus: Corpus, seconds: float, workdir: Path, extra: list[str],
+                 python: str | None = None) -> TrainRun:
     """`charlstm train CORPUS --time SECONDS --eval-chars 0 EXTRA` in a fresh folder."""
     if corpus.named:
         corpus_files(corpus.train_spec, corpus.source, workdir / "corpora")
     run = train([corpus.train_spec, "--time", f"{seconds:.1f}s", "--eval-chars", "0",
-                 *extra], workdir)
+                 *extra], workdir, python)
     characters = run.config["corpus"]["characters"]
     if characters != len(corpus.text):
         sys.exit(f"peers: charlstm read {characters:,} characters, nanoGPT "
@@ -175,7 +180,8 @@ class Session:
             say(f"charlstm ({label}) for {ran.seconds:.1f} s ...")
             mine = run_charlstm(self.corpus, ran.seconds,
                                 self.root / f"charlstm-{self.count}-{k}",
-                                [*arguments, *self.args.train_args])
+                                [*arguments, *self.args.train_args],
+                                self.args.pythons.get(label))
             say(f"charlstm ({label}): {mine.val_loss:.4f} nats after "
                 f"{mine.last['step']:,} steps")
             comparisons.append(Comparison(
@@ -192,6 +198,8 @@ class Session:
                              "--eval-chars 0", "VARIANT", *self.args.train_args])
         variants = "; ".join(f"{label}: `{shlex.join(arguments)}`" if arguments else
                              f"{label}: (none)" for label, arguments in self.args.variants)
+        variants += "".join(f"; {label} ran under `{python}`, charlstm at {checkout_of(python)}"
+                            for label, python in self.args.pythons.items())
         block = nanogpt.RECIPE["block_size"]
         return (
             f"nanoGPT ({nanogpt.version(self.nanogpt, self.args.nanogpt_commit)}) runs "
@@ -205,6 +213,20 @@ class Session:
             f"predicted from the one before it; charlstm's final evaluation, {EVAL_STREAMS} "
             f"streams each warmed on the {EVAL_WARMUP} characters before it. Below 1 in the "
             f"ratio, charlstm is better.")
+
+
+def checkout_of(python: str) -> str:
+    """Where the charlstm that `python` imports comes from, and its commit if a git
+    checkout."""
+    found = subprocess.run([python, "-c", "import charlstm, pathlib; "
+                            "print(pathlib.Path(charlstm.__file__).resolve().parents[1])"],
+                           capture_output=True, text=True)
+    if found.returncode != 0:
+        sys.exit(f"peers: {python} cannot import charlstm: {found.stderr.strip()[-300:]}")
+    folder = found.stdout.strip()
+    commit = subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return f"{folder} (commit {commit})" if commit else folder
 
 
 def say(message: str) -> None:
@@ -230,6 +252,9 @@ def parse_arguments() -> argparse.Namespace:
                         help="repeatable: charlstm train arguments to run beside each "
                              "nanoGPT run, under a label (default: one, 'charlstm', with "
                              "none); arguments after -- go to every variant")
+    parser.add_argument("--variant-python", action="append", metavar="LABEL=PYTHON",
+                        help="repeatable: run the variant LABEL under this interpreter "
+                             "(e.g. an earlier charlstm's venv)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each budget")
     parser.add_argument("--corpus", default="tinyshakespeare",
                         help="a known corpus name or a text file (default: tinyshakespeare)")
@@ -248,6 +273,10 @@ def parse_arguments() -> argparse.Namespace:
     args.train_args = [a for a in args.train_args if a != "--"]
     args.variants = [(label or "charlstm", shlex.split(arguments)) for label, _, arguments
                      in (v.partition("=") for v in args.variant or ["charlstm="])]
+    args.pythons = dict(v.partition("=")[::2] for v in args.variant_python or [])
+    unknown = set(args.pythons) - {label for label, _ in args.variants}
+    if unknown:
+        parser.error(f"--variant-python names no --variant: {', '.join(sorted(unknown))}")
     for budget in args.budget:
         try:
             if budget != RECIPE:

@@ -51,16 +51,21 @@ class TrainRun:
 
     def model(self) -> str:
         m = self.config["model"]
+        regularised = f"dropout {m['dropout']:g}"
+        if "locked_dropout" in m:  # runs of charlstm before weight drop have neither key
+            regularised += (f" ({'locked' if m['locked_dropout'] else 'fresh'}), weight drop "
+                            f"{m['weight_drop']:g}")
         return (f"{m['model']} {m['num_layers']}x{m['hidden_size']} "
-                f"({self.config['parameters'] / 1e6:.2f}M), dropout {m['dropout']:g}")
+                f"({self.config['parameters'] / 1e6:.2f}M), {regularised}")
 
 
-def train(args: list[str], workdir: Path | None = None) -> TrainRun:
+def train(args: list[str], workdir: Path | None = None, python: str | None = None) -> TrainRun:
     """Run `python -m charlstm train ARGS --out run` in a fresh folder (so the corpus cache
-    and the run start empty, as for a new user) and time it from launch to exit."""
+    and the run start empty, as for a new user) and time it from launch to exit; with
+    this interpreter unless `python` names another (an earlier charlstm's, say)."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="charlstm-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "charlstm", "train", *args, "--out", "run"]
+    command = [python or sys.executable, "-m", "charlstm", "train", *args, "--out", "run"]
     env = {**os.environ, "CHARLSTM_CORPORA": str(workdir / "corpora")}
     log = workdir / "stderr.txt"
     started = time.perf_counter()

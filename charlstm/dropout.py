@@ -7,36 +7,57 @@ Merity et al. 2018):
   step over the matrices themselves. The fused module (cuDNN, oneDNN) then runs with the
   dropped weights (`torch.func.functional_call`), and the gradients reach the raw ones.
 
-Both draw from the default generator of the tensors' device, as `nn.Dropout` does, so a
+and, for runs that ask for it, fresh dropout with a new mask per character.
+
+All draw from the default generator of the tensors' device, as `nn.Dropout` does, so a
 resumed run (which restores the generators) draws the same masks. Evaluation and sampling
-use neither.
+use none of them.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-# On a CPU, drawing a bernoulli per weight costs more than a bf16 LSTM step's matrix
-# products (17 ms for a 2048 x 512 matrix, against 3 ms here: bench/RESULTS.md, "Weight
-# drop's cost"); there, each mask element is one random byte, so p is rounded to 1/256
+# On a CPU, torch's bernoulli draw costs more than a bf16 LSTM step's matrix products
+# (17 ms for a 2048 x 512 matrix, 8 ms for a 32 x 32 x 512 batch of activations, against
+# about 3 ms for a 2048 x 512 mask here: bench/RESULTS.md, "Dropout's cost"); there,
+# each mask element is one random byte instead, so p is rounded to a multiple of 1/256
 _BYTE = 256
 
 
-def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """x (B, T, C) with one mask per stream and channel, shared over its T time steps."""
+def dropout_mask(shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
+    """A mask of `shape` in like's dtype and device: 0 with probability p, else 1 / (1-p),
+    so that multiplying by it keeps the mean."""
+    dtype, device = like.dtype, like.device
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1 - p) / (1 - p)
+    cut = round(p * _BYTE)
+    n = math.prod(shape)
+    # one random byte per element: 8 from each full-range int64 (all of its bits uniform)
+    words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-2**63, None)
+    keep = words.view(torch.uint8)[:n].view(shape) >= cut
+    scale = torch.tensor(_BYTE / (_BYTE - cut), dtype=dtype)
+    return torch.where(keep, scale, torch.zeros((), dtype=dtype))
+
+
+def dropout(x: torch.Tensor, p: float, training: bool, locked: bool) -> torch.Tensor:
+    """x (B, T, C) under dropout at rate p: with one mask per stream and channel, shared
+    over its T time steps (`locked`), or a fresh mask per element."""
     if not training or p == 0:
         return x
-    keep = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - p)  # (B, 1, C)
-    return x * keep / (1 - p)
+    shape = (x.size(0), 1, x.size(2)) if locked else tuple(x.shape)
+    return x * dropout_mask(shape, p, x)  # a (B, 1, C) mask broadcasts over T
 
 
 def dropped_weights(rnn: nn.RNNBase, p: float) -> dict[str, torch.Tensor]:
     """The recurrent matrices of `rnn` with a fresh DropConnect mask at rate p, by name."""
-    return {name: _drop_connect(getattr(rnn, name), p)
-            for name in rnn._flat_weights_names if name.startswith("weight_hh")}
+    return {name: weight * dropout_mask(tuple(weight.shape), p, weight)
+            for name, weight in ((name, getattr(rnn, name)) for name in rnn._flat_weights_names
+                                 if name.startswith("weight_hh"))}
 
 
 def run_with_weight_drop(rnn: nn.RNNBase, p: float, x: torch.Tensor, state):
@@ -44,17 +65,3 @@ def run_with_weight_drop(rnn: nn.RNNBase, p: float, x: torch.Tensor, state):
     if p == 0:
         return rnn(x, state)
     return functional_call(rnn, dropped_weights(rnn, p), (x, state))
-
-
-def _drop_connect(weight: torch.Tensor, p: float) -> torch.Tensor:
-    if weight.device.type != "cpu":
-        return F.dropout(weight, p)
-    cut = round(p * _BYTE)
-    if cut == 0:
-        return weight
-    n = weight.numel()
-    # one random byte per weight: 8 from each full-range int64 (all of its bits uniform)
-    words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-2**63, None)
-    keep = words.view(torch.uint8)[:n].view_as(weight) >= cut
-    scale = torch.tensor(_BYTE / (_BYTE - cut), dtype=weight.dtype)
-    return weight * torch.where(keep, scale, torch.zeros((), dtype=weight.dtype))

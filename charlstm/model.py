@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dropout import locked_dropout, run_with_weight_drop
+from .dropout import dropout, run_with_weight_drop
 from .settings import ModelConfig  # noqa: F401  (the model's config, defined with the others)
 
 IGNORE_INDEX = -100  # targets with this id are padding and carry no loss
@@ -31,7 +31,6 @@ class CharRNN(nn.Module):
             config.embed_size, config.hidden_size, config.num_layers, batch_first=True,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
         )
-        self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
         self._init_forget_bias()
 
@@ -52,16 +51,13 @@ class CharRNN(nn.Module):
         part-way through a run."""
         if dropout is not None:
             self.config.dropout = dropout
-            self.drop.p = dropout
             self.rnn.dropout = dropout if self.config.num_layers > 1 else 0.0
         if weight_drop is not None:
             self.config.weight_drop = weight_drop
 
     def _dropped(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, C) under the input and output dropout, locked or fresh."""
-        if self.config.locked_dropout:
-            return locked_dropout(x, self.drop.p, self.training)
-        return self.drop(x)
+        return dropout(x, self.config.dropout, self.training, self.config.locked_dropout)
 
     def _run(self, x: torch.Tensor, state):
         """The recurrent stack over x (B, T, E), with weight drop while training."""

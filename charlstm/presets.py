@@ -8,10 +8,11 @@ single wide LSTM layer with a short backpropagation window and a high learning r
 learns fastest, because a CPU step has a fixed cost per layer and more, shorter steps
 beat fewer, longer ones.
 
-Unless given, dropout and weight drop follow from how many passes over the corpus a run
-will make (`regularisation_for`): none for the first `free_epochs`, when nearly every
-character is new, then `per_epoch` more for each further pass (weight drop
-`weight_drop_per_epoch`), up to the model's `dropout` and `weight_drop`. `min_chars`
+Unless given, dropout (and weight drop, in a preset whose schedule has a
+`weight_drop_per_epoch`; none has yet) follows from how many passes over the corpus a
+run will make (`regularisation_for`): none for the first `free_epochs`, when nearly every
+character is new, then `per_epoch` more for each further pass, up to the model's
+`dropout` (and `weight_drop`). `min_chars`
 marks the presets a time budget may choose (see budget.py): how many training
 characters the preset needs within the budget to do better than the smaller ones.
 """
@@ -24,16 +25,14 @@ from .settings import defaults
 # What each preset changes from the settings' defaults (settings.py), which are `small`'s
 _PRESETS: dict[str, dict] = {
     "tiny": {  # a smoke test: seconds on a laptop CPU
-        "model": {"num_layers": 1, "hidden_size": 128, "embed_size": 32, "dropout": 0.0,
-                  "weight_drop": 0.0},
+        "model": {"num_layers": 1, "hidden_size": 128, "embed_size": 32, "dropout": 0.0},
         "train": {"batch_size": 32, "seq_len": 32, "lr": 1e-2, "beta1": 0.9,
                   "max_steps": 500, "eval_every": 100},
     },
     "small": {  # the default: a minute or two on a laptop CPU
         "model": {},
         "train": {},
-        "dropout_schedule": {"free_epochs": 2.0, "per_epoch": 0.02,
-                             "weight_drop_per_epoch": 0.03},
+        "dropout_schedule": {"free_epochs": 2.0, "per_epoch": 0.02},
         "min_chars": 0,
     },
     "medium": {  # tens of minutes on a laptop CPU, minutes on a GPU
@@ -79,5 +78,6 @@ def regularisation_for(spec: dict, epochs: float) -> dict[str, float]:
         return {"dropout": model["dropout"], "weight_drop": model["weight_drop"]}
     passes = max(0.0, epochs - schedule["free_epochs"])
     rates = {"dropout": schedule["per_epoch"],
-             "weight_drop": schedule.get("weight_drop_per_epoch", 0.0)}
-    return {name: round(min(model[name], passes * rate), 2) for name, rate in rates.items()}
+             "weight_drop": schedule.get("weight_drop_per_epoch")}
+    return {name: model[name] if rate is None else round(min(model[name], passes * rate), 2)
+            for name, rate in rates.items()}

@@ -77,8 +77,9 @@ class ModelConfig(_Record):
     hidden_size: int = 512  # units per recurrent layer
     embed_size: int = 64  # size of each character's input embedding
     dropout: float = 0.25  # on the stack's input, between its layers and before the head
-    # DropConnect on the recurrent matrices while training, one mask per step (dropout.py)
-    weight_drop: float = 0.3
+    # DropConnect on the recurrent matrices while training, one mask per step (dropout.py);
+    # off unless given: at a 10-minute budget it cost more than it gave (docs/training.md)
+    weight_drop: float = 0.0
     # input and output dropout with one mask per stream per step, not per character
     locked_dropout: bool = True
 

@@ -150,3 +150,22 @@ def test_the_results_table_has_one_row_per_comparison_and_the_ratio():
     ratio = first[peers.HEADER.index("charlstm / nanoGPT")]
     assert float(ratio) == pytest.approx(1.525 / 1.892, abs=5e-4)
     assert "9,500 (9,500)" in lines[3] and "7,531" in lines[3] and "weight drop" in lines[3]
+
+
+def test_a_variant_under_another_interpreter_is_described_by_its_checkout():
+    import charlstm
+
+    described = peers.checkout_of(sys.executable)
+    assert described.startswith(str(Path(charlstm.__file__).resolve().parents[1]))
+
+
+def test_variant_python_must_name_a_variant(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(peers.nanogpt, "check_checkout", lambda path: None)
+    monkeypatch.setattr(sys, "argv", ["peers.py", "--nanogpt", str(tmp_path),
+                                      "--variant", "new=", "--variant-python", "old=python3"])
+    with pytest.raises(SystemExit):
+        peers.parse_arguments()
+    assert "--variant-python names no --variant: old" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["peers.py", "--nanogpt", str(tmp_path), "--variant",
+                                      "old=--seed 1", "--variant-python", "old=python3"])
+    assert peers.parse_arguments().pythons == {"old": "python3"}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from charlstm.dropout import dropped_weights, locked_dropout, run_with_weight_drop
+from charlstm.dropout import dropout, dropout_mask, dropped_weights, run_with_weight_drop
 from charlstm.model import CharRNN, ModelConfig
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -17,14 +17,36 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 def test_locked_dropout_keeps_one_mask_per_stream_over_its_time_steps():
     torch.manual_seed(0)
     x = torch.ones(16, 50, 32)
-    out = locked_dropout(x, 0.4, training=True)
+    out = dropout(x, 0.25, training=True, locked=True)  # 0.25: a whole number of 1/256
     dropped = out == 0  # (B, T, C)
     assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))  # same at every step
     assert not torch.equal(dropped[0], dropped[1])  # but not across streams
-    assert 0.3 < dropped.float().mean().item() < 0.5
-    assert torch.allclose(out[~dropped], torch.tensor(1 / 0.6))  # the mean is kept
-    assert locked_dropout(x, 0.4, training=False) is x
-    assert locked_dropout(x, 0.0, training=True) is x
+    assert 0.2 < dropped.float().mean().item() < 0.3
+    assert torch.allclose(out[~dropped], torch.tensor(1 / 0.75))  # the mean is kept
+    assert dropout(x, 0.4, training=False, locked=True) is x
+    assert dropout(x, 0.0, training=True, locked=True) is x
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
+def test_fresh_dropout_masks_each_element_at_the_rate_keeping_the_mean(p):
+    torch.manual_seed(0)
+    x = torch.ones(16, 50, 64, dtype=torch.float64)
+    out = dropout(x, p, training=True, locked=False)
+    dropped = out == 0
+    assert abs(dropped.float().mean().item() - p) < 0.01
+    assert not torch.equal(dropped, dropped[:, :1].expand_as(dropped))  # not locked
+    assert abs(out.mean().item() - 1.0) < 0.02
+    assert out.dtype == torch.float64
+
+
+def test_the_mask_keeps_the_dtype_and_draws_every_byte_uniformly():
+    torch.manual_seed(0)
+    mask = dropout_mask((1000, 1000), 0.5, torch.empty(0, dtype=torch.bfloat16))
+    assert mask.dtype == torch.bfloat16
+    zero = (mask == 0).float()
+    # all 8 bytes of each random word are used: every position mod 8 drops about half
+    rates = zero.flatten()[:999_992].view(-1, 8).mean(0)
+    assert torch.all((rates - 0.5).abs() < 0.01), rates
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -95,10 +117,11 @@ def test_weight_drop_masks_come_from_the_seeded_generator():
 def test_set_regularisation_changes_a_built_model():
     net = model(0.0)
     net.set_regularisation(dropout=0.2, weight_drop=0.4)
-    assert net.drop.p == 0.2 and net.rnn.dropout == 0.2
+    assert net.config.dropout == 0.2 and net.rnn.dropout == 0.2
     assert net.config.weight_drop == 0.4
     net.set_regularisation(dropout=0.1)
     assert net.config.weight_drop == 0.4 and net.config.dropout == 0.1
+    assert net.rnn.dropout == 0.1
 
 
 @pytest.mark.parametrize("locked", [True, False])
