@@ -211,8 +211,10 @@ def params(run_dir: Path) -> dict:
     ({"num_layers": 2, "dropout": 0.3}, 50),
     ({"num_layers": 2, "dropout": 0.3}, 30),
     ({"bptt_warmup": 4}, 50),  # contiguous with warm-up; 100 steps cross epoch boundaries
+    ({"num_layers": 2, "dropout": 0.2, "weight_drop": 0.3}, 30),  # the masks continue
+    ({"dropout": 0.2, "locked_dropout": False}, 30),
 ], ids=["contiguous", "contiguous-stop-30", "shuffle-warmup", "dropout", "dropout-stop-30",
-        "contiguous-warmup"])
+        "contiguous-warmup", "weight-drop-stop-30", "fresh-dropout-stop-30"])
 def test_resume_is_exact(tiny_corpus, tmp_path, variant, stop_at):
     settings = {**TINY_SETTINGS, **variant}
     straight = train(tiny_corpus, tmp_path / "straight", tmp_path, **variant)
