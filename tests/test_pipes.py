@@ -4,6 +4,7 @@ training, and the validation sparkline; real subprocesses where pipes matter."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -111,8 +112,13 @@ def test_info_shows_the_validation_curve(trained_run):
 
 
 def test_shell_completion_script_and_what_it_completes(tmp_path):
-    script = run_cli("--show-completion", "bash", cwd=tmp_path)
-    assert script.returncode == 0, script.stderr.decode()
+    # typer finds the shell by walking up the process tree (shellingham): run it from
+    # bash, as a user does, not from whatever started pytest (there may be no shell);
+    # a second command keeps bash from replacing itself with the first
+    script = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} -m charlstm "
+                             "--show-completion; exit $?"], cwd=tmp_path, capture_output=True,
+                            stdin=subprocess.DEVNULL, timeout=120)
+    assert script.returncode == 0, script.stderr.decode() + script.stdout.decode()
     assert "complete -o default -F _charlstm_completion charlstm" in script.stdout.decode()
 
     def complete(words: str, index: int) -> set[str]:
