@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import publish  # noqa: E402
-from peers import checkout_of, load_corpus, run_charlstm, say  # noqa: E402
+from peers import checkout_of, load_corpus, parse_variants, run_charlstm, say  # noqa: E402
 from runner import markdown_table  # noqa: E402
 
 from charlstm.cli.input import parse_duration  # noqa: E402
@@ -44,11 +44,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args()
     seconds = parse_duration(args.budget)
-    variants = [(label, shlex.split(extra))
-                for label, _, extra in (v.partition("=") for v in args.variant)]
-    pythons = dict(v.partition("=")[::2] for v in args.variant_python or [])
-    if set(pythons) - {label for label, _ in variants}:
-        parser.error("--variant-python names no --variant")
+    variants, pythons = parse_variants(parser, args.variant, args.variant_python)
     root = Path(tempfile.mkdtemp(prefix="charlstm-variants-"))
     rows, reference = [], None
     try:

@@ -229,6 +229,19 @@ def checkout_of(python: str) -> str:
     return f"{folder} (commit {commit})" if commit else folder
 
 
+def parse_variants(parser: argparse.ArgumentParser, variants: list[str],
+                   pythons: list[str] | None) -> tuple[list[tuple[str, list[str]]], dict]:
+    """--variant 'LABEL=ARGS' as (label, arguments) pairs, and --variant-python
+    'LABEL=PYTHON' as {label: python}, each naming a variant."""
+    pairs = [(label or "charlstm", shlex.split(arguments))
+             for label, _, arguments in (v.partition("=") for v in variants)]
+    interpreters = dict(v.partition("=")[::2] for v in pythons or [])
+    unknown = set(interpreters) - {label for label, _ in pairs}
+    if unknown:
+        parser.error(f"--variant-python names no --variant: {', '.join(sorted(unknown))}")
+    return pairs, interpreters
+
+
 def say(message: str) -> None:
     print(f"peers: {message}", file=sys.stderr, flush=True)
 
@@ -271,12 +284,8 @@ def parse_arguments() -> argparse.Namespace:
     args = parser.parse_args()
     args.budget = args.budget or [RECIPE]
     args.train_args = [a for a in args.train_args if a != "--"]
-    args.variants = [(label or "charlstm", shlex.split(arguments)) for label, _, arguments
-                     in (v.partition("=") for v in args.variant or ["charlstm="])]
-    args.pythons = dict(v.partition("=")[::2] for v in args.variant_python or [])
-    unknown = set(args.pythons) - {label for label, _ in args.variants}
-    if unknown:
-        parser.error(f"--variant-python names no --variant: {', '.join(sorted(unknown))}")
+    args.variants, args.pythons = parse_variants(parser, args.variant or ["charlstm="],
+                                                 args.variant_python)
     for budget in args.budget:
         try:
             if budget != RECIPE:

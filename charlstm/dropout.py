@@ -55,9 +55,12 @@ def dropout(x: torch.Tensor, p: float, training: bool, locked: bool) -> torch.Te
 
 def dropped_weights(rnn: nn.RNNBase, p: float) -> dict[str, torch.Tensor]:
     """The recurrent matrices of `rnn` with a fresh DropConnect mask at rate p, by name."""
-    return {name: weight * dropout_mask(tuple(weight.shape), p, weight)
-            for name, weight in ((name, getattr(rnn, name)) for name in rnn._flat_weights_names
-                                 if name.startswith("weight_hh"))}
+    dropped = {}
+    for name in rnn._flat_weights_names:
+        if name.startswith("weight_hh"):
+            weight = getattr(rnn, name)
+            dropped[name] = weight * dropout_mask(tuple(weight.shape), p, weight)
+    return dropped
 
 
 def run_with_weight_drop(rnn: nn.RNNBase, p: float, x: torch.Tensor, state):
