@@ -6,7 +6,8 @@ Two choices are made by timing a few real training steps instead of guessing:
   units, so it is chosen only when it measures clearly faster than fp32;
 - **the model for a time budget**: given `--time` and no model size, each preset's speed
   here says how many characters it could learn from in that time, and the biggest preset
-  that gets enough of them to beat the smaller ones is chosen (see presets.py). Its
+  that gets enough of them to beat the smaller ones, where the smaller ones would make
+  so many passes over the corpus that they stop gaining, is chosen (see presets.py). Its
   dropout and weight drop then follow from how many passes over the corpus the budget
   allows. (The trainer fits them and the evaluation interval again once training has
   shown its real speed: see Trainer._refit.)
@@ -137,13 +138,21 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
 
     The candidates (by default every preset with a `min_chars`) are tried from the
     smallest up; each is timed by the fastest of three steps, and the biggest whose speed
-    gives it at least its `min_chars` of training text in the budget wins. A preset whose
-    speed, predicted from the last one's by parameter count, falls far short is not timed.
+    gives it at least its `min_chars` of training text in the budget wins, as long as
+    the one below it would have made more than its `outgrown_epochs` passes over the
+    corpus (a smaller model with text still to learn from beats a bigger one). A preset
+    whose speed, predicted from the last one's by parameter count, falls far short is
+    not timed.
     """
     precision_note = f"{precision} (as asked)"
-    chosen, speed, size, measured = None, 0.0, 0, []
+    chosen, speed, size, measured, kept = None, 0.0, 0, [], ""
     names = candidates or [name for name, spec in PRESETS.items() if "min_chars" in spec]
     for name in names:
+        if chosen is not None:
+            outgrown = PRESETS[chosen].get("outgrown_epochs", math.inf)
+            if speed * time_limit / max(train_chars, 1) <= outgrown:
+                kept = f" (no more than the {outgrown:g} after which a larger preset pays)"
+                break  # the smaller preset has not run out of text to learn from
         spec = PRESETS[name]
         train = spec["train"]
         model = CharRNN(ModelConfig(vocab_size=vocab_size, model=cell,
@@ -174,7 +183,7 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     train["eval_every"] = eval_interval(steps, time_limit)
     note = (f"{chosen} preset for the {time_limit:g} s budget: measured "
             f"{', '.join(measured)}, about {epochs:.1f} passes over the "
-            f"{train_chars:,} training characters, so {_amounts(amounts)}")
+            f"{train_chars:,} training characters{kept}, so {_amounts(amounts)}")
     return BudgetPlan(chosen, {**spec["model"], **amounts}, train, precision,
                       precision_note, speed, epochs, note)
 

@@ -15,6 +15,10 @@ character is new, then `per_epoch` more for each further pass, up to the model's
 `dropout` (and `weight_drop`). `min_chars`
 marks the presets a time budget may choose (see budget.py): how many training
 characters the preset needs within the budget to do better than the smaller ones.
+`outgrown_epochs` is the other half of that choice: the passes over the corpus after
+which a preset has stopped gaining, so that the next larger one is worth its slower
+steps. Below it, the smaller preset learns more in the same time even when the larger
+one would get its `min_chars`.
 """
 
 from __future__ import annotations
@@ -34,15 +38,16 @@ _PRESETS: dict[str, dict] = {
         "train": {},
         "dropout_schedule": {"free_epochs": 2.0, "per_epoch": 0.02},
         "min_chars": 0,
+        # 10 minutes on a 2-core Xeon: tinyshakespeare (19 passes of small) 1.4438 nats
+        # with small against 1.4603 with medium, pydocs (45 passes) 1.1692 against
+        # 1.0745 (bench/RESULTS.md): the line is between, at 30
+        "outgrown_epochs": 30.0,
     },
     "medium": {  # tens of minutes on a laptop CPU, minutes on a GPU
         "model": {"num_layers": 2, "hidden_size": 512, "embed_size": 128, "dropout": 0.25},
         "train": {"batch_size": 32, "seq_len": 64, "lr": 3e-3, "beta1": 0.9,
                   "max_steps": 5000, "eval_every": 500},
         "dropout_schedule": {"free_epochs": 1.0, "per_epoch": 0.04},
-        # tinyshakespeare at 522 s: small 1.4438 nats (18.9M characters) beat medium's
-        # 1.4603 (5.7M), but pydocs (0.4M) at 600 s: small 1.1692 against medium's 1.0745;
-        # a better rule needs the corpus size too (bench/RESULTS.md)
         "min_chars": 4_500_000,
     },
     "large": {  # for a GPU

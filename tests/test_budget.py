@@ -146,6 +146,24 @@ def test_long_budget_plans_a_bigger_model():
     assert plan.train["eval_every"] <= round(600 * steps_per_second) + 1
 
 
+def test_a_smaller_preset_with_text_left_to_learn_from_is_kept(monkeypatch):
+    """Time enough for medium's minimum, but on a corpus so large that small makes
+    few passes over it: small is kept, and medium is not even timed."""
+    timed = []
+    real = budget.step_seconds
+
+    def recording(model, *args, **kwargs):
+        timed.append(model.config.hidden_size * model.config.num_layers)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "step_seconds", recording)
+    plan = budget.plan(1e7, 10**13, 40, CPU, "fp32", candidates=["small", "medium"])
+    assert plan.preset == "small"
+    assert plan.epochs <= PRESETS["small"]["outgrown_epochs"]
+    assert timed == [PRESETS["small"]["model"]["hidden_size"]]
+    assert f"the {PRESETS['small']['outgrown_epochs']:g} after which" in plan.note
+
+
 def test_plan_skips_timing_presets_that_cannot_fit(monkeypatch):
     timed = []
     real = budget.step_seconds
