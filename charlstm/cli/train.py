@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from ..presets import DEFAULT_PRESET, PRESETS
-from ..settings import FINE_TUNE_LR_RATIO, FINE_TUNE_WARMUP_STEPS
+from ..settings import FINE_TUNE_LR_RATIO, FINE_TUNE_WARMUP_STEPS, TrainConfig
 from .app import (CKPT, CORPUS_HELP, DATA, GLOB_HELP, HELP, IMPORTED_AT, MODEL, OPTIM,
                   OUTPUT, app, checkpoints_dir, corpora_dir)
 from .input import parse_duration, parse_interval, stdin
@@ -81,12 +81,15 @@ def train(
                                        help="Peak learning rate (AdamW) (from the preset)"),
     warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", rich_help_panel=OPTIM,
                                                help="Linear learning-rate warm-up steps; "
-                                                    "cosine decay follows (default: 100)"),
+                                                    "cosine decay follows (default: "
+                                                    f"{TrainConfig.warmup_steps})"),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", rich_help_panel=OPTIM,
-                                                 help="AdamW weight decay (default: 0.01)"),
+                                                 help="AdamW weight decay of the weight matrices "
+                                                      "and embeddings (default: "
+                                                      f"{TrainConfig.weight_decay})"),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", rich_help_panel=OPTIM,
                                               help="Global gradient norm cap, 0 = off "
-                                                   "(default: 1.0)"),
+                                                   f"(default: {TrainConfig.grad_clip})"),
     beta1: Optional[float] = typer.Option(None, "--beta1", rich_help_panel=OPTIM,
                                           help="AdamW's momentum, the decay of its running "
                                                "mean of gradients (from the preset)"),
