@@ -9,10 +9,14 @@ is chosen for the fewest, largest calls:
 
 - layer 0's input product of each character (embedding times the input weights, plus
   the biases) is a row of a (V, G*H) table computed once, so it costs a row gather;
-- every hidden state lives in one (B, L*H) buffer, layer n's h in columns n*H..(n+1)*H,
-  so the input of layer n >= 1, [h of layer n-1, its own h], is one slice of it, and the
-  layer's input and recurrent weights, stacked into one (2H, G*H) matrix, take one matrix
-  product (LSTM and RNN; the GRU's n gate needs W_hn h apart);
+- LSTM and RNN: every hidden state lives in one (B, L*H) buffer, layer n's h in columns
+  n*H..(n+1)*H, so the input of layer n >= 1, [h of layer n-1, its own h], is one slice
+  of it, and the layer's input and recurrent weights, stacked into one (2H, G*H) matrix,
+  take one matrix product;
+- GRU: its n gate needs W_hn h apart, so the recurrent products of all layers, which
+  need only the states of the step before, are one batched product (torch.baddbmm of
+  the (L, B, H) state and the (L, H, 3H) weights) at the start of each step: one call
+  for all layers, and with several threads the layers' products run side by side;
 - the weights are copied once, transposed to (in, out) and contiguous, the layout of the
   matrix-product floor in bench/sampling_speed.py;
 - the LSTM's gates are reordered i, f, o, g, so one sigmoid covers three of them.
@@ -46,8 +50,9 @@ class Stepper:
 
     The returned logits and state are the stepper's own buffers: the next call overwrites
     them (clone what you keep). Passing the returned state back steps on in place; any
-    other state (or None, the zero state) is copied in first. The returned h is a view of
-    (num_layers, B, H) into the stepper's (B, L*H) buffer, not contiguous when B > 1.
+    other state (or None, the zero state) is copied in first. The returned h, (num_layers,
+    B, H), is for an LSTM or RNN a view into the stepper's (B, L*H) buffer, not contiguous
+    when B > 1.
 
     The weights are copies, laid out for speed: build a new stepper once the model's
     weights have changed. Buffers made under `torch.inference_mode` can only be written
@@ -92,13 +97,16 @@ class Stepper:
             if self.kind == "gru":
                 # r and z use the biases' sum, n needs b_hn apart: keep them apart
                 self.bias.append(bias_ih)
-                self.recurrent_bias.append(bias_hh)
+                self.recurrent_bias.append(bias_hh[None])  # (1, 3H)
                 self.weight.append(in_out(weight_ih))  # (H, 3H); layer 0's unused
                 self.recurrent_weight.append(in_out(weight_hh))  # (H, 3H)
             else:
                 self.bias.append(bias_ih + bias_hh)
                 stacked = weight_hh if n == 0 else torch.cat([weight_ih, weight_hh], 1)
                 self.weight.append(in_out(stacked))  # (H or 2H, G*H)
+        if self.kind == "gru":  # every layer's at once: (L, H, 3H) and (L, 1, 3H)
+            self.recurrent_weight = torch.stack(self.recurrent_weight)
+            self.recurrent_bias = torch.stack(self.recurrent_bias)
         embedding = model.embed.weight.detach()  # (V, E)
         self.table = torch.addmm(self.bias[0], embedding,
                                  in_out(param("weight_ih", 0)))  # (V, G*H)
@@ -166,12 +174,16 @@ class Stepper:
 
         layers, hidden, gate_size = self.num_layers, self.hidden_size, self.gate_size
         self.batch_size = batch_size
-        hidden_row = empty(batch_size, layers * hidden)  # (B, L*H): layer n at n*H
-        h = hidden_row.view(batch_size, layers, hidden).transpose(0, 1)  # (L, B, H)
-        self.h = [h[n] for n in range(layers)]  # (B, H) views, row stride L*H
-        # layer n's input, [h of layer n-1, h of layer n], is one slice (B, 2H)
-        self.inputs = [None] + [hidden_row[:, (n - 1) * hidden:(n + 1) * hidden]
-                                for n in range(1, layers)]
+        if self.kind == "gru":  # the batched recurrent product's input
+            h = empty(layers, batch_size, hidden)  # (L, B, H)
+            self.inputs = [None] * layers
+        else:
+            hidden_row = empty(batch_size, layers * hidden)  # (B, L*H): layer n at n*H
+            h = hidden_row.view(batch_size, layers, hidden).transpose(0, 1)  # (L, B, H)
+            # layer n's input, [h of layer n-1, h of layer n], is one slice (B, 2H)
+            self.inputs = [None] + [hidden_row[:, (n - 1) * hidden:(n + 1) * hidden]
+                                    for n in range(1, layers)]
+        self.h = [h[n] for n in range(layers)]  # (B, H) views
         if self.kind == "lstm":
             c = empty(layers, batch_size, hidden)
             self.c = [c[n] for n in range(layers)]
@@ -179,15 +191,17 @@ class Stepper:
         else:
             self._state = h
         self._gates = gates = empty(batch_size, gate_size)  # (B, G*H), shared by the layers
-        self._scratch = scratch = empty(batch_size, gate_size)  # the GRU's W_h h + b_h
+        # the GRU's W_h h + b_h of every layer (L, B, 3H); unused by the others
+        self._scratch = scratch = empty(layers if self.kind == "gru" else 1, batch_size,
+                                        gate_size)
         self._logits = empty(batch_size, self.vocab_size)  # (B, V)
         # views cut once: at batch 1, slicing anew each step costs about as much as the
         # arithmetic on them
         self._sigmoid_gates = gates[:, :3 * hidden if self.kind == "lstm" else 2 * hidden]
         self._gate_views = [gates[:, k * hidden:(k + 1) * hidden]
                             for k in range(gate_size // hidden)]
-        self._two_scratch = scratch[:, :2 * hidden]
-        self._new_scratch = scratch[:, 2 * hidden:]
+        self._two_scratch = [scratch[n, :, :2 * hidden] for n in range(len(scratch))]
+        self._new_scratch = [scratch[n, :, 2 * hidden:] for n in range(len(scratch))]
         self._script_arguments = self._arguments_for_script()
 
     def _arguments_for_script(self) -> tuple:
@@ -199,7 +213,8 @@ class Stepper:
                     self._gates, self._sigmoid_gates, self._gate_views, self._logits)
         if self.kind == "gru":
             return (self.table, self.weight, self.bias, self.recurrent_weight,
-                    self.recurrent_bias, *head, self.h, self._gates, self._scratch,
+                    self.recurrent_bias, *head, self._state, self.h, self._gates,
+                    self._scratch,
                     self._sigmoid_gates, self._gate_views, self._two_scratch,
                     self._new_scratch, self._logits)
         return (self.table, self.weight, self.bias, *head, self.h, inputs, self._gates,
@@ -237,13 +252,13 @@ class Stepper:
     def _step_gru(self, ids: torch.Tensor) -> None:
         reset_gate, update_gate, new_gate = self._gate_views
         reset_and_update = self._sigmoid_gates
+        torch.baddbmm(self.recurrent_bias, self._state, self.recurrent_weight,
+                      out=self._scratch)
         for layer in range(self.num_layers):
             h = self.h[layer]
             self._input_gates(layer, ids)
-            torch.addmm(self.recurrent_bias[layer], h, self.recurrent_weight[layer],
-                        out=self._scratch)
-            reset_and_update.add_(self._two_scratch).sigmoid_()
-            new_gate.addcmul_(reset_gate, self._new_scratch).tanh_()
+            reset_and_update.add_(self._two_scratch[layer]).sigmoid_()
+            new_gate.addcmul_(reset_gate, self._new_scratch[layer]).tanh_()
             # h' = (1 - z) * n + z * h, which is lerp from n towards h by z
             torch.lerp(new_gate, h, update_gate, out=h)
         torch.addmm(self.head_bias, self.h[-1], self.head_weight, out=self._logits)

@@ -48,24 +48,22 @@ def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, table: Tensor, weights: Li
 
 
 def _gru(noise: Tensor, logits: Tensor, ids: Tensor, table: Tensor, weights: List[Tensor],
-         biases: List[Tensor], recurrent_weights: List[Tensor],
-         recurrent_biases: List[Tensor], head_weight: Tensor, head_bias: Tensor,
-         h: List[Tensor], gates: Tensor, scratch: Tensor, sigmoid_gates: Tensor,
-         gate_views: List[Tensor], two_scratch: Tensor, new_scratch: Tensor,
-         out_logits: Tensor) -> None:
+         biases: List[Tensor], recurrent_weight: Tensor, recurrent_bias: Tensor,
+         head_weight: Tensor, head_bias: Tensor, state: Tensor, h: List[Tensor],
+         gates: Tensor, scratch: Tensor, sigmoid_gates: Tensor, gate_views: List[Tensor],
+         two_scratch: List[Tensor], new_scratch: List[Tensor], out_logits: Tensor) -> None:
     reset_gate, update_gate, new_gate = gate_views[0], gate_views[1], gate_views[2]
     for t in range(noise.size(0)):
         step_ids = ids[t]
         torch.argmax(noise[t].add_(logits), -1, out=step_ids)
+        torch.baddbmm(recurrent_bias, state, recurrent_weight, out=scratch)
         for layer in range(len(h)):
             if layer == 0:
                 torch.index_select(table, 0, step_ids, out=gates)
             else:
                 torch.addmm(biases[layer], h[layer - 1], weights[layer], out=gates)
-            torch.addmm(recurrent_biases[layer], h[layer], recurrent_weights[layer],
-                        out=scratch)
-            sigmoid_gates.add_(two_scratch).sigmoid_()
-            new_gate.addcmul_(reset_gate, new_scratch).tanh_()
+            sigmoid_gates.add_(two_scratch[layer]).sigmoid_()
+            new_gate.addcmul_(reset_gate, new_scratch[layer]).tanh_()
             torch.lerp(new_gate, h[layer], update_gate, out=h[layer])
         torch.addmm(head_bias, h[len(h) - 1], head_weight, out=out_logits)
         logits = out_logits
