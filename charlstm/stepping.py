@@ -2,8 +2,10 @@
 
 Sampling feeds the model one character per step. On a CPU, calling the fused `nn.LSTM`
 (GRU, RNN) on a sequence of length 1 costs many times the arithmetic it does, so
-`Stepper` redoes each layer's equations by hand: per layer one matrix product (two for a
-GRU), a few in-place pointwise ops, no allocations, all into buffers it keeps. At batch 1
+`Stepper` redoes each layer's equations by hand: per layer one matrix product (for a
+GRU, one batched product for all layers' recurrent parts and one per layer above the
+first for its input), a few in-place pointwise ops, no allocations, all into buffers it
+keeps. At batch 1
 a step is memory-bound and every call into torch costs a few microseconds, so the layout
 is chosen for the fewest, largest calls:
 
