@@ -5,9 +5,8 @@ Sampling feeds the model one character per step. On a CPU, calling the fused `nn
 `Stepper` redoes each layer's equations by hand: per layer one matrix product (for a
 GRU, one batched product for all layers' recurrent parts and one per layer above the
 first for its input), a few in-place pointwise ops, no allocations, all into buffers it
-keeps. At batch 1
-a step is memory-bound and every call into torch costs a few microseconds, so the layout
-is chosen for the fewest, largest calls:
+keeps. At batch 1 a step is memory-bound and every call into torch costs a few
+microseconds, so the layout is chosen for the fewest, largest calls:
 
 - layer 0's input product of each character (embedding times the input weights, plus
   the biases) is a row of a (V, G*H) table computed once, so it costs a row gather;
@@ -193,17 +192,16 @@ class Stepper:
         else:
             self._state = h
         self._gates = gates = empty(batch_size, gate_size)  # (B, G*H), shared by the layers
-        # the GRU's W_h h + b_h of every layer (L, B, 3H); unused by the others
-        self._scratch = scratch = empty(layers if self.kind == "gru" else 1, batch_size,
-                                        gate_size)
         self._logits = empty(batch_size, self.vocab_size)  # (B, V)
         # views cut once: at batch 1, slicing anew each step costs about as much as the
         # arithmetic on them
         self._sigmoid_gates = gates[:, :3 * hidden if self.kind == "lstm" else 2 * hidden]
         self._gate_views = [gates[:, k * hidden:(k + 1) * hidden]
                             for k in range(gate_size // hidden)]
-        self._two_scratch = [scratch[n, :, :2 * hidden] for n in range(len(scratch))]
-        self._new_scratch = [scratch[n, :, 2 * hidden:] for n in range(len(scratch))]
+        if self.kind == "gru":  # W_h h + b_h of every layer (L, B, 3H), then its views
+            self._scratch = scratch = empty(layers, batch_size, gate_size)
+            self._two_scratch = [scratch[n, :, :2 * hidden] for n in range(layers)]
+            self._new_scratch = [scratch[n, :, 2 * hidden:] for n in range(layers)]
         self._script_arguments = self._arguments_for_script()
 
     def _arguments_for_script(self) -> tuple:
@@ -216,9 +214,8 @@ class Stepper:
         if self.kind == "gru":
             return (self.table, self.weight, self.bias, self.recurrent_weight,
                     self.recurrent_bias, *head, self._state, self.h, self._gates,
-                    self._scratch,
-                    self._sigmoid_gates, self._gate_views, self._two_scratch,
-                    self._new_scratch, self._logits)
+                    self._scratch, self._sigmoid_gates, self._gate_views,
+                    self._two_scratch, self._new_scratch, self._logits)
         return (self.table, self.weight, self.bias, *head, self.h, inputs, self._gates,
                 self._logits)
 
