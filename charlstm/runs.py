@@ -73,19 +73,36 @@ def make_trainer(corpus: str | list[str] | None = None, *, out: Path | None = No
         run_dir, saved, model_config, train_config = found
         data = encode(corpus or saved.corpus["source"], train_config.val_frac,
                       globs if corpus else saved.corpus.get("globs", ()))
-        if data.sha256 != saved.corpus["sha256"]:
-            raise UsageError(
-                f"the corpus {data.source!r} is not the text this run was trained on "
-                f"({saved.corpus['source']!r}, sha256 {saved.corpus['sha256'][:12]}…)")
-        # a fine-tuning run reads its text with its own vocabulary (the union)
-        data = distributed.main_first(
-            lambda: corpora.with_vocabulary(data, saved.vocabulary(), corpora_dir))
+        data = _same_text(data, saved, corpora_dir)
         return Trainer(data, model_config, train_config, run_dir, callback, saved, launched_at)
     data = encode(corpus, train_given.get("val_frac", corpora.DEFAULT_VAL_FRAC))
     if parent is not None:
         return _fine_tune(data, parent, chosen, model_given, train_given, out=out,
                           callback=callback, corpora_dir=corpora_dir,
                           checkpoints_dir=checkpoints_dir, launched_at=launched_at)
+    return _new_run(data, preset, chosen, model_given, train_given, out=out, resume=resume,
+                    callback=callback, checkpoints_dir=checkpoints_dir,
+                    launched_at=launched_at)
+
+
+def _same_text(data: corpora.Corpus, saved: checkpoint.Checkpoint,
+               corpora_dir: Path) -> corpora.Corpus:
+    """The corpus of a resumed run, checked to be the text it was trained on, and read
+    with the run's own vocabulary (a fine-tuning run's is the union)."""
+    if data.sha256 != saved.corpus["sha256"]:
+        raise UsageError(
+            f"the corpus {data.source!r} is not the text this run was trained on "
+            f"({saved.corpus['source']!r}, sha256 {saved.corpus['sha256'][:12]}…)")
+    return distributed.main_first(
+        lambda: corpora.with_vocabulary(data, saved.vocabulary(), corpora_dir))
+
+
+def _new_run(data: corpora.Corpus, preset: str | None, chosen: dict, model_given: dict,
+             train_given: dict, *, out: Path | None, resume: bool,
+             callback: TrainingCallback | None, checkpoints_dir: Path,
+             launched_at: float | None) -> Trainer:
+    """A run from scratch: the preset's settings, the budget plan's when --time is given
+    without a model size, then the explicit ones; in a new run folder (or `out`)."""
     plan = None
     if "time_limit" in train_given and not model_given.keys() & SIZES:
         # measured by the main process alone, so that all train the same model

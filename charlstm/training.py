@@ -5,8 +5,9 @@ budget's refit (budget), and every LOG_EVERY steps a report: the bad-step flags 
 (guard), the loss is reported, and at each evaluation the model is evaluated (evaluation)
 and saved (checkpoint, rundir). Between evaluations last.pt is also saved every
 `save_every` seconds of wall-clock time, and on a stop. It reports through a
-`TrainingCallback` and logs through `logging`; it never prints. Everything that decides what the next step does goes into
-the checkpoint, so a resumed run continues exactly where the saved one stopped.
+`TrainingCallback` and logs through `logging`; it never prints. Everything that decides
+what the next step does goes into the checkpoint, so a resumed run continues exactly
+where the saved one stopped.
 """
 
 from __future__ import annotations
@@ -93,6 +94,15 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
             self._refit_pending = False
+        self._set_up_step(resume_from, plan)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _set_up_step(self, resume_from: Checkpoint | None, plan: BudgetPlan | None) -> None:
+        """The precision (the saved run's, or chosen now), the gradient scaler, and what
+        the step runs: the model, or DistributedDataParallel around it with several
+        processes, maybe compiled (evaluation, sampling and checkpoints use self.model)."""
+        config = self.config
         self.precision, self.precision_note = budget.choose_precision(
             config.precision, self.device, resume_from and resume_from.precision, plan,
             measure=lambda: distributed.run_on_main(lambda: budget.cpu_precision(
@@ -100,12 +110,8 @@ class Trainer:
                 self.device)))
         self.scaler = grad_scaler(self.precision, self.device,
                                   resume_from.scaler if resume_from else None)
-        # what the step runs: the model, or DistributedDataParallel around it with several
-        # processes, maybe compiled (evaluation, sampling and checkpoints use self.model)
         trained = distributed.wrap(self.model, self.device)
         self.trained = torch.compile(trained) if config.compile else trained
-
-    # ------------------------------------------------------------------ set-up
 
     def _restore(self, saved: Checkpoint) -> None:
         saved.check_resumable()
@@ -236,7 +242,7 @@ class Trainer:
                               self.val_start)
         if change is None:
             return
-        # model_config is the model's config
+        # self.model_config is the model's own config object: this updates both
         self.model.set_regularisation(**change.regularisation)
         if change.eval_every is not None:
             self.config.eval_every = change.eval_every
