@@ -37,7 +37,7 @@ from runner import markdown_table  # noqa: E402
 from charlstm.model import CharRNN, ModelConfig  # noqa: E402
 from charlstm.sampling import generate  # noqa: E402
 from charlstm import stepping  # noqa: E402
-from charlstm.stepping import Stepper  # noqa: E402
+from charlstm.stepping import GATES, Stepper  # noqa: E402
 from charlstm.vocab import Vocabulary  # noqa: E402
 
 FLOOR_TARGET = 0.70  # generate() at batch 1 against the matrix products alone
@@ -80,7 +80,6 @@ def stepper_speed(model: CharRNN, batch: int, seconds: float) -> float:
     return chars_per_second(step, seconds)
 
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 CELLS = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn": torch.nn.RNNCell}
 
 

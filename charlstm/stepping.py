@@ -2,29 +2,29 @@
 
 Sampling feeds the model one character per step. On a CPU, calling the fused `nn.LSTM`
 (GRU, RNN) on a sequence of length 1 costs many times the arithmetic it does, so
-`Stepper` redoes each layer's equations by hand: per layer one matrix product (for a
-GRU, one batched product for all layers' recurrent parts and one per layer above the
-first for its input), a few in-place pointwise ops, no allocations, all into buffers it
-keeps. At batch 1 a step is memory-bound and every call into torch costs a few
-microseconds, so the layout is chosen for the fewest, largest calls:
+`Stepper` redoes each layer's equations by hand with a few matrix products and in-place
+pointwise ops, no allocations, all into buffers it keeps. At batch 1 a step is
+memory-bound and every call into torch costs a few microseconds, so the layout is chosen
+for the fewest, largest calls:
 
-- layer 0's input product of each character (embedding times the input weights, plus
-  the biases) is a row of a (V, G*H) table computed once, so it costs a row gather;
-- LSTM and RNN: every hidden state lives in one (B, L*H) buffer, layer n's h in columns
-  n*H..(n+1)*H, so the input of layer n >= 1, [h of layer n-1, its own h], is one slice
-  of it, and the layer's input and recurrent weights, stacked into one (2H, G*H) matrix,
-  take one matrix product;
-- GRU: its n gate needs W_hn h apart, so the recurrent products of all layers, which
-  need only the states of the step before, are one batched product (torch.baddbmm of
-  the (L, B, H) state and the (L, H, 3H) weights) at the start of each step: one call
-  for all layers, and with several threads the layers' products run side by side;
+- the products that need only the state of the step before, every layer's recurrent
+  product and the output layer's, are one batched product (torch.baddbmm of the
+  (L, B, H) state and (L, H, G*H + V) weights: layer n's recurrent weights, and beside
+  the top layer's, the output layer's; zeros beside the others') at the start of each
+  step. Its top row's last V columns are the logits of the step before, from which the
+  step's character is picked; with several threads the layers' products run side by
+  side;
+- layer 0's input product of each character (embedding times the input weights) is a
+  row of a (V, G*H) table computed once, so it costs a row gather; each layer above
+  adds one product for its input, the layer below's new h;
 - the weights are copied once, transposed to (in, out) and contiguous, the layout of the
   matrix-product floor in bench/sampling_speed.py;
 - the LSTM's gates are reordered i, f, o, g, so one sigmoid covers three of them.
 
 The equations are torch's (gates i, f, g, o for the LSTM; r, z, n for the GRU, whose n
-multiplies r into `W_hn h + b_hn`; tanh for the RNN), in eval mode (no dropout). The state
-goes in and out in the modules' shape: (num_layers, B, H) tensors, `(h, c)` for an LSTM.
+multiplies r into `W_hn h + b_hn`, so its input and recurrent biases stay apart; tanh
+for the RNN), in eval mode (no dropout). The state goes in and out in the modules'
+shape: (num_layers, B, H) tensors, `(h, c)` for an LSTM.
 
 Whether this beats calling the module depends on the CPU at large batches (oneDNN's RNN
 kernel against the BLAS matrix product), so `fastest_step` measures both once per model
@@ -44,6 +44,8 @@ from .model import CharRNN
 
 StepFunction = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
 
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gate blocks of H per layer
+
 
 class Stepper:
     """`logits, state = stepper(ids, state)` does what `model(ids[:, None], state)` does
@@ -51,9 +53,8 @@ class Stepper:
 
     The returned logits and state are the stepper's own buffers: the next call overwrites
     them (clone what you keep). Passing the returned state back steps on in place; any
-    other state (or None, the zero state) is copied in first. The returned h, (num_layers,
-    B, H), is for an LSTM or RNN a view into the stepper's (B, L*H) buffer, not contiguous
-    when B > 1.
+    other state (or None, the zero state) is copied in first. The logits are a view into
+    the batched product's output, not contiguous.
 
     The weights are copies, laid out for speed: build a new stepper once the model's
     weights have changed. Buffers made under `torch.inference_mode` can only be written
@@ -62,23 +63,25 @@ class Stepper:
 
     def __init__(self, model: CharRNN):
         config = model.config
-        rnn = model.rnn
         self.kind = config.model
-        self.num_layers = layers = config.num_layers
-        self.hidden_size = hidden = config.hidden_size
+        self.num_layers = config.num_layers
+        self.hidden_size = config.hidden_size
         self.vocab_size = config.vocab_size
-        weight = rnn.weight_ih_l0
+        weight = model.rnn.weight_ih_l0
         self.dtype, self.device = weight.dtype, weight.device
-        self.gate_size = {"lstm": 4, "gru": 3, "rnn": 1}[self.kind] * hidden
+        self.gate_size = GATES[self.kind] * self.hidden_size
         with torch.no_grad():
-            self._copy_weights(model, rnn, layers, hidden)
+            self._copy_weights(model)
         self.scripted = True  # run() in TorchScript when it compiles here
         self.batch_size = 0
         self._state = ()  # nothing allocated yet: never the state a caller passes
-        self._step = {"lstm": self._step_lstm, "gru": self._step_gru,
-                      "rnn": self._step_rnn}[self.kind]
+        self._cell = {"lstm": self._lstm_layer, "gru": self._gru_layer,
+                      "rnn": self._rnn_layer}[self.kind]
 
-    def _copy_weights(self, model: CharRNN, rnn, layers: int, hidden: int) -> None:
+    def _copy_weights(self, model: CharRNN) -> None:
+        rnn, layers, hidden = model.rnn, self.num_layers, self.hidden_size
+        gate_size, gru = self.gate_size, self.kind == "gru"
+
         def param(name: str, layer: int) -> torch.Tensor:
             return getattr(rnn, f"{name}_l{layer}").detach()
 
@@ -86,38 +89,44 @@ class Stepper:
             i, f, g, o = (torch.arange(k * hidden, (k + 1) * hidden) for k in range(4))
             order = torch.cat([i, f, o, g]).to(self.device)
         else:
-            order = torch.arange(self.gate_size, device=self.device)
+            order = torch.arange(gate_size, device=self.device)
 
         def in_out(matrix: torch.Tensor) -> torch.Tensor:  # (G*H, in) -> (in, G*H)
             return matrix[order].t().contiguous()
 
-        self.bias, self.recurrent_bias, self.weight, self.recurrent_weight = [], [], [], []
+        width = gate_size + self.vocab_size
+        # (L, H, G*H + V): each layer's recurrent weights; the output layer's beside the
+        # top one's (zeros beside the others'); the biases likewise
+        self.recurrent_weight = torch.zeros(layers, hidden, width, dtype=self.dtype,
+                                            device=self.device)
+        self.recurrent_bias = torch.zeros(layers, 1, width, dtype=self.dtype,
+                                          device=self.device)
+        # layers 1 and up: the input weights (H, G*H), and the input biases, which only
+        # the GRU keeps apart (its n gate needs b_hn apart from b_in; the others add
+        # theirs to the recurrent ones)
+        self.input_weight, self.input_bias = [], []
         for n in range(layers):
             bias_ih, bias_hh = param("bias_ih", n)[order], param("bias_hh", n)[order]
-            weight_ih, weight_hh = param("weight_ih", n), param("weight_hh", n)
-            if self.kind == "gru":
-                # r and z use the biases' sum, n needs b_hn apart: keep them apart
-                self.bias.append(bias_ih)
-                self.recurrent_bias.append(bias_hh[None])  # (1, 3H)
-                self.weight.append(in_out(weight_ih))  # (H, 3H); layer 0's unused
-                self.recurrent_weight.append(in_out(weight_hh))  # (H, 3H)
-            else:
-                self.bias.append(bias_ih + bias_hh)
-                stacked = weight_hh if n == 0 else torch.cat([weight_ih, weight_hh], 1)
-                self.weight.append(in_out(stacked))  # (H or 2H, G*H)
-        if self.kind == "gru":  # every layer's at once: (L, H, 3H) and (L, 1, 3H)
-            self.recurrent_weight = torch.stack(self.recurrent_weight)
-            self.recurrent_bias = torch.stack(self.recurrent_bias)
-        embedding = model.embed.weight.detach()  # (V, E)
-        self.table = torch.addmm(self.bias[0], embedding,
-                                 in_out(param("weight_ih", 0)))  # (V, G*H)
+            self.recurrent_weight[n, :, :gate_size] = in_out(param("weight_hh", n))
+            self.recurrent_bias[n, 0, :gate_size] = bias_hh if gru else bias_ih + bias_hh
+            if n:
+                self.input_weight.append(in_out(param("weight_ih", n)))
+                if gru:
+                    self.input_bias.append(bias_ih)
         self.head_weight = model.head.weight.detach().t().contiguous()  # (H, V)
         self.head_bias = model.head.bias.detach().clone()
+        self.recurrent_weight[-1, :, gate_size:] = self.head_weight
+        self.recurrent_bias[-1, 0, gate_size:] = self.head_bias
+        embedding = model.embed.weight.detach()  # (V, E)
+        table = embedding @ in_out(param("weight_ih", 0))  # (V, G*H)
+        self.table = (table + param("bias_ih", 0)[order]) if gru else table
 
     def __call__(self, ids: torch.Tensor, state=None):
         if state is not self._state:
             self._load(state, ids.size(0))
-        self._step(ids)
+        self._recurrent_products()
+        self._layers(ids)
+        torch.addmm(self.head_bias, self.h[-1], self.head_weight, out=self._logits)
         return self._logits, self._state
 
     def run(self, noise: torch.Tensor, logits: torch.Tensor, state=None) -> torch.Tensor:
@@ -134,10 +143,13 @@ class Stepper:
         if function is not None:
             function(noise, logits, ids, *self._script_arguments)
             return ids
+        torch.argmax(noise[0].add_(logits), -1, out=ids[0])  # before the product overwrites
         for t in range(steps):
-            torch.argmax(noise[t].add_(logits), -1, out=ids[t])
-            self._step(ids[t])
-            logits = self._logits
+            self._recurrent_products()  # and the logits of the step before
+            if t:
+                torch.argmax(noise[t].add_(self._logits), -1, out=ids[t])
+            self._layers(ids[t])
+        self._recurrent_products()  # the last step's logits
         return ids
 
     @property
@@ -175,15 +187,7 @@ class Stepper:
 
         layers, hidden, gate_size = self.num_layers, self.hidden_size, self.gate_size
         self.batch_size = batch_size
-        if self.kind == "gru":  # the batched recurrent product's input
-            h = empty(layers, batch_size, hidden)  # (L, B, H)
-            self.inputs = [None] * layers
-        else:
-            hidden_row = empty(batch_size, layers * hidden)  # (B, L*H): layer n at n*H
-            h = hidden_row.view(batch_size, layers, hidden).transpose(0, 1)  # (L, B, H)
-            # layer n's input, [h of layer n-1, h of layer n], is one slice (B, 2H)
-            self.inputs = [None] + [hidden_row[:, (n - 1) * hidden:(n + 1) * hidden]
-                                    for n in range(1, layers)]
+        h = empty(layers, batch_size, hidden)  # (L, B, H), the batched product's input
         self.h = [h[n] for n in range(layers)]  # (B, H) views
         if self.kind == "lstm":
             c = empty(layers, batch_size, hidden)
@@ -191,82 +195,74 @@ class Stepper:
             self._state = (h, c)
         else:
             self._state = h
+        # the batched product's output (L, B, G*H + V), and its views: each layer's
+        # recurrent part (for the GRU, r and z apart from n), and the logits
+        self._products = products = empty(layers, batch_size, gate_size + self.vocab_size)
+        self._recurrent = [products[n, :, :gate_size] for n in range(layers)]
+        self._two_recurrent = [products[n, :, :2 * hidden] for n in range(layers)]
+        self._new_recurrent = [products[n, :, 2 * hidden:gate_size] for n in range(layers)]
+        self._logits = products[-1, :, gate_size:]  # (B, V)
         self._gates = gates = empty(batch_size, gate_size)  # (B, G*H), shared by the layers
-        self._logits = empty(batch_size, self.vocab_size)  # (B, V)
         # views cut once: at batch 1, slicing anew each step costs about as much as the
         # arithmetic on them
         self._sigmoid_gates = gates[:, :3 * hidden if self.kind == "lstm" else 2 * hidden]
         self._gate_views = [gates[:, k * hidden:(k + 1) * hidden]
                             for k in range(gate_size // hidden)]
-        if self.kind == "gru":  # W_h h + b_h of every layer (L, B, 3H), then its views
-            self._scratch = scratch = empty(layers, batch_size, gate_size)
-            self._two_scratch = [scratch[n, :, :2 * hidden] for n in range(layers)]
-            self._new_scratch = [scratch[n, :, 2 * hidden:] for n in range(layers)]
         self._script_arguments = self._arguments_for_script()
 
     def _arguments_for_script(self) -> tuple:
         """What stepping_script's function for this cell takes after (noise, logits, ids)."""
-        inputs = self.inputs[1:]
-        head = (self.head_weight, self.head_bias)
+        common = (self.table, self.input_weight, self.recurrent_weight,
+                  self.recurrent_bias, self._products, self._logits, self.h, self._gates)
         if self.kind == "lstm":
-            return (self.table, self.weight, self.bias, *head, self.h, self.c, inputs,
-                    self._gates, self._sigmoid_gates, self._gate_views, self._logits)
+            return (*common, self._recurrent, self.c, self._sigmoid_gates,
+                    self._gate_views, self._state[0])
         if self.kind == "gru":
-            return (self.table, self.weight, self.bias, self.recurrent_weight,
-                    self.recurrent_bias, *head, self._state, self.h, self._gates,
-                    self._scratch, self._sigmoid_gates, self._gate_views,
-                    self._two_scratch, self._new_scratch, self._logits)
-        return (self.table, self.weight, self.bias, *head, self.h, inputs, self._gates,
-                self._logits)
+            return (*common, self.input_bias, self._two_recurrent, self._new_recurrent,
+                    self._sigmoid_gates, self._gate_views, self._state)
+        return (*common, self._recurrent, self._state)
 
     # ------------------------------------------------------------------------- steps
 
-    def _input_gates(self, layer: int, ids: torch.Tensor) -> None:
-        """Layer 0: the table's rows; above it, the whole product for the LSTM and RNN
-        and the input part for the GRU: biases included, into self._gates."""
-        if layer == 0:
-            torch.index_select(self.table, 0, ids, out=self._gates)
-            if self.kind != "gru":
-                self._gates.addmm_(self.h[0], self.weight[0])
-        elif self.kind == "gru":
-            torch.addmm(self.bias[layer], self.h[layer - 1], self.weight[layer],
-                        out=self._gates)
-        else:
-            torch.addmm(self.bias[layer], self.inputs[layer], self.weight[layer],
-                        out=self._gates)
+    def _recurrent_products(self) -> None:
+        """Every layer's recurrent product and the logits, from the state as it is."""
+        h = self._state[0] if self.kind == "lstm" else self._state
+        torch.baddbmm(self.recurrent_bias, h, self.recurrent_weight, out=self._products)
 
-    def _step_lstm(self, ids: torch.Tensor) -> None:
+    def _layers(self, ids: torch.Tensor) -> None:
+        """Each layer's new state for the characters `ids`, after _recurrent_products."""
+        for layer in range(self.num_layers):
+            if layer == 0:
+                torch.index_select(self.table, 0, ids, out=self._gates)
+            else:  # the GRU's input part with its bias; the others' with the recurrent part
+                torch.addmm(self.input_bias[layer - 1] if self.kind == "gru"
+                            else self._recurrent[layer], self.h[layer - 1],
+                            self.input_weight[layer - 1], out=self._gates)
+            self._cell(layer)
+
+    def _lstm_layer(self, layer: int) -> None:
         in_gate, forget_gate, out_gate, cell_gate = self._gate_views
-        sigmoid_gates = self._sigmoid_gates
-        for layer in range(self.num_layers):
-            h, c = self.h[layer], self.c[layer]
-            self._input_gates(layer, ids)
-            sigmoid_gates.sigmoid_()
-            cell_gate.tanh_()
-            c.mul_(forget_gate).addcmul_(in_gate, cell_gate)
-            torch.tanh(c, out=h)
-            h.mul_(out_gate)
-        torch.addmm(self.head_bias, self.h[-1], self.head_weight, out=self._logits)
+        h, c = self.h[layer], self.c[layer]
+        if layer == 0:
+            self._gates.add_(self._recurrent[0])
+        self._sigmoid_gates.sigmoid_()
+        cell_gate.tanh_()
+        c.mul_(forget_gate).addcmul_(in_gate, cell_gate)
+        torch.tanh(c, out=h)
+        h.mul_(out_gate)
 
-    def _step_gru(self, ids: torch.Tensor) -> None:
+    def _gru_layer(self, layer: int) -> None:
         reset_gate, update_gate, new_gate = self._gate_views
-        reset_and_update = self._sigmoid_gates
-        torch.baddbmm(self.recurrent_bias, self._state, self.recurrent_weight,
-                      out=self._scratch)
-        for layer in range(self.num_layers):
-            h = self.h[layer]
-            self._input_gates(layer, ids)
-            reset_and_update.add_(self._two_scratch[layer]).sigmoid_()
-            new_gate.addcmul_(reset_gate, self._new_scratch[layer]).tanh_()
-            # h' = (1 - z) * n + z * h, which is lerp from n towards h by z
-            torch.lerp(new_gate, h, update_gate, out=h)
-        torch.addmm(self.head_bias, self.h[-1], self.head_weight, out=self._logits)
+        h = self.h[layer]
+        self._sigmoid_gates.add_(self._two_recurrent[layer]).sigmoid_()
+        new_gate.addcmul_(reset_gate, self._new_recurrent[layer]).tanh_()
+        # h' = (1 - z) * n + z * h, which is lerp from n towards h by z
+        torch.lerp(new_gate, h, update_gate, out=h)
 
-    def _step_rnn(self, ids: torch.Tensor) -> None:
-        for layer in range(self.num_layers):
-            self._input_gates(layer, ids)
-            torch.tanh(self._gates, out=self.h[layer])
-        torch.addmm(self.head_bias, self.h[-1], self.head_weight, out=self._logits)
+    def _rnn_layer(self, layer: int) -> None:
+        if layer == 0:
+            self._gates.add_(self._recurrent[0])
+        torch.tanh(self._gates, out=self.h[layer])
 
 
 # ------------------------------------------------------- the faster step, measured once

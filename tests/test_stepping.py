@@ -183,8 +183,11 @@ def test_a_run_of_picks_and_steps_equals_the_module(kind, num_layers, scripted):
     assert_same_state(stepper.state, state)
 
 
-def test_a_run_goes_on_from_its_own_state():
-    model = make_model("lstm", seed=5)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_run_goes_on_from_its_own_state(kind):
+    """Two blocks give the ids one block gives: the second starts from the logits and
+    state the first left, as generation's blocks do."""
+    model = make_model(kind, seed=5)
     noise = torch.randn(10, 2, VOCAB, generator=torch.Generator().manual_seed(3))
     whole, halves = Stepper(model), Stepper(model)
     with torch.inference_mode():
