@@ -108,6 +108,46 @@ def test_step_seconds_with_optimizer_trains():
     assert not torch.equal(before, model.head.weight)
 
 
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """A CPU with native bf16 (so precision auto measures) whose step timings are
+    scripted: `script({precision: [seconds, ...]})` sets them and returns the list of
+    the precisions timed, in order."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+
+    def script(timings: dict[str, list[float]]) -> list[str]:
+        timed = []
+
+        def fake_step_seconds(model, batch_size, seq_len, device, precision, optimizer=None,
+                              repeats=1, warmup=1):
+            if not repeats:
+                return float("inf")
+            timed.append(precision)
+            return timings[precision].pop(0)
+
+        monkeypatch.setattr(budget, "step_seconds", fake_step_seconds)
+        return timed
+
+    return script
+
+
+def test_precision_auto_is_not_fooled_by_one_slow_step(bf16_cpu):
+    """A step that a busy moment made slow does not decide: bf16, twice as fast in its
+    other steps, is chosen though its first timed step was slower than fp32's."""
+    timed = bf16_cpu({"fp32": [1.0] * 5, "bf16": [1.2, 0.5, 0.5, 0.5, 0.5]})
+    model = CharRNN(ModelConfig(vocab_size=20, num_layers=1, hidden_size=32, embed_size=8))
+    precision, note = budget.cpu_precision(model, 4, 8, CPU)
+    assert precision == "bf16" and "2.0x faster" in note
+    assert timed == ["fp32", "bf16"] * budget.PRECISION_ROUNDS  # in turn
+
+
+def test_precision_auto_keeps_fp32_when_bf16_is_not_clearly_faster(bf16_cpu):
+    bf16_cpu({"fp32": [1.0] * 5, "bf16": [0.9] * 5})
+    model = CharRNN(ModelConfig(vocab_size=20, num_layers=1, hidden_size=32, embed_size=8))
+    precision, note = budget.cpu_precision(model, 4, 8, CPU)
+    assert precision == "fp32" and "1.1x the speed" in note
+
+
 def test_optimizer_decays_matrices_only():
     model = CharRNN(ModelConfig(vocab_size=20, num_layers=1, hidden_size=32, embed_size=8))
     optimizer = optim.make_optimizer(model, 1e-3, 0.05, CPU)
