@@ -68,7 +68,8 @@ def train(
     weight_drop: Optional[float] = typer.Option(
         None, "--weight-drop", rich_help_panel=MODEL,
         help="DropConnect on the recurrent weight matrices while training, one mask per "
-             "step (default: 0, off; see docs/training.md)"),
+             "step (from the preset and the passes over the corpus: medium only; see "
+             "docs/training.md)"),
     locked_dropout: Optional[bool] = typer.Option(
         None, "--locked-dropout/--fresh-dropout", rich_help_panel=MODEL,
         help="Input and output dropout with one mask per stream for a whole step, or a "
