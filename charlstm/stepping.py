@@ -52,8 +52,9 @@ class Stepper:
     in eval mode, for ids (B,) and logits (B, V), only faster on a CPU.
 
     The returned logits and state are the stepper's own buffers: the next call overwrites
-    them (clone what you keep). Passing the returned state back steps on in place; any
-    other state (or None, the zero state) is copied in first. The logits are a view into
+    them (clone what you keep). Passing the returned state back steps on in place (so
+    change a state only in a copy); any other state (or None, the zero state) is copied
+    in first. The logits are a view into
     the batched product's output, not contiguous.
 
     The weights are copies, laid out for speed: build a new stepper once the model's
@@ -74,6 +75,9 @@ class Stepper:
             self._copy_weights(model)
         self.scripted = True  # run() in TorchScript when it compiles here
         self.batch_size = 0
+        # whether the batched product's output is that of the state as it is: after run()
+        # its last product is, so the next run() starts without making it again
+        self._fresh = False
         self._state = ()  # nothing allocated yet: never the state a caller passes
         self._cell = {"lstm": self._lstm_layer, "gru": self._gru_layer,
                       "rnn": self._rnn_layer}[self.kind]
@@ -124,9 +128,11 @@ class Stepper:
     def __call__(self, ids: torch.Tensor, state=None):
         if state is not self._state:
             self._load(state, ids.size(0))
-        self._recurrent_products()
+        if not self._fresh:
+            self._recurrent_products()
         self._layers(ids)
         torch.addmm(self.head_bias, self.h[-1], self.head_weight, out=self._logits)
+        self._fresh = False
         return self._logits, self._state
 
     def run(self, noise: torch.Tensor, logits: torch.Tensor, state=None) -> torch.Tensor:
@@ -141,15 +147,18 @@ class Stepper:
         ids = torch.empty(steps, batch_size, dtype=torch.long, device=self.device)
         function = stepping_script.compiled(self.kind) if self.scripted else None
         if function is not None:
-            function(noise, logits, ids, *self._script_arguments)
+            function(noise, logits, ids, self._fresh, *self._script_arguments)
+            self._fresh = True
             return ids
         torch.argmax(noise[0].add_(logits), -1, out=ids[0])  # before the product overwrites
         for t in range(steps):
-            self._recurrent_products()  # and the logits of the step before
+            if t or not self._fresh:
+                self._recurrent_products()  # and the logits of the step before
             if t:
                 torch.argmax(noise[t].add_(self._logits), -1, out=ids[t])
             self._layers(ids[t])
         self._recurrent_products()  # the last step's logits
+        self._fresh = True
         return ids
 
     @property
@@ -164,6 +173,7 @@ class Stepper:
 
     def _load(self, state, batch_size: int) -> None:
         """Copy `state` (None: zeros) into buffers for `batch_size` streams."""
+        self._fresh = False
         if batch_size != self.batch_size:
             self._allocate(batch_size)
         buffers = self._state if isinstance(self._state, tuple) else (self._state,)
@@ -211,7 +221,8 @@ class Stepper:
         self._script_arguments = self._arguments_for_script()
 
     def _arguments_for_script(self) -> tuple:
-        """What stepping_script's function for this cell takes after (noise, logits, ids)."""
+        """What stepping_script's function for this cell takes after (noise, logits, ids,
+        fresh)."""
         common = (self.table, self.input_weight, self.recurrent_weight,
                   self.recurrent_bias, self._products, self._logits, self.h, self._gates)
         if self.kind == "lstm":

@@ -6,7 +6,9 @@ from TorchScript's interpreter, the same calls cost a fraction of that, so a who
 of characters runs in one call from Python: for each step, the batched product of the
 state before it (every layer's recurrent part and the logits), the pick of the step's
 ids from those logits plus its Gumbel noise (see picking.Picker), then the layers,
-exactly as `Stepper.run` does from Python, in the same buffers.
+exactly as `Stepper.run` does from Python, in the same buffers. With `fresh` (the
+stepper's last run ended on the product of the state as it is) the first step's product
+is not made again.
 
 TorchScript is compiled on first use (a fraction of a second); if it is missing or fails
 on this torch build, `compiled` returns None and the caller steps from Python.
@@ -24,7 +26,7 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 
-def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, table: Tensor,
+def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
           input_weight: List[Tensor], recurrent_weight: Tensor, recurrent_bias: Tensor,
           products: Tensor, out_logits: Tensor, h: List[Tensor], gates: Tensor,
           recurrent: List[Tensor], c: List[Tensor], sigmoid_gates: Tensor,
@@ -34,7 +36,8 @@ def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, table: Tensor,
     torch.argmax(noise[0].add_(logits), -1, out=ids[0])
     for t in range(noise.size(0)):
         step_ids = ids[t]
-        torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
+        if t > 0 or not fresh:
+            torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
         if t > 0:
             torch.argmax(noise[t].add_(out_logits), -1, out=step_ids)
         for layer in range(len(h)):
@@ -52,7 +55,7 @@ def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, table: Tensor,
     torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
 
 
-def _gru(noise: Tensor, logits: Tensor, ids: Tensor, table: Tensor,
+def _gru(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
          input_weight: List[Tensor], recurrent_weight: Tensor, recurrent_bias: Tensor,
          products: Tensor, out_logits: Tensor, h: List[Tensor], gates: Tensor,
          input_bias: List[Tensor], two_recurrent: List[Tensor], new_recurrent: List[Tensor],
@@ -61,7 +64,8 @@ def _gru(noise: Tensor, logits: Tensor, ids: Tensor, table: Tensor,
     torch.argmax(noise[0].add_(logits), -1, out=ids[0])
     for t in range(noise.size(0)):
         step_ids = ids[t]
-        torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
+        if t > 0 or not fresh:
+            torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
         if t > 0:
             torch.argmax(noise[t].add_(out_logits), -1, out=step_ids)
         for layer in range(len(h)):
@@ -76,14 +80,15 @@ def _gru(noise: Tensor, logits: Tensor, ids: Tensor, table: Tensor,
     torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
 
 
-def _rnn(noise: Tensor, logits: Tensor, ids: Tensor, table: Tensor,
+def _rnn(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
          input_weight: List[Tensor], recurrent_weight: Tensor, recurrent_bias: Tensor,
          products: Tensor, out_logits: Tensor, h: List[Tensor], gates: Tensor,
          recurrent: List[Tensor], state: Tensor) -> None:
     torch.argmax(noise[0].add_(logits), -1, out=ids[0])
     for t in range(noise.size(0)):
         step_ids = ids[t]
-        torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
+        if t > 0 or not fresh:
+            torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
         if t > 0:
             torch.argmax(noise[t].add_(out_logits), -1, out=step_ids)
         for layer in range(len(h)):

@@ -198,6 +198,36 @@ def test_a_run_goes_on_from_its_own_state(kind):
     assert torch.equal(torch.cat([first, second]), expected)
 
 
+@pytest.mark.parametrize("scripted", [True, False])
+@pytest.mark.parametrize("kind", KINDS)
+def test_runs_and_single_steps_mixed_equal_the_module(kind, scripted):
+    """A run, a single step, then a run: each takes up the state (and the batched
+    product the run before left, which a single step makes stale) where the last left
+    it, as the module does step by step."""
+    model = make_model(kind, seed=6)
+    generator = torch.Generator().manual_seed(8)
+    noise = torch.randn(7, 2, VOCAB, generator=generator) * 3  # (K, N, V)
+    start = torch.randn(2, VOCAB, generator=generator)
+    single = torch.tensor([3, 4])
+    stepper = Stepper(model)
+    stepper.scripted = scripted
+    with torch.inference_mode():
+        first = stepper.run(noise[:3].clone(), start, None)
+        logits, _ = stepper(single, stepper.state)
+        second = stepper.run(noise[3:].clone(), logits, stepper.state)
+        expected, state, logits = [], None, start
+        for t in range(noise.size(0)):
+            if t == 3:  # the single step
+                out, _, state = model(single[:, None], state)
+                logits = out[:, -1]
+            expected.append((noise[t] + logits).argmax(-1))
+            out, _, state = model(expected[-1][:, None], state)
+            logits = out[:, -1]
+    assert torch.equal(torch.cat([first, second]), torch.stack(expected))
+    torch.testing.assert_close(stepper.logits, logits)
+    assert_same_state(stepper.state, state)
+
+
 # -------------------------------------------------------------- generation uses it
 
 TEXT = "the quick brown fox jumps over the lazy dog. 0123456789!"
