@@ -12,8 +12,9 @@ Unless given, dropout (and weight drop, in a preset whose schedule has a
 `weight_drop_per_epoch`: `medium`) follows from how many passes over the corpus a run
 will make (`regularisation_for`): none for the first `free_epochs`, when nearly every
 character is new, then `per_epoch` (`weight_drop_per_epoch`) more for each further pass,
-up to the model's `dropout` (`weight_drop`). `min_chars` marks the presets a time budget may choose (see budget.py): how many training
-characters the preset needs within the budget to do better than the smaller ones.
+up to the model's `dropout` (`weight_drop`). `min_chars` marks the presets a time
+budget may choose (see budget.py): how many training characters the preset needs
+within the budget to do better than the smaller ones.
 `outgrown_epochs` is the other half of that choice: the passes over the corpus after
 which a preset has stopped gaining, so that the next larger one is worth its slower
 steps. Below it, the smaller preset learns more in the same time even when the larger

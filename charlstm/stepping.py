@@ -54,8 +54,7 @@ class Stepper:
     The returned logits and state are the stepper's own buffers: the next call overwrites
     them (clone what you keep). Passing the returned state back steps on in place (so
     change a state only in a copy); any other state (or None, the zero state) is copied
-    in first. The logits are a view into
-    the batched product's output, not contiguous.
+    in first. The logits are a view into the batched product's output, not contiguous.
 
     The weights are copies, laid out for speed: build a new stepper once the model's
     weights have changed. Buffers made under `torch.inference_mode` can only be written
@@ -197,7 +196,8 @@ class Stepper:
 
         layers, hidden, gate_size = self.num_layers, self.hidden_size, self.gate_size
         self.batch_size = batch_size
-        h = empty(layers, batch_size, hidden)  # (L, B, H), the batched product's input
+        # (L, B, H): every layer's h, the batched product's input
+        self._hidden = h = empty(layers, batch_size, hidden)
         self.h = [h[n] for n in range(layers)]  # (B, H) views
         if self.kind == "lstm":
             c = empty(layers, batch_size, hidden)
@@ -209,8 +209,10 @@ class Stepper:
         # recurrent part (for the GRU, r and z apart from n), and the logits
         self._products = products = empty(layers, batch_size, gate_size + self.vocab_size)
         self._recurrent = [products[n, :, :gate_size] for n in range(layers)]
-        self._two_recurrent = [products[n, :, :2 * hidden] for n in range(layers)]
-        self._new_recurrent = [products[n, :, 2 * hidden:gate_size] for n in range(layers)]
+        if self.kind == "gru":
+            self._two_recurrent = [products[n, :, :2 * hidden] for n in range(layers)]
+            self._new_recurrent = [products[n, :, 2 * hidden:gate_size]
+                                   for n in range(layers)]
         self._logits = products[-1, :, gate_size:]  # (B, V)
         self._gates = gates = empty(batch_size, gate_size)  # (B, G*H), shared by the layers
         # views cut once: at batch 1, slicing anew each step costs about as much as the
@@ -227,18 +229,18 @@ class Stepper:
                   self.recurrent_bias, self._products, self._logits, self.h, self._gates)
         if self.kind == "lstm":
             return (*common, self._recurrent, self.c, self._sigmoid_gates,
-                    self._gate_views, self._state[0])
+                    self._gate_views, self._hidden)
         if self.kind == "gru":
             return (*common, self.input_bias, self._two_recurrent, self._new_recurrent,
-                    self._sigmoid_gates, self._gate_views, self._state)
-        return (*common, self._recurrent, self._state)
+                    self._sigmoid_gates, self._gate_views, self._hidden)
+        return (*common, self._recurrent, self._hidden)
 
     # ------------------------------------------------------------------------- steps
 
     def _recurrent_products(self) -> None:
         """Every layer's recurrent product and the logits, from the state as it is."""
-        h = self._state[0] if self.kind == "lstm" else self._state
-        torch.baddbmm(self.recurrent_bias, h, self.recurrent_weight, out=self._products)
+        torch.baddbmm(self.recurrent_bias, self._hidden, self.recurrent_weight,
+                      out=self._products)
 
     def _layers(self, ids: torch.Tensor) -> None:
         """Each layer's new state for the characters `ids`, after _recurrent_products."""
