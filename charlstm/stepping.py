@@ -17,8 +17,12 @@ for the fewest, largest calls:
 - layer 0's input product of each character (embedding times the input weights) is a
   row of a (V, G*H) table computed once, so it costs a row gather; each layer above
   adds one product for its input, the layer below's new h;
-- the weights are copied once, transposed to (in, out) and contiguous, the layout of the
-  matrix-product floor in bench/sampling_speed.py;
+- at batch 1 a single product (1, H) x (H, G*H) may run on one thread (MKL's choice:
+  on this project's Xeon it did for G*H = 768 and 1536), so with `split_inputs` each
+  layer's input product is made as the two halves of its columns in one batched call,
+  which torch runs side by side; `fastest_step` times it against the whole product;
+- the weights are copied once, transposed to (in, out) and contiguous, the layout of
+  the matrix-product floor in bench/sampling_speed.py;
 - the LSTM's gates are reordered i, f, o, g, so one sigmoid covers three of them.
 
 The equations are torch's (gates i, f, g, o for the LSTM; r, z, n for the GRU, whose n
@@ -61,8 +65,9 @@ class Stepper:
     under it, so a stepper first called there has to stay there.
     """
 
-    def __init__(self, model: CharRNN):
+    def __init__(self, model: CharRNN, split_inputs: bool = False):
         config = model.config
+        self.split_inputs = split_inputs  # at batch 1, input products in halves (above)
         self.kind = config.model
         self.num_layers = config.num_layers
         self.hidden_size = config.hidden_size
@@ -220,18 +225,40 @@ class Stepper:
         self._sigmoid_gates = gates[:, :3 * hidden if self.kind == "lstm" else 2 * hidden]
         self._gate_views = [gates[:, k * hidden:(k + 1) * hidden]
                             for k in range(gate_size // hidden)]
+        self._lay_out_input_products(batch_size)
         self._script_arguments = self._arguments_for_script()
+
+    def _lay_out_input_products(self, batch_size: int) -> None:
+        """Layers 1 and up: their input products as P parts of one batched product,
+        (P, B, H) x (P, H, G*H / P) -> (P, B, G*H / P), added to the GRU's input bias or
+        the others' recurrent part: with `split_inputs` at batch 1 the halves of the
+        columns (P = 2; the weights copied into that layout), else the whole (P = 1,
+        views)."""
+        gate_size, hidden = self.gate_size, self.hidden_size
+        parts = 2 if self.split_inputs and batch_size == 1 and gate_size % 2 == 0 else 1
+        self.parts = parts
+
+        def in_parts(tensor: torch.Tensor) -> torch.Tensor:  # (..., G*H) -> (P, -1, G*H/P)
+            return tensor.view(parts, -1, gate_size // parts)
+
+        self._input_weight = [weight.view(hidden, parts, -1).transpose(0, 1).contiguous()
+                              for weight in self.input_weight]
+        self._input_add = [in_parts(add) for add in (
+            self.input_bias if self.kind == "gru" else self._recurrent[1:])]
+        self._below = [h.expand(parts, batch_size, hidden) for h in self.h[:-1]]
+        self._input_out = in_parts(self._gates)
 
     def _arguments_for_script(self) -> tuple:
         """What stepping_script's function for this cell takes after (noise, logits, ids,
         fresh)."""
-        common = (self.table, self.input_weight, self.recurrent_weight,
-                  self.recurrent_bias, self._products, self._logits, self.h, self._gates)
+        common = (self.table, self._input_weight, self.recurrent_weight,
+                  self.recurrent_bias, self._products, self._logits, self.h, self._gates,
+                  self._input_add, self._below, self._input_out)
         if self.kind == "lstm":
             return (*common, self._recurrent, self.c, self._sigmoid_gates,
                     self._gate_views, self._hidden)
         if self.kind == "gru":
-            return (*common, self.input_bias, self._two_recurrent, self._new_recurrent,
+            return (*common, self._two_recurrent, self._new_recurrent,
                     self._sigmoid_gates, self._gate_views, self._hidden)
         return (*common, self._recurrent, self._hidden)
 
@@ -248,9 +275,8 @@ class Stepper:
             if layer == 0:
                 torch.index_select(self.table, 0, ids, out=self._gates)
             else:  # the GRU's input part with its bias; the others' with the recurrent part
-                torch.addmm(self.input_bias[layer - 1] if self.kind == "gru"
-                            else self._recurrent[layer], self.h[layer - 1],
-                            self.input_weight[layer - 1], out=self._gates)
+                torch.baddbmm(self._input_add[layer - 1], self._below[layer - 1],
+                              self._input_weight[layer - 1], out=self._input_out)
             self._cell(layer)
 
     def _lstm_layer(self, layer: int) -> None:
@@ -281,8 +307,13 @@ class Stepper:
 # ------------------------------------------------------- the faster step, measured once
 
 MEASURE_ROUNDS = 5  # each way is timed this many times, in turn; the best time counts
-MEASURE_STEPS = 2  # characters picked and stepped per timing
+MEASURE_STEPS = 2  # characters picked and stepped per timing of the module ...
+MEASURE_STREAM_STEPS = 16  # ... and of a stepper, this many characters in all (at least
+# MEASURE_STEPS per stream): at batch 1 two steps take some 0.1 ms, too short to time the
+# two steppers apart on a busy machine
 _chosen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: name}
+# the names of the ways: a Stepper with split_inputs, one without, the module's call
+SPLIT, WHOLE, MODULE = "stepper, input products in halves", "stepper", "module"
 
 
 def module_step(model: CharRNN) -> StepFunction:
@@ -296,64 +327,79 @@ def module_step(model: CharRNN) -> StepFunction:
 
 
 def fastest_step(model: CharRNN, batch_size: int) -> StepFunction:
-    """A `Stepper` or the module's own call, whichever picks and steps `batch_size`
-    streams faster on this machine. The first call for a model, batch size, dtype and
-    device times a couple of steps of each, in turn (milliseconds; which one wins depends
-    on the CPU's BLAS and oneDNN kernels, not on its name); later calls reuse that
-    choice. Call it, and the step it returns, under `torch.inference_mode`."""
+    """A `Stepper` (at batch 1 with and without `split_inputs`, where that splits
+    anything) or the module's own call, whichever picks and steps `batch_size` streams
+    fastest on this machine. The first call for a model, batch size, dtype and device
+    times a couple of steps of each, in turn (milliseconds; which one wins depends on the
+    CPU's BLAS and oneDNN kernels, not on its name); later calls reuse that choice. Call
+    it, and the step it returns, under `torch.inference_mode`."""
     weight = next(model.parameters())
     key = (batch_size, weight.dtype, weight.device)
     choices = _chosen.setdefault(model, {})
-    stepper = None
+    steppers = {}
     if key not in choices:
-        stepper = Stepper(model)
-        choices[key] = _fastest(_ways_to_time(model, stepper, batch_size))
-    if choices[key] == "module":
+        if batch_size == 1 and _splits(model):  # the first, kept unless clearly slower
+            steppers[SPLIT] = Stepper(model, split_inputs=True)
+        steppers[WHOLE] = Stepper(model)
+        choices[key] = _fastest(_ways_to_time(model, steppers, batch_size))
+    chosen = choices[key]
+    if chosen == MODULE:
         return module_step(model)
-    return stepper or Stepper(model)
+    return steppers.get(chosen) or Stepper(model, split_inputs=chosen == SPLIT)
 
 
-def _ways_to_time(model: CharRNN, stepper: Stepper, batch_size: int
-                  ) -> dict[str, Callable[[], None]]:
-    """MEASURE_STEPS picks and steps from the zero state, as generation does them: by
-    `Stepper.run`, and by a pick and a call of the module per step."""
+def _splits(model: CharRNN) -> bool:
+    """Whether a stepper with `split_inputs` splits anything at batch 1: a layer above
+    the first, and an even number of gate columns."""
+    config = model.config
+    return config.num_layers > 1 and GATES[config.model] * config.hidden_size % 2 == 0
+
+
+def _ways_to_time(model: CharRNN, steppers: dict[str, Stepper], batch_size: int
+                  ) -> dict[str, Callable[[], int]]:
+    """Picks and steps from the zero state, as generation does them, each way returning
+    how many steps it made: by `Stepper.run` of each of `steppers` (MEASURE_STREAM_STEPS
+    characters), and by a pick and a call of the module per step (MEASURE_STEPS)."""
     weight = next(model.parameters())
-    noise = torch.zeros(MEASURE_STEPS, batch_size, model.config.vocab_size,
-                        device=weight.device)
-    start = torch.zeros(batch_size, model.config.vocab_size, device=weight.device)
+    vocab_size, device = model.config.vocab_size, weight.device
+    stepper_steps = max(MEASURE_STEPS, MEASURE_STREAM_STEPS // batch_size)
+    stepper_noise = torch.zeros(stepper_steps, batch_size, vocab_size, device=device)
+    noise = torch.zeros(MEASURE_STEPS, batch_size, vocab_size, device=device)
+    start = torch.zeros(batch_size, vocab_size, device=device)
     call_model = module_step(model)
 
-    def by_stepper() -> None:
-        stepper.run(noise.zero_(), start, None)
+    def by(stepper: Stepper) -> Callable[[], int]:
+        return lambda: len(stepper.run(stepper_noise.zero_(), start, None))
 
-    def by_module() -> None:
+    def by_module() -> int:
         logits, state = start, None
         for step_noise in noise.zero_():
             logits, state = call_model(step_noise.add_(logits).argmax(-1), state)
+        return len(noise)
 
-    return {"stepper": by_stepper, "module": by_module}
+    return {**{name: by(stepper) for name, stepper in steppers.items()}, MODULE: by_module}
 
 
-def _fastest(ways: dict[str, Callable[[], None]], margin: float = 0.9) -> str:
-    """The name of the fastest of `ways`: each is called once to warm up, then timed
-    MEASURE_ROUNDS times in turn, and its best time counts. The first way is kept unless
-    another takes under `margin` of its time: a near tie is noise, not a reason to
-    change."""
+def _fastest(ways: dict[str, Callable[[], int]], margin: float = 0.9) -> str:
+    """The name of the fastest of `ways` (each returns how many steps it made): each is
+    called once to warm up, then timed MEASURE_ROUNDS times in turn, and its best time
+    per step counts. The first way is kept unless another takes under `margin` of its
+    time: a near tie is noise, not a reason to change."""
     for way in ways.values():
         way()
     best = {name: float("inf") for name in ways}
     for _ in range(MEASURE_ROUNDS):
         for name, way in ways.items():
             started = time.perf_counter()
-            way()
-            best[name] = min(best[name], time.perf_counter() - started)
+            steps = way()
+            best[name] = min(best[name], (time.perf_counter() - started) / steps)
     first = next(iter(ways))
     fastest = min(best, key=best.get)
     return fastest if best[fastest] < margin * best[first] else first
 
 
 def chosen_step(model: CharRNN, batch_size: int) -> str | None:
-    """"stepper" or "module", what `fastest_step` chose for this model and batch size
+    """What `fastest_step` chose for this model and batch size: SPLIT, WHOLE or MODULE
     (None: not measured yet)."""
     weight = next(model.parameters())
     return _chosen.get(model, {}).get((batch_size, weight.dtype, weight.device))

@@ -6,9 +6,10 @@ from TorchScript's interpreter, the same calls cost a fraction of that, so a who
 of characters runs in one call from Python: for each step, the batched product of the
 state before it (every layer's recurrent part and the logits), the pick of the step's
 ids from those logits plus its Gumbel noise (see picking.Picker), then the layers,
-exactly as `Stepper.run` does from Python, in the same buffers. With `fresh` (the
-stepper's last run ended on the product of the state as it is) the first step's product
-is not made again.
+exactly as `Stepper.run` does from Python, in the same buffers (each layer above the
+first adds its input product to `input_add`, in the parts `Stepper._allocate` lays
+out). With `fresh` (the stepper's last run ended on the product of the state as it is)
+the first step's product is not made again.
 
 TorchScript is compiled on first use (a fraction of a second); if it is missing or fails
 on this torch build, `compiled` returns None and the caller steps from Python.
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
           input_weight: List[Tensor], recurrent_weight: Tensor, recurrent_bias: Tensor,
           products: Tensor, out_logits: Tensor, h: List[Tensor], gates: Tensor,
+          input_add: List[Tensor], below: List[Tensor], input_out: Tensor,
           recurrent: List[Tensor], c: List[Tensor], sigmoid_gates: Tensor,
           gate_views: List[Tensor], state: Tensor) -> None:
     in_gate, forget_gate = gate_views[0], gate_views[1]
@@ -45,8 +47,8 @@ def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor
                 torch.index_select(table, 0, step_ids, out=gates)
                 gates.add_(recurrent[0])
             else:
-                torch.addmm(recurrent[layer], h[layer - 1], input_weight[layer - 1],
-                            out=gates)
+                torch.baddbmm(input_add[layer - 1], below[layer - 1],
+                              input_weight[layer - 1], out=input_out)
             sigmoid_gates.sigmoid_()
             cell_gate.tanh_()
             c[layer].mul_(forget_gate).addcmul_(in_gate, cell_gate)
@@ -58,7 +60,8 @@ def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor
 def _gru(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
          input_weight: List[Tensor], recurrent_weight: Tensor, recurrent_bias: Tensor,
          products: Tensor, out_logits: Tensor, h: List[Tensor], gates: Tensor,
-         input_bias: List[Tensor], two_recurrent: List[Tensor], new_recurrent: List[Tensor],
+         input_add: List[Tensor], below: List[Tensor], input_out: Tensor,
+         two_recurrent: List[Tensor], new_recurrent: List[Tensor],
          sigmoid_gates: Tensor, gate_views: List[Tensor], state: Tensor) -> None:
     reset_gate, update_gate, new_gate = gate_views[0], gate_views[1], gate_views[2]
     torch.argmax(noise[0].add_(logits), -1, out=ids[0])
@@ -72,8 +75,8 @@ def _gru(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
             if layer == 0:
                 torch.index_select(table, 0, step_ids, out=gates)
             else:
-                torch.addmm(input_bias[layer - 1], h[layer - 1], input_weight[layer - 1],
-                            out=gates)
+                torch.baddbmm(input_add[layer - 1], below[layer - 1],
+                              input_weight[layer - 1], out=input_out)
             sigmoid_gates.add_(two_recurrent[layer]).sigmoid_()
             new_gate.addcmul_(reset_gate, new_recurrent[layer]).tanh_()
             torch.lerp(new_gate, h[layer], update_gate, out=h[layer])
@@ -83,6 +86,7 @@ def _gru(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
 def _rnn(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
          input_weight: List[Tensor], recurrent_weight: Tensor, recurrent_bias: Tensor,
          products: Tensor, out_logits: Tensor, h: List[Tensor], gates: Tensor,
+         input_add: List[Tensor], below: List[Tensor], input_out: Tensor,
          recurrent: List[Tensor], state: Tensor) -> None:
     torch.argmax(noise[0].add_(logits), -1, out=ids[0])
     for t in range(noise.size(0)):
@@ -96,8 +100,8 @@ def _rnn(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
                 torch.index_select(table, 0, step_ids, out=gates)
                 gates.add_(recurrent[0])
             else:
-                torch.addmm(recurrent[layer], h[layer - 1], input_weight[layer - 1],
-                            out=gates)
+                torch.baddbmm(input_add[layer - 1], below[layer - 1],
+                              input_weight[layer - 1], out=input_out)
             torch.tanh(gates, out=h[layer])
     torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
 

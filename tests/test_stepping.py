@@ -102,13 +102,15 @@ def test_a_state_from_elsewhere_is_copied_in_not_changed():
         torch.testing.assert_close(again, first)
 
 
-def test_batch_size_may_change_between_calls():
+@pytest.mark.parametrize("split_inputs", [False, True])
+def test_batch_size_may_change_between_calls(split_inputs):
     model = make_model("gru")
-    stepper = Stepper(model)
+    stepper = Stepper(model, split_inputs=split_inputs)
     with torch.inference_mode():
-        for batch in (1, 5, 2):
+        for batch in (1, 5, 2, 1):
             ids = torch.randint(VOCAB, (batch, 10), generator=torch.Generator().manual_seed(batch))
             step_both(model, stepper, ids)
+            assert stepper.parts == (2 if split_inputs and batch == 1 else 1)
 
 
 def test_zero_state_is_reset_each_time():
@@ -158,20 +160,14 @@ def test_works_outside_inference_mode_with_weights_that_need_grad():
     assert_same_state(state, expected)
 
 
-@pytest.mark.parametrize("scripted", [True, False])
-@pytest.mark.parametrize("num_layers", [1, 3])
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_run_of_picks_and_steps_equals_the_module(kind, num_layers, scripted):
-    """Stepper.run (TorchScript, or Python when scripted is off) picks argmax(noise +
-    logits) and steps on it, as the module does step by step."""
-    model = make_model(kind, num_layers, seed=4)
-    generator = torch.Generator().manual_seed(9)
-    noise = torch.randn(12, 3, VOCAB, generator=generator) * 3  # (K, N, V)
-    first_logits = torch.randn(3, VOCAB, generator=generator)
-    stepper = Stepper(model)
-    stepper.scripted = scripted
+def run_both(model: CharRNN, stepper: Stepper, batch_size: int, seed: int) -> None:
+    """Stepper.run from a primed state against the module's picks, argmax(noise +
+    logits), and steps, one by one."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(12, batch_size, VOCAB, generator=generator) * 3  # (K, N, V)
+    first_logits = torch.randn(batch_size, VOCAB, generator=generator)
     with torch.inference_mode():
-        _, _, state = model(torch.randint(VOCAB, (3, 6), generator=generator))
+        _, _, state = model(torch.randint(VOCAB, (batch_size, 6), generator=generator))
         ids = stepper.run(noise.clone(), first_logits, state)
         logits, expected = first_logits, []
         for t in range(noise.size(0)):
@@ -181,6 +177,37 @@ def test_a_run_of_picks_and_steps_equals_the_module(kind, num_layers, scripted):
     assert torch.equal(ids, torch.stack(expected))
     torch.testing.assert_close(stepper.logits, logits)
     assert_same_state(stepper.state, state)
+
+
+@pytest.mark.parametrize("scripted", [True, False])
+@pytest.mark.parametrize("num_layers", [1, 3])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_run_of_picks_and_steps_equals_the_module(kind, num_layers, scripted):
+    """Stepper.run (TorchScript, or Python when scripted is off) picks argmax(noise +
+    logits) and steps on it, as the module does step by step."""
+    model = make_model(kind, num_layers, seed=4)
+    stepper = Stepper(model)
+    stepper.scripted = scripted
+    run_both(model, stepper, 3, seed=9)
+
+
+@pytest.mark.parametrize("scripted", [True, False])
+@pytest.mark.parametrize("kind, num_layers, hidden_size, parts",
+                         [("lstm", 2, 16, 2), ("gru", 2, 16, 2), ("rnn", 2, 16, 2),
+                          ("gru", 3, 16, 2), ("rnn", 3, 7, 1)])  # 7 gate columns: whole
+def test_input_products_in_halves_at_batch_1_equal_the_module(kind, num_layers,
+                                                               hidden_size, parts, scripted):
+    """With split_inputs, a batch of 1 makes each input product above the first layer
+    as the two halves of its columns (when they are even); single steps and runs still
+    equal the module."""
+    model = make_model(kind, num_layers, hidden_size, seed=10)
+    stepper = Stepper(model, split_inputs=True)
+    stepper.scripted = scripted
+    ids = torch.randint(VOCAB, (1, 12), generator=torch.Generator().manual_seed(11))
+    with torch.inference_mode():
+        step_both(model, stepper, ids)
+    assert stepper.parts == parts
+    run_both(model, stepper, 1, seed=12)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -301,15 +328,42 @@ def test_cpu_sampling_measures_the_faster_step_once_per_batch_size(vocab, monkey
 
 
 def test_the_measurement_picks_the_faster_way():
-    def slow() -> None:
+    def slow() -> int:
         time.sleep(0.005)
+        return 1
 
-    def quick() -> None:
-        pass
+    def quick() -> int:
+        return 1
+
+    def slow_but_many_steps() -> int:  # 0.2 ms a step
+        time.sleep(0.01)
+        return 50
 
     assert stepping._fastest({"a": slow, "b": quick}) == "b"
     assert stepping._fastest({"a": quick, "b": slow}) == "a"
     assert stepping._fastest({"a": slow, "b": slow}, margin=0.5) == "a"  # a tie: the first
+    assert stepping._fastest({"a": slow, "b": slow_but_many_steps}) == "b"  # per step
+
+
+def test_at_batch_1_the_measurement_also_times_input_products_in_halves(monkeypatch):
+    timed = []
+
+    def fastest(ways):
+        timed.append(list(ways))
+        return stepping.SPLIT if stepping.SPLIT in ways else stepping.WHOLE
+
+    monkeypatch.setattr(stepping, "_fastest", fastest)
+    model, single_layer = make_model("gru"), make_model("gru", num_layers=1)
+    with torch.inference_mode():
+        step = stepping.fastest_step(model, 1)
+        step_both(model, step, torch.tensor([[3, 1, 4, 1, 5]]))
+        assert step.parts == 2
+        stepping.fastest_step(model, 3)
+        stepping.fastest_step(single_layer, 1)  # nothing to split
+    assert timed == [[stepping.SPLIT, stepping.WHOLE, stepping.MODULE],
+                     [stepping.WHOLE, stepping.MODULE], [stepping.WHOLE, stepping.MODULE]]
+    assert stepping.chosen_step(model, 1) == stepping.SPLIT
+    assert not stepping.fastest_step(model, 3).split_inputs
 
 
 @pytest.mark.parametrize("kind", KINDS)
