@@ -345,6 +345,24 @@ def test_the_measurement_picks_the_faster_way():
     assert stepping._fastest({"a": slow, "b": slow_but_many_steps}) == "b"  # per step
 
 
+def test_the_timed_ways_go_on_from_their_own_state():
+    """Each timing goes on from where the last left off, as generation runs once under
+    way; from a new state a run makes one batched product more than it has steps."""
+    model = make_model("gru")
+    stepper = Stepper(model)
+    with torch.inference_mode():
+        ways = stepping._ways_to_time(model, {stepping.WHOLE: stepper}, 1)
+        steps = stepping.MEASURE_STREAM_STEPS  # made once when the ways were set up
+        steps += ways[stepping.WHOLE]() + ways[stepping.WHOLE]()
+        assert ways[stepping.MODULE]() + ways[stepping.MODULE]() == 2 * stepping.MEASURE_STEPS
+        logits, state = torch.zeros(1, VOCAB), None  # greedy from the zero state
+        for _ in range(steps):
+            out, _, state = model(logits.argmax(-1)[:, None], state)
+            logits = out[:, -1]
+    assert_same_state(stepper.state, state)
+    torch.testing.assert_close(stepper.logits, logits)
+
+
 def test_at_batch_1_the_measurement_also_times_input_products_in_halves(monkeypatch):
     timed = []
 
