@@ -49,9 +49,19 @@ def describe() -> str:
             f"{charlstm.__version__} ({git_commit()})")
 
 
+# environment variables that change which kernels torch and its libraries run, or on how
+# many threads: a record made with any of them set says so in its command
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+                    "MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def this_command() -> str:
-    """The command line that ran this benchmark, as it can be typed again."""
-    return shlex.join(["python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    """The command line that ran this benchmark, as it can be typed again, after any of
+    KERNEL_VARIABLES that are set."""
+    settings = [f"{name}={os.environ[name]}" for name in KERNEL_VARIABLES
+                if name in os.environ]
+    return " ".join([*settings, shlex.join(["python", f"bench/{Path(sys.argv[0]).name}",
+                                            *sys.argv[1:]])])
 
 
 def publish(section: str, table: str, record: bool, body: str | None = None,
