@@ -235,8 +235,7 @@ class Stepper:
         columns (P = 2; the weights copied into that layout), else the whole (P = 1,
         views)."""
         gate_size, hidden = self.gate_size, self.hidden_size
-        parts = 2 if self.split_inputs and batch_size == 1 and gate_size % 2 == 0 else 1
-        self.parts = parts
+        self.parts = parts = self.input_parts(batch_size)
 
         def in_parts(tensor: torch.Tensor) -> torch.Tensor:  # (..., G*H) -> (P, -1, G*H/P)
             return tensor.view(parts, -1, gate_size // parts)
@@ -247,6 +246,14 @@ class Stepper:
             self.input_bias if self.kind == "gru" else self._recurrent[1:])]
         self._below = [h.expand(parts, batch_size, hidden) for h in self.h[:-1]]
         self._input_out = in_parts(self._gates)
+
+    def input_parts(self, batch_size: int) -> int:
+        """In how many parts the input products of the layers above the first are made
+        at this batch size: 2 (the halves of their columns) with `split_inputs` at batch
+        1, where there are such layers and their gate columns are even in number; else 1."""
+        splits = (self.split_inputs and batch_size == 1 and self.num_layers > 1
+                  and self.gate_size % 2 == 0)
+        return 2 if splits else 1
 
     def _arguments_for_script(self) -> tuple:
         """What stepping_script's function for this cell takes after (noise, logits, ids,
@@ -338,21 +345,16 @@ def fastest_step(model: CharRNN, batch_size: int) -> StepFunction:
     choices = _chosen.setdefault(model, {})
     steppers = {}
     if key not in choices:
-        if batch_size == 1 and _splits(model):  # the first, kept unless clearly slower
-            steppers[SPLIT] = Stepper(model, split_inputs=True)
+        if batch_size == 1:
+            split = Stepper(model, split_inputs=True)
+            if split.input_parts(batch_size) > 1:  # the first, kept unless clearly slower
+                steppers[SPLIT] = split
         steppers[WHOLE] = Stepper(model)
         choices[key] = _fastest(_ways_to_time(model, steppers, batch_size))
     chosen = choices[key]
     if chosen == MODULE:
         return module_step(model)
     return steppers.get(chosen) or Stepper(model, split_inputs=chosen == SPLIT)
-
-
-def _splits(model: CharRNN) -> bool:
-    """Whether a stepper with `split_inputs` splits anything at batch 1: a layer above
-    the first, and an even number of gate columns."""
-    config = model.config
-    return config.num_layers > 1 and GATES[config.model] * config.hidden_size % 2 == 0
 
 
 def _ways_to_time(model: CharRNN, steppers: dict[str, Stepper], batch_size: int
