@@ -163,6 +163,11 @@ class _Blocks:
             self.steps_per_run = min(2 * self.steps_per_run, BLOCK_STEPS)
         elif took > BLOCK_SECONDS:
             self.steps_per_run = max(1, self.steps_per_run // 2)
+        if self.stop_at is None:  # the block ends where the length does: no check per step
+            chars = self.vocab.chars
+            rows = [[chars[i] for i in row] for row in ids.tolist()]
+            self.produced += len(rows)
+            return rows, self._ended()
         rows = []
         for row in ids.tolist():
             rows.append(self._chars(row))
