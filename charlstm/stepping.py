@@ -337,9 +337,9 @@ def fastest_step(model: CharRNN, batch_size: int) -> StepFunction:
     """A `Stepper` (at batch 1 with and without `split_inputs`, where that splits
     anything) or the module's own call, whichever picks and steps `batch_size` streams
     fastest on this machine. The first call for a model, batch size, dtype and device
-    times a couple of steps of each, in turn (milliseconds; which one wins depends on the
-    CPU's BLAS and oneDNN kernels, not on its name); later calls reuse that choice. Call
-    it, and the step it returns, under `torch.inference_mode`."""
+    times a few characters of each, in turn (milliseconds to a tenth of a second; which
+    one wins depends on the CPU's BLAS and oneDNN kernels, not on its name); later calls
+    reuse that choice. Call it, and the step it returns, under `torch.inference_mode`."""
     weight = next(model.parameters())
     key = (batch_size, weight.dtype, weight.device)
     choices = _chosen.setdefault(model, {})
