@@ -337,7 +337,7 @@ def fastest_step(model: CharRNN, batch_size: int) -> StepFunction:
     """A `Stepper` (at batch 1 with and without `split_inputs`, where that splits
     anything) or the module's own call, whichever picks and steps `batch_size` streams
     fastest on this machine. The first call for a model, batch size, dtype and device
-    times a few characters of each, in turn (milliseconds to a tenth of a second; which
+    times a few characters of each, in turn (milliseconds to a fifth of a second; which
     one wins depends on the CPU's BLAS and oneDNN kernels, not on its name); later calls
     reuse that choice. Call it, and the step it returns, under `torch.inference_mode`."""
     weight = next(model.parameters())
@@ -392,17 +392,23 @@ def _ways_to_time(model: CharRNN, steppers: dict[str, Stepper], batch_size: int
 def _fastest(ways: dict[str, Callable[[], int]], margin: float = 0.9) -> str:
     """The name of the fastest of `ways` (each returns how many steps it made): each is
     called once to warm up, then timed MEASURE_ROUNDS times in turn, and its best time
-    per step counts. The first way is kept unless another takes under `margin` of its
-    time: a near tie is noise, not a reason to change."""
+    per step counts; a way twice as slow as the fastest in the first round is timed no
+    more (it will not catch up, and at batch 1 the module's steps are most of the cost).
+    The first way is kept unless another takes under `margin` of its time: a near tie
+    is noise, not a reason to change."""
     for way in ways.values():
         way()
+    first = next(iter(ways))
     best = {name: float("inf") for name in ways}
-    for _ in range(MEASURE_ROUNDS):
-        for name, way in ways.items():
+    timed = dict(ways)
+    for round_number in range(MEASURE_ROUNDS):
+        for name, way in timed.items():
             started = time.perf_counter()
             steps = way()
             best[name] = min(best[name], (time.perf_counter() - started) / steps)
-    first = next(iter(ways))
+        if round_number == 0:
+            quickest = min(best.values())
+            timed = {name: way for name, way in timed.items() if best[name] <= 2 * quickest}
     fastest = min(best, key=best.get)
     return fastest if best[fastest] < margin * best[first] else first
 

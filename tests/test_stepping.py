@@ -345,6 +345,20 @@ def test_the_measurement_picks_the_faster_way():
     assert stepping._fastest({"a": slow, "b": slow_but_many_steps}) == "b"  # per step
 
 
+def test_a_way_twice_as_slow_in_the_first_round_is_timed_no_more():
+    calls = {"quick": 0, "slow": 0}
+
+    def way(name: str, seconds: float):
+        def call() -> int:
+            calls[name] += 1
+            time.sleep(seconds)
+            return 1
+        return call
+
+    assert stepping._fastest({"slow": way("slow", 0.006), "quick": way("quick", 0.001)}) == "quick"
+    assert calls == {"slow": 2, "quick": 1 + stepping.MEASURE_ROUNDS}  # a warm-up, a round
+
+
 def test_the_timed_ways_go_on_from_their_own_state():
     """Each timing goes on from where the last left off, as generation runs once under
     way; from a new state a run makes one batched product more than it has steps."""
