@@ -7,9 +7,9 @@ of characters runs in one call from Python: for each step, the batched product o
 state before it (every layer's recurrent part and the logits), the pick of the step's
 ids from those logits plus its Gumbel noise (see picking.Picker), then the layers,
 exactly as `Stepper.run` does from Python, in the same buffers (each layer above the
-first adds its input product to `input_add`, in the parts `Stepper._allocate` lays
-out). With `fresh` (the stepper's last run ended on the product of the state as it is)
-the first step's product is not made again.
+first adds its input product to `input_add`, in the parts that
+`Stepper._lay_out_input_products` lays out). With `fresh` (the stepper's last run ended
+on the product of the state as it is) the first step's product is not made again.
 
 TorchScript is compiled on first use (a fraction of a second); if it is missing or fails
 on this torch build, `compiled` returns None and the caller steps from Python.
