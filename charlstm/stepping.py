@@ -79,8 +79,9 @@ class Stepper:
             self._copy_weights(model)
         self.scripted = True  # run() in TorchScript when it compiles here
         self.batch_size = 0
-        # whether the batched product's output is that of the state as it is: after run()
-        # its last product is, so the next run() starts without making it again
+        # whether the batched product's output is that of the state as it is: a step and
+        # a run both end on that product (the logits they return are in it), so the next
+        # one starts without making it again
         self._fresh = False
         self._state = ()  # nothing allocated yet: never the state a caller passes
         self._cell = {"lstm": self._lstm_layer, "gru": self._gru_layer,
@@ -121,10 +122,8 @@ class Stepper:
                 self.input_weight.append(in_out(param("weight_ih", n)))
                 if gru:
                     self.input_bias.append(bias_ih)
-        self.head_weight = model.head.weight.detach().t().contiguous()  # (H, V)
-        self.head_bias = model.head.bias.detach().clone()
-        self.recurrent_weight[-1, :, gate_size:] = self.head_weight
-        self.recurrent_bias[-1, 0, gate_size:] = self.head_bias
+        self.recurrent_weight[-1, :, gate_size:] = model.head.weight.detach().t()  # (H, V)
+        self.recurrent_bias[-1, 0, gate_size:] = model.head.bias.detach()
         embedding = model.embed.weight.detach()  # (V, E)
         table = embedding @ in_out(param("weight_ih", 0))  # (V, G*H)
         self.table = (table + param("bias_ih", 0)[order]) if gru else table
@@ -135,8 +134,8 @@ class Stepper:
         if not self._fresh:
             self._recurrent_products()
         self._layers(ids)
-        torch.addmm(self.head_bias, self.h[-1], self.head_weight, out=self._logits)
-        self._fresh = False
+        self._recurrent_products()  # the logits, and the next step's recurrent parts
+        self._fresh = True
         return self._logits, self._state
 
     def run(self, noise: torch.Tensor, logits: torch.Tensor, state=None) -> torch.Tensor:

@@ -229,8 +229,8 @@ def test_a_run_goes_on_from_its_own_state(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_runs_and_single_steps_mixed_equal_the_module(kind, scripted):
     """A run, a single step, then a run: each takes up the state (and the batched
-    product the run before left, which a single step makes stale) where the last left
-    it, as the module does step by step."""
+    product of it that the one before ended on) where the last left it, as the module
+    does step by step."""
     model = make_model(kind, seed=6)
     generator = torch.Generator().manual_seed(8)
     noise = torch.randn(7, 2, VOCAB, generator=generator) * 3  # (K, N, V)
