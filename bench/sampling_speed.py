@@ -36,7 +36,7 @@ from runner import markdown_table  # noqa: E402
 
 from charlstm.model import CharRNN, ModelConfig  # noqa: E402
 from charlstm.sampling import generate  # noqa: E402
-from charlstm import stepping  # noqa: E402
+from charlstm import stepping_choice  # noqa: E402
 from charlstm.stepping import GATES, Stepper  # noqa: E402
 from charlstm.vocab import Vocabulary  # noqa: E402
 
@@ -196,7 +196,7 @@ def main() -> None:
                                         hidden_size=hidden, embed_size=64)).eval()
             for batch in map(int, args.batches.split(",")):
                 best = measure(model, vocab, batch, args.seconds, args.rounds)
-                chosen = stepping.chosen_step(model, batch) or "?"
+                chosen = stepping_choice.chosen_step(model, batch) or "?"
                 rows.append(row(kind, layers, hidden, batch, best, chosen))
                 print(" | ".join(rows[-1]), file=sys.stderr)  # progress, the table comes last
     table = markdown_table(

@@ -20,7 +20,7 @@ for the fewest, largest calls:
 - at batch 1 a single product (1, H) x (H, G*H) may run on one thread (MKL's choice:
   on this project's Xeon it did for G*H = 768 and 1536), so with `split_inputs` each
   layer's input product is made as the two halves of its columns in one batched call,
-  which torch runs side by side; `fastest_step` times it against the whole product;
+  which torch runs side by side; `stepping_choice` times it against the whole product;
 - the weights are copied once, transposed to (in, out) and contiguous, the layout of
   the matrix-product floor in bench/sampling_speed.py;
 - the LSTM's gates are reordered i, f, o, g, so one sigmoid covers three of them.
@@ -31,22 +31,16 @@ for the RNN), in eval mode (no dropout). The state goes in and out in the module
 shape: (num_layers, B, H) tensors, `(h, c)` for an LSTM.
 
 Whether this beats calling the module depends on the CPU at large batches (oneDNN's RNN
-kernel against the BLAS matrix product), so `fastest_step` measures both once per model
-and batch size and keeps the faster.
+kernel against the BLAS matrix product), so `stepping_choice.fastest_step` measures both
+once per model and batch size and keeps the faster.
 """
 
 from __future__ import annotations
-
-import time
-import weakref
-from typing import Callable
 
 import torch
 
 from . import stepping_script
 from .model import CharRNN
-
-StepFunction = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gate blocks of H per layer
 
@@ -308,112 +302,3 @@ class Stepper:
         if layer == 0:
             self._gates.add_(self._recurrent[0])
         torch.tanh(self._gates, out=self.h[layer])
-
-
-# ------------------------------------------------------- the faster step, measured once
-
-MEASURE_ROUNDS = 5  # each way is timed this many times, in turn; the best time counts
-MEASURE_STEPS = 2  # characters picked and stepped per timing of the module ...
-MEASURE_STREAM_STEPS = 16  # ... and of a stepper, this many characters in all (at least
-# MEASURE_STEPS per stream): at batch 1 two steps take some 0.1 ms, too short to time the
-# two steppers apart on a busy machine
-_chosen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: name}
-# the names of the ways: a Stepper with split_inputs, one without, the module's call
-SPLIT, WHOLE, MODULE = "stepper, input products in halves", "stepper", "module"
-
-
-def module_step(model: CharRNN) -> StepFunction:
-    """One character through the model's own fused module: (ids (B,), state) ->
-    (logits (B, V), state)."""
-    def call_model(ids, state):
-        logits, _, state = model(ids[:, None], state)
-        return logits[:, -1], state
-
-    return call_model
-
-
-def fastest_step(model: CharRNN, batch_size: int) -> StepFunction:
-    """A `Stepper` (at batch 1 with and without `split_inputs`, where that splits
-    anything) or the module's own call, whichever picks and steps `batch_size` streams
-    fastest on this machine. The first call for a model, batch size, dtype and device
-    times a few characters of each, in turn (milliseconds to a fifth of a second; which
-    one wins depends on the CPU's BLAS and oneDNN kernels, not on its name); later calls
-    reuse that choice. Call it, and the step it returns, under `torch.inference_mode`."""
-    weight = next(model.parameters())
-    key = (batch_size, weight.dtype, weight.device)
-    choices = _chosen.setdefault(model, {})
-    steppers = {}
-    if key not in choices:
-        if batch_size == 1:
-            split = Stepper(model, split_inputs=True)
-            if split.input_parts(batch_size) > 1:  # the first, kept unless clearly slower
-                steppers[SPLIT] = split
-        steppers[WHOLE] = Stepper(model)
-        choices[key] = _fastest(_ways_to_time(model, steppers, batch_size))
-    chosen = choices[key]
-    if chosen == MODULE:
-        return module_step(model)
-    return steppers.get(chosen) or Stepper(model, split_inputs=chosen == SPLIT)
-
-
-def _ways_to_time(model: CharRNN, steppers: dict[str, Stepper], batch_size: int
-                  ) -> dict[str, Callable[[], int]]:
-    """Picks and steps as generation makes them once under way, each way going on from
-    the state its last call left and returning how many steps it made: by `Stepper.run`
-    of each of `steppers` (MEASURE_STREAM_STEPS characters), and by a pick and a call of
-    the module per step (MEASURE_STEPS). (A run from a new state makes one batched
-    product more than it has steps: at two steps, from the zero state, that once made
-    the module look as fast as a stepper a fifth faster than it.)"""
-    weight = next(model.parameters())
-    vocab_size, device = model.config.vocab_size, weight.device
-    stepper_steps = max(MEASURE_STEPS, MEASURE_STREAM_STEPS // batch_size)
-    stepper_noise = torch.zeros(stepper_steps, batch_size, vocab_size, device=device)
-    noise = torch.zeros(MEASURE_STEPS, batch_size, vocab_size, device=device)
-    start = torch.zeros(batch_size, vocab_size, device=device)
-    call_model = module_step(model)
-
-    def by(stepper: Stepper) -> Callable[[], int]:
-        stepper.run(stepper_noise.zero_(), start, None)  # from here on, it goes on
-        return lambda: len(stepper.run(stepper_noise.zero_(), stepper.logits,
-                                       stepper.state))
-
-    logits, state = start, None  # the module's, carried from call to call
-
-    def by_module() -> int:
-        nonlocal logits, state
-        for step_noise in noise.zero_():
-            logits, state = call_model(step_noise.add_(logits).argmax(-1), state)
-        return len(noise)
-
-    return {**{name: by(stepper) for name, stepper in steppers.items()}, MODULE: by_module}
-
-
-def _fastest(ways: dict[str, Callable[[], int]], margin: float = 0.9) -> str:
-    """The name of the fastest of `ways` (each returns how many steps it made): each is
-    called once to warm up, then timed MEASURE_ROUNDS times in turn, and its best time
-    per step counts; a way twice as slow as the fastest in the first round is timed no
-    more (it will not catch up, and at batch 1 the module's steps are most of the cost).
-    The first way is kept unless another takes under `margin` of its time: a near tie
-    is noise, not a reason to change."""
-    for way in ways.values():
-        way()
-    first = next(iter(ways))
-    best = {name: float("inf") for name in ways}
-    timed = dict(ways)
-    for round_number in range(MEASURE_ROUNDS):
-        for name, way in timed.items():
-            started = time.perf_counter()
-            steps = way()
-            best[name] = min(best[name], (time.perf_counter() - started) / steps)
-        if round_number == 0:
-            quickest = min(best.values())
-            timed = {name: way for name, way in timed.items() if best[name] <= 2 * quickest}
-    fastest = min(best, key=best.get)
-    return fastest if best[fastest] < margin * best[first] else first
-
-
-def chosen_step(model: CharRNN, batch_size: int) -> str | None:
-    """What `fastest_step` chose for this model and batch size: SPLIT, WHOLE or MODULE
-    (None: not measured yet)."""
-    weight = next(model.parameters())
-    return _chosen.get(model, {}).get((batch_size, weight.dtype, weight.device))

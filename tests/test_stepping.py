@@ -1,4 +1,5 @@
-"""Tests for charlstm.stepping: the hand-written step equals the trained nn module's."""
+"""Tests for charlstm.stepping and stepping_choice: the hand-written step equals the trained
+nn module's, and sampling steps the fastest way."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 import pytest
 import torch
 
-from charlstm import sampling, stepping
+from charlstm import sampling, stepping_choice
 from charlstm.model import CharRNN, ModelConfig
 from charlstm.sampling import generate, sample
 from charlstm.stepping import Stepper
@@ -306,14 +307,14 @@ def test_cpu_sampling_measures_the_faster_step_once_per_batch_size(vocab, monkey
     """Milestone samples during training call sample() and so get the choice too."""
     measured = []
 
-    ways_to_time = stepping._ways_to_time
+    ways_to_time = stepping_choice._ways_to_time
 
     def ways_for(model, stepper, batch_size):
         measured.append(batch_size)
         return ways_to_time(model, stepper, batch_size)
 
-    monkeypatch.setattr(stepping, "_ways_to_time", ways_for)
-    monkeypatch.setattr(stepping, "_fastest", lambda ways: choice)
+    monkeypatch.setattr(stepping_choice, "_ways_to_time", ways_for)
+    monkeypatch.setattr(stepping_choice, "_fastest", lambda ways: choice)
     options = dict(temperature=0.8, num_samples=2)
     texts = []
     for choice in ("module", "stepper"):
@@ -339,10 +340,10 @@ def test_the_measurement_picks_the_faster_way():
         time.sleep(0.01)
         return 50
 
-    assert stepping._fastest({"a": slow, "b": quick}) == "b"
-    assert stepping._fastest({"a": quick, "b": slow}) == "a"
-    assert stepping._fastest({"a": slow, "b": slow}, margin=0.5) == "a"  # a tie: the first
-    assert stepping._fastest({"a": slow, "b": slow_but_many_steps}) == "b"  # per step
+    assert stepping_choice._fastest({"a": slow, "b": quick}) == "b"
+    assert stepping_choice._fastest({"a": quick, "b": slow}) == "a"
+    assert stepping_choice._fastest({"a": slow, "b": slow}, margin=0.5) == "a"  # a tie: the first
+    assert stepping_choice._fastest({"a": slow, "b": slow_but_many_steps}) == "b"  # per step
 
 
 def test_a_way_twice_as_slow_in_the_first_round_is_timed_no_more():
@@ -355,8 +356,8 @@ def test_a_way_twice_as_slow_in_the_first_round_is_timed_no_more():
             return 1
         return call
 
-    assert stepping._fastest({"slow": way("slow", 0.006), "quick": way("quick", 0.001)}) == "quick"
-    assert calls == {"slow": 2, "quick": 1 + stepping.MEASURE_ROUNDS}  # a warm-up, a round
+    assert stepping_choice._fastest({"slow": way("slow", 0.006), "quick": way("quick", 0.001)}) == "quick"
+    assert calls == {"slow": 2, "quick": 1 + stepping_choice.MEASURE_ROUNDS}  # a warm-up, a round
 
 
 def test_the_timed_ways_go_on_from_their_own_state():
@@ -365,10 +366,10 @@ def test_the_timed_ways_go_on_from_their_own_state():
     model = make_model("gru")
     stepper = Stepper(model)
     with torch.inference_mode():
-        ways = stepping._ways_to_time(model, {stepping.WHOLE: stepper}, 1)
-        steps = stepping.MEASURE_STREAM_STEPS  # made once when the ways were set up
-        steps += ways[stepping.WHOLE]() + ways[stepping.WHOLE]()
-        assert ways[stepping.MODULE]() + ways[stepping.MODULE]() == 2 * stepping.MEASURE_STEPS
+        ways = stepping_choice._ways_to_time(model, {stepping_choice.WHOLE: stepper}, 1)
+        steps = stepping_choice.MEASURE_STREAM_STEPS  # made once when the ways were set up
+        steps += ways[stepping_choice.WHOLE]() + ways[stepping_choice.WHOLE]()
+        assert ways[stepping_choice.MODULE]() + ways[stepping_choice.MODULE]() == 2 * stepping_choice.MEASURE_STEPS
         logits, state = torch.zeros(1, VOCAB), None  # greedy from the zero state
         for _ in range(steps):
             out, _, state = model(logits.argmax(-1)[:, None], state)
@@ -382,20 +383,20 @@ def test_at_batch_1_the_measurement_also_times_input_products_in_halves(monkeypa
 
     def fastest(ways):
         timed.append(list(ways))
-        return stepping.SPLIT if stepping.SPLIT in ways else stepping.WHOLE
+        return stepping_choice.SPLIT if stepping_choice.SPLIT in ways else stepping_choice.WHOLE
 
-    monkeypatch.setattr(stepping, "_fastest", fastest)
+    monkeypatch.setattr(stepping_choice, "_fastest", fastest)
     model, single_layer = make_model("gru"), make_model("gru", num_layers=1)
     with torch.inference_mode():
-        step = stepping.fastest_step(model, 1)
+        step = stepping_choice.fastest_step(model, 1)
         step_both(model, step, torch.tensor([[3, 1, 4, 1, 5]]))
         assert step.parts == 2
-        stepping.fastest_step(model, 3)
-        stepping.fastest_step(single_layer, 1)  # nothing to split
-    assert timed == [[stepping.SPLIT, stepping.WHOLE, stepping.MODULE],
-                     [stepping.WHOLE, stepping.MODULE], [stepping.WHOLE, stepping.MODULE]]
-    assert stepping.chosen_step(model, 1) == stepping.SPLIT
-    assert not stepping.fastest_step(model, 3).split_inputs
+        stepping_choice.fastest_step(model, 3)
+        stepping_choice.fastest_step(single_layer, 1)  # nothing to split
+    assert timed == [[stepping_choice.SPLIT, stepping_choice.WHOLE, stepping_choice.MODULE],
+                     [stepping_choice.WHOLE, stepping_choice.MODULE], [stepping_choice.WHOLE, stepping_choice.MODULE]]
+    assert stepping_choice.chosen_step(model, 1) == stepping_choice.SPLIT
+    assert not stepping_choice.fastest_step(model, 3).split_inputs
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -403,7 +404,7 @@ def test_the_chosen_step_equals_the_module(kind):
     model = make_model(kind)
     ids = torch.randint(VOCAB, (3, 8), generator=torch.Generator().manual_seed(8))
     with torch.inference_mode():
-        step_both(model, stepping.fastest_step(model, 3), ids)
+        step_both(model, stepping_choice.fastest_step(model, 3), ids)
 
 
 def test_a_state_for_another_batch_size_is_refused():
