@@ -1,7 +1,7 @@
 """Sampling speed on the CPU: charlstm's generate() against its floor and the nn modules.
 
     python bench/sampling_speed.py [--models lstm,gru,rnn] [--shapes 2x512,2x256]
-                                   [--batches 1,8,64] [--seconds 0.5] [--rounds 3]
+                                   [--batches 1,8,64] [--seconds 0.25] [--rounds 9]
 
 For each recurrent cell, shape (layers x hidden units) and batch (--num-samples), these
 characters-per-second figures: the nn-module step, calling the model's fused nn module on
@@ -15,14 +15,20 @@ not depend on the weights), embedding 64, vocabulary --vocab.
 
 The issue's targets for generate(), as ratios in the same run: at batch 1, at least 0.70
 of the matrix-product floor; at every batch, at least as fast as the faster of the two nn
-steps. Rounds alternate the five measures so that drift on a shared machine hits all of
-them; the table shows the best of each. The default run (18 settings) takes about four
-minutes. Prints the table and appends it to bench/RESULTS.md.
+steps. Each measure is timed in short slices (--seconds each; for generate() one whole call
+of about that long), the five in turn, round after round, so that a shared machine's
+changes of pace hit all of them alike; the table shows the median of each measure's
+slices, and the ratios are ratios of those medians. (This script first took the best of
+three half-second rounds, which set one measure's luckiest moment against another's: on
+this project's shared 2-core VMs a ratio then moved by 0.3 or more from run to run.) The
+default run (18 settings) takes about five minutes. Prints the table and appends it to
+bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -129,12 +135,19 @@ def matmul_floor(model: CharRNN, batch: int, seconds: float) -> float:
 
 
 def generate_speed(model: CharRNN, vocab: Vocabulary, batch: int, seconds: float) -> float:
-    stream = generate(model, vocab, "", 0, temperature=0.8, num_samples=batch,
-                      generator=torch.Generator().manual_seed(0))
-    try:
-        return chars_per_second(lambda: len(next(stream)), seconds)
-    finally:
-        stream.close()
+    """One whole generate() call of about `seconds`, timed from start to end as `charlstm
+    sample -n N` runs it: a stream cut off at the end of a slice would have paid for a
+    whole block of steps and counted only some of them."""
+    def generation(steps: int) -> float:
+        started = time.perf_counter()
+        for _ in generate(model, vocab, "", steps, temperature=0.8, num_samples=batch,
+                          generator=torch.Generator().manual_seed(0)):
+            pass
+        return time.perf_counter() - started
+
+    generation(WARM_UP_STEPS)  # the first call for a model and batch times the ways
+    steps = max(WARM_UP_STEPS, round(WARM_UP_STEPS * seconds / generation(WARM_UP_STEPS)))
+    return steps * batch / generation(steps)
 
 
 def parse_shape(text: str) -> tuple[int, int]:
@@ -151,25 +164,25 @@ MEASURES = {"module": lambda model, vocab, batch, seconds: module_speed(model, b
 
 def measure(model: CharRNN, vocab: Vocabulary, batch: int, seconds: float,
             rounds: int) -> dict[str, float]:
-    """The best chars/s of each measure over `rounds` rounds, the measures alternating."""
-    best = {name: 0.0 for name in MEASURES}
+    """The median chars/s of each measure over `rounds` rounds, the measures in turn."""
+    slices: dict[str, list[float]] = {name: [] for name in MEASURES}
     with torch.inference_mode():
         for _ in range(rounds):
             for name, speed in MEASURES.items():
-                best[name] = max(best[name], speed(model, vocab, batch, seconds))
-    return best
+                slices[name].append(speed(model, vocab, batch, seconds))
+    return {name: statistics.median(speeds) for name, speeds in slices.items()}
 
 
 def verdict(ratio: float, target: float) -> str:
     return f"{ratio:.2f} ({'met' if ratio >= target else 'not met'})"
 
 
-def row(kind: str, layers: int, hidden: int, batch: int, best: dict[str, float],
+def row(kind: str, layers: int, hidden: int, batch: int, speeds: dict[str, float],
         chosen: str) -> list[str]:
-    generated, nn_step = best["generate"], max(best["module"], best["cell"])
-    on_floor = generated / best["floor"]
+    generated, nn_step = speeds["generate"], max(speeds["module"], speeds["cell"])
+    on_floor = generated / speeds["floor"]
     return [f"{kind} {layers}x{hidden}", str(batch),
-            *(f"{best[name]:,.0f}" for name in ("module", "cell", "generate", "stepper",
+            *(f"{speeds[name]:,.0f}" for name in ("module", "cell", "generate", "stepper",
                                                 "floor")),
             chosen,
             verdict(on_floor, FLOOR_TARGET) if batch == 1 else f"{on_floor:.2f}",
@@ -182,8 +195,8 @@ def main() -> None:
     parser.add_argument("--shapes", default="2x512,2x256", help="LAYERSxHIDDEN, comma-separated")
     parser.add_argument("--batches", default="1,8,64", help="samples generated together")
     parser.add_argument("--vocab", type=int, default=80, help="vocabulary size")
-    parser.add_argument("--seconds", type=float, default=0.5, help="per measure and round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=0.25, help="per measure and round")
+    parser.add_argument("--rounds", type=int, default=9, help="slices of each measure")
     parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args()
 
@@ -195,9 +208,9 @@ def main() -> None:
             model = CharRNN(ModelConfig(vocab_size=len(vocab), model=kind, num_layers=layers,
                                         hidden_size=hidden, embed_size=64)).eval()
             for batch in map(int, args.batches.split(",")):
-                best = measure(model, vocab, batch, args.seconds, args.rounds)
+                speeds = measure(model, vocab, batch, args.seconds, args.rounds)
                 chosen = stepping_choice.chosen_step(model, batch) or "?"
-                rows.append(row(kind, layers, hidden, batch, best, chosen))
+                rows.append(row(kind, layers, hidden, batch, speeds, chosen))
                 print(" | ".join(rows[-1]), file=sys.stderr)  # progress, the table comes last
     table = markdown_table(
         ["model", "batch", "nn module step (chars/s)", "nn cell step (chars/s)",
