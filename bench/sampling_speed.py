@@ -135,19 +135,22 @@ def matmul_floor(model: CharRNN, batch: int, seconds: float) -> float:
 
 
 def generate_speed(model: CharRNN, vocab: Vocabulary, batch: int, seconds: float) -> float:
-    """One whole generate() call of about `seconds`, timed from start to end as `charlstm
-    sample -n N` runs it: a stream cut off at the end of a slice would have paid for a
-    whole block of steps and counted only some of them."""
-    def generation(steps: int) -> float:
+    """One whole generate() call of about `seconds`, timed from its first character to its
+    last (a stream cut off at the end of a slice would have paid for a whole block of
+    steps and counted only some of them). Before its first character a call builds its
+    stepper, and the first call for a model and batch size also times the ways to step
+    (see stepping_choice): once per generation, not per character, so not timed here."""
+    def after_first(steps: int) -> tuple[int, float]:
+        stream = generate(model, vocab, "", steps, temperature=0.8, num_samples=batch,
+                          generator=torch.Generator().manual_seed(0))
+        next(stream)
         started = time.perf_counter()
-        for _ in generate(model, vocab, "", steps, temperature=0.8, num_samples=batch,
-                          generator=torch.Generator().manual_seed(0)):
-            pass
-        return time.perf_counter() - started
+        rows = sum(1 for _ in stream)
+        return rows, time.perf_counter() - started
 
-    generation(WARM_UP_STEPS)  # the first call for a model and batch times the ways
-    steps = max(WARM_UP_STEPS, round(WARM_UP_STEPS * seconds / generation(WARM_UP_STEPS)))
-    return steps * batch / generation(steps)
+    rows, took = after_first(WARM_UP_STEPS + 1)  # how long a step takes, roughly
+    rows, took = after_first(1 + max(WARM_UP_STEPS, round(rows * seconds / took)))
+    return rows * batch / took
 
 
 def parse_shape(text: str) -> tuple[int, int]:
