@@ -21,7 +21,7 @@ changes of pace hit all of them alike; the table shows the median of each measur
 slices, and the ratios are ratios of those medians. (This script first took the best of
 three half-second rounds, which set one measure's luckiest moment against another's: on
 this project's shared 2-core VMs a ratio then moved by 0.3 or more from run to run.) The
-default run (18 settings) takes about five minutes. Prints the table and appends it to
+default run (18 settings) takes about three minutes. Prints the table and appends it to
 bench/RESULTS.md.
 """
 
