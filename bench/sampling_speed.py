@@ -19,10 +19,11 @@ steps. Each measure is timed in short slices (--seconds each; for generate() one
 of about that long), the five in turn, round after round, so that a shared machine's
 changes of pace hit all of them alike; the table shows the median of each measure's
 slices, and the ratios are ratios of those medians. (This script first took the best of
-three half-second rounds, which set one measure's luckiest moment against another's: on
-this project's shared 2-core VMs a ratio then moved by 0.3 or more from run to run.) The
-default run (18 settings) takes about three minutes. Prints the table and appends it to
-bench/RESULTS.md.
+three half-second rounds, which set one measure's luckiest moment against another's.) On
+a shared VM the ratios still move from run to run, as the machine's pace does: by up to
+0.3 at batch 1 between two runs half an hour apart on this project's Xeon. Compare
+records, not single figures. The default run (18 settings) takes about three minutes.
+Prints the table and appends it to bench/RESULTS.md.
 """
 
 from __future__ import annotations
