@@ -249,13 +249,17 @@ class Stepper:
         self._below = [h.expand(parts, batch_size, hidden) for h in self.h[:-1]]
         self._input_out = in_parts(self._gates)
 
+    @property
+    def can_split(self) -> bool:
+        """Whether `split_inputs` would split anything: there are layers above the first,
+        and their gate columns are even in number."""
+        return self.num_layers > 1 and self.gate_size % 2 == 0
+
     def input_parts(self, batch_size: int) -> int:
         """In how many parts the input products of the layers above the first are made
         at this batch size: 2 (the halves of their columns) with `split_inputs` at batch
-        1, where there are such layers and their gate columns are even in number; else 1."""
-        splits = (self.split_inputs and batch_size == 1 and self.num_layers > 1
-                  and self.gate_size % 2 == 0)
-        return 2 if splits else 1
+        1 where it `can_split`; else 1."""
+        return 2 if self.split_inputs and batch_size == 1 and self.can_split else 1
 
     def _arguments_for_script(self) -> tuple:
         """What stepping_script's function for this cell takes after (noise, logits, ids,

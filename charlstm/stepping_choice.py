@@ -52,11 +52,10 @@ def fastest_step(model: CharRNN, batch_size: int) -> StepFunction:
     choices = _chosen.setdefault(model, {})
     steppers = {}
     if key not in choices:
-        if batch_size == 1:
-            split = Stepper(model, split_inputs=True)
-            if split.input_parts(batch_size) > 1:  # the first, kept unless clearly slower
-                steppers[SPLIT] = split
-        steppers[WHOLE] = Stepper(model)
+        whole = Stepper(model)
+        if batch_size == 1 and whole.can_split:  # the first, kept unless clearly slower
+            steppers[SPLIT] = Stepper(model, split_inputs=True)
+        steppers[WHOLE] = whole
         choices[key] = _fastest(_ways_to_time(model, steppers, batch_size))
     chosen = choices[key]
     if chosen == MODULE:
