@@ -3,11 +3,11 @@
 `Trainer` owns one run. Each step (training_step) is followed by the clock (clock), the
 budget's refit (budget), and every LOG_EVERY steps a report: the bad-step flags are read
 (guard), the loss is reported, and at each evaluation the model is evaluated (evaluation)
-and saved (checkpoint, rundir). Between evaluations last.pt is also saved every
+and saved (run_state, checkpoint, rundir). Between evaluations last.pt is also saved every
 `save_every` seconds of wall-clock time, and on a stop. It reports through a
 `TrainingCallback` and logs through `logging`; it never prints. Everything that decides
-what the next step does goes into the checkpoint, so a resumed run continues exactly
-where the saved one stopped.
+what the next step does goes into the checkpoint (run_state), so a resumed run
+continues exactly where the saved one stopped.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import __version__, budget, clock, distributed, evaluation, optim, training_step
+from . import budget, clock, distributed, evaluation, optim, run_state, training_step
 from .budget import BudgetPlan
 from .callbacks import Quiet, StepStats, TrainingCallback, TrainResult
 from .checkpoint import Checkpoint
 from .data import TrainBatches
 from .device import choose_device, grad_scaler
-from .errors import CheckpointError, UsageError
+from .errors import UsageError
 from .finetune import Start
 from .guard import DivergenceGuard
 from .losses import LOG_EVERY, LossTally, ReportWindow, curve_every
-from .model import CharRNN, ModelConfig, state_from_list, state_to_list
+from .model import CharRNN, ModelConfig
 from .rundir import RunFolder
 from .settings import REGULARISERS, TrainConfig, validation_span
 
@@ -92,7 +92,7 @@ class Trainer:
         # budget has trained at the real speed, the settings it decided are fitted again
         self._refit_pending = bool(plan and plan.refit and config.time_limit)
         if resume_from is not None:
-            self._restore(resume_from)
+            run_state.restore(self, resume_from)
             self._refit_pending = False
         self._set_up_step(resume_from, plan)
 
@@ -112,25 +112,6 @@ class Trainer:
                                   resume_from.scaler if resume_from else None)
         trained = distributed.wrap(self.model, self.device)
         self.trained = torch.compile(trained) if config.compile else trained
-
-    def _restore(self, saved: Checkpoint) -> None:
-        saved.check_resumable()
-        try:
-            self.model.load_state_dict(saved.model)
-            self.optimizer.load_state_dict(saved.optimizer)
-            self.batches.load_state_dict(saved.data)
-            self.step, self.clock.elapsed = int(saved.step), float(saved.elapsed)
-            self.history = list(saved.history)
-            self.best_val_loss, self.time_spent = saved.best_val_loss, saved.time_spent
-            self.guard.lr_scale, self.guard.rollbacks = float(saved.lr_scale), int(saved.rollbacks)
-            mine = distributed.own_streams(saved.hidden, self.config.batch_size,
-                                           self.batches.streams)
-            self.hidden = state_from_list(mine, self.model_config.model, self.device)
-            self.losses = LossTally(*saved.eval_loss, list(saved.curve), *saved.curve_window)
-            distributed.restore_rng_states(saved.rng, self.config.seed, self.step,
-                                           self.device)
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"the checkpoint cannot resume this run: {exc}") from exc
 
     def info(self) -> dict:
         """The run's set-up, as config.json holds it and on_start receives it."""
@@ -340,31 +321,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def checkpoint(self) -> Checkpoint:
-        """Everything a resume needs. Every process must call this at once: the carried
-        state of all B streams and every process's generator states are gathered."""
-        rng = distributed.gather_rng_states(self.device)
-        tally = self.losses
-        return Checkpoint(
-            charlstm_version=__version__,
-            saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            model_config=self.model_config.to_dict(), train_config=self.config.to_dict(),
-            vocab=self.corpus.vocab.to_dict(), corpus=self.corpus.describe(),
-            precision=self.precision, model=self.model.state_dict(),
-            optimizer=self.optimizer.state_dict(), step=self.step, elapsed=self.clock.elapsed,
-            data=self.batches.state_dict(),
-            hidden=state_to_list(distributed.gather_streams(self.hidden)),  # (L, B, H)
-            processes=self.world_size, eval_loss=[tally.eval_sum, tally.eval_steps],
-            curve=tally.curve, curve_window=[tally.curve_sum, tally.curve_steps], rng=rng,
-            history=self.history, best_val_loss=self.best_val_loss,
-            time_spent=self.time_spent, lr_scale=self.guard.lr_scale,
-            rollbacks=self.guard.rollbacks,
-            scaler=self.scaler.state_dict() if self.scaler is not None else None,
-            parent=self.parent)
-
     def _save(self, best: bool) -> None:
         paths = [self.folder.last] + ([self.folder.best] if best else [])
-        record = self.checkpoint()  # every process takes part; the main one writes
+        record = run_state.capture(self)  # every process takes part; the main one writes
         distributed.run_on_main(lambda: record.save(*paths))
         self._keep_for_rollback()
         self.clock.saved()
