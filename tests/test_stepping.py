@@ -8,7 +8,8 @@ import time
 import pytest
 import torch
 
-from charlstm import sampling, stepping_choice
+from charlstm import stepping_choice
+from charlstm.stepping_choice import MODULE, SPLIT, WHOLE
 from charlstm.model import CharRNN, ModelConfig
 from charlstm.sampling import generate, sample
 from charlstm.stepping import Stepper
@@ -358,7 +359,8 @@ def test_a_way_twice_as_slow_in_the_first_round_is_timed_no_more():
 
     # 30 ms against 1: a loaded machine would have to stretch the quick sleep fifteenfold
     # before the slow way stopped looking twice as slow
-    assert stepping_choice._fastest({"slow": way("slow", 0.03), "quick": way("quick", 0.001)}) == "quick"
+    ways = {"slow": way("slow", 0.03), "quick": way("quick", 0.001)}
+    assert stepping_choice._fastest(ways) == "quick"
     assert calls == {"slow": 2, "quick": 1 + stepping_choice.MEASURE_ROUNDS}  # a warm-up, a round
 
 
@@ -368,10 +370,10 @@ def test_the_timed_ways_go_on_from_their_own_state():
     model = make_model("gru")
     stepper = Stepper(model)
     with torch.inference_mode():
-        ways = stepping_choice._ways_to_time(model, {stepping_choice.WHOLE: stepper}, 1)
+        ways = stepping_choice._ways_to_time(model, {WHOLE: stepper}, 1)
         steps = stepping_choice.MEASURE_STREAM_STEPS  # made once when the ways were set up
-        steps += ways[stepping_choice.WHOLE]() + ways[stepping_choice.WHOLE]()
-        assert ways[stepping_choice.MODULE]() + ways[stepping_choice.MODULE]() == 2 * stepping_choice.MEASURE_STEPS
+        steps += ways[WHOLE]() + ways[WHOLE]()
+        assert ways[MODULE]() + ways[MODULE]() == 2 * stepping_choice.MEASURE_STEPS
         logits, state = torch.zeros(1, VOCAB), None  # greedy from the zero state
         for _ in range(steps):
             out, _, state = model(logits.argmax(-1)[:, None], state)
@@ -385,7 +387,7 @@ def test_at_batch_1_the_measurement_also_times_input_products_in_halves(monkeypa
 
     def fastest(ways):
         timed.append(list(ways))
-        return stepping_choice.SPLIT if stepping_choice.SPLIT in ways else stepping_choice.WHOLE
+        return SPLIT if SPLIT in ways else WHOLE
 
     monkeypatch.setattr(stepping_choice, "_fastest", fastest)
     model, single_layer = make_model("gru"), make_model("gru", num_layers=1)
@@ -395,9 +397,8 @@ def test_at_batch_1_the_measurement_also_times_input_products_in_halves(monkeypa
         assert step.parts == 2
         stepping_choice.fastest_step(model, 3)
         stepping_choice.fastest_step(single_layer, 1)  # nothing to split
-    assert timed == [[stepping_choice.SPLIT, stepping_choice.WHOLE, stepping_choice.MODULE],
-                     [stepping_choice.WHOLE, stepping_choice.MODULE], [stepping_choice.WHOLE, stepping_choice.MODULE]]
-    assert stepping_choice.chosen_step(model, 1) == stepping_choice.SPLIT
+    assert timed == [[SPLIT, WHOLE, MODULE], [WHOLE, MODULE], [WHOLE, MODULE]]
+    assert stepping_choice.chosen_step(model, 1) == SPLIT
     assert not stepping_choice.fastest_step(model, 3).split_inputs
 
 
