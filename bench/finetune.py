@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine import publish  # noqa: E402
 from runner import TrainRun, markdown_table, train  # noqa: E402
 
-from charlstm.corpus import build_docs_corpus  # noqa: E402
+from charlstm.data.corpus import build_docs_corpus  # noqa: E402
 from charlstm.settings import TrainConfig  # noqa: E402
 
 EVAL = ["--eval-chars", "0"]  # the whole validation split, the same for every run

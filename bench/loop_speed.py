@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import publish  # noqa: E402
 from runner import SHAKESPEARE, markdown_table  # noqa: E402
 
-from charlstm.model import CharRNN, detach_state  # noqa: E402
+from charlstm.model.charrnn import CharRNN, detach_state  # noqa: E402
 from charlstm.device import autocast  # noqa: E402
-from charlstm.runs import make_trainer  # noqa: E402
-from charlstm.training import TrainingCallback  # noqa: E402
+from charlstm.training.setup import make_trainer  # noqa: E402
+from charlstm.training.loop import TrainingCallback  # noqa: E402
 
 
 class Clock(TrainingCallback):

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import publish  # noqa: E402
 from runner import markdown_table  # noqa: E402
 
-from charlstm.budget import step_seconds  # noqa: E402
-from charlstm.model import CharRNN, ModelConfig  # noqa: E402
-from charlstm.optim import make_optimizer  # noqa: E402
-from charlstm.presets import preset  # noqa: E402
+from charlstm.training.budget import step_seconds  # noqa: E402
+from charlstm.model.charrnn import CharRNN, ModelConfig  # noqa: E402
+from charlstm.training.optim import make_optimizer  # noqa: E402
+from charlstm.training.presets import preset  # noqa: E402
 
 VOCAB = 65  # tinyshakespeare's
 KINDS = {"neither": dict(locked_dropout=False, weight_drop=0.0),

@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import publish  # noqa: E402
 from runner import markdown_table  # noqa: E402
 
-from charlstm.model import CharRNN, ModelConfig  # noqa: E402
-from charlstm.sampling import generate  # noqa: E402
-from charlstm import stepping_choice  # noqa: E402
-from charlstm.stepping import GATES, Stepper  # noqa: E402
-from charlstm.vocab import Vocabulary  # noqa: E402
+from charlstm.model.charrnn import CharRNN, ModelConfig  # noqa: E402
+from charlstm.infer.generate import generate  # noqa: E402
+from charlstm.infer import step_choice as stepping_choice  # noqa: E402
+from charlstm.model.stepper import GATES, Stepper  # noqa: E402
+from charlstm.data.vocab import Vocabulary  # noqa: E402
 
 FLOOR_TARGET = 0.70  # generate() at batch 1 against the matrix products alone
 NN_TARGET = 1.0  # generate() at any batch against the faster nn step

@@ -28,8 +28,8 @@ from runner import markdown_table  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from charlstm.cli.input import parse_duration  # noqa: E402
-from charlstm.presets import PRESETS  # noqa: E402
-from charlstm.runs import make_trainer  # noqa: E402
+from charlstm.training.presets import PRESETS  # noqa: E402
+from charlstm.training.setup import make_trainer  # noqa: E402
 from charlstm.settings import TrainConfig  # noqa: E402
 
 

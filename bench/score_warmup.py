@@ -34,8 +34,8 @@ from machine import publish  # noqa: E402
 from runner import SHAKESPEARE, markdown_table, train  # noqa: E402
 
 import charlstm  # noqa: E402
-from charlstm import streams  # noqa: E402
-from charlstm.scoring import LN2  # noqa: E402
+from charlstm.infer import streams  # noqa: E402
+from charlstm.infer.scoring import LN2  # noqa: E402
 
 TRAINED = [  # (label, corpus, train arguments) when no --run is given
     ("lstm 1x512, tinyshakespeare", str(SHAKESPEARE), ["--max-steps", "1500"]),

@@ -31,8 +31,8 @@ from runner import markdown_table  # noqa: E402
 from serving import Server  # noqa: E402
 
 from charlstm import checkpoint  # noqa: E402
-from charlstm.model import CharRNN, ModelConfig  # noqa: E402
-from charlstm.vocab import Vocabulary  # noqa: E402
+from charlstm.model.charrnn import CharRNN, ModelConfig  # noqa: E402
+from charlstm.data.vocab import Vocabulary  # noqa: E402
 
 
 def random_run(folder: Path, layers: int, hidden: int) -> Path:

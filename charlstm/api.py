@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import torch
 
-from . import checkpoint, sampling, scoring
+from . import checkpoint
+from .infer import generate as sampling, scoring
 from .device import choose_device
 from .errors import CheckpointError, UsageError
-from .model import CharRNN, ModelConfig
-from .vocab import Vocabulary
+from .model.charrnn import CharRNN, ModelConfig
+from .data.vocab import Vocabulary
 
 if TYPE_CHECKING:  # loading a model to sample or score never imports the training stack
-    from .callbacks import TrainingCallback, TrainResult
+    from .training.callbacks import TrainingCallback, TrainResult
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
@@ -104,7 +105,7 @@ class LanguageModel:
 
     def score(self, text: str, *, exact: bool = False) -> dict:
         """How many bits the model needs for `text`: a dict with the keys text,
-        characters, bits, bits_per_char and unknown (see `charlstm.scoring`). A long
+        characters, bits, bits_per_char and unknown (see `charlstm.infer.scoring`). A long
         text is read as parallel warmed streams, within about 0.005 bits per character
         of the exact score; `exact` reads it one character after another."""
         return scoring.score(self.model, self.vocab, text, exact=exact)
@@ -154,7 +155,7 @@ def train(corpus: str | list[str] | None = None, out: str | Path | None = None,
     folders (filtered by `globs`); `settings` are ModelConfig and TrainConfig fields.
     `init_from` (a checkpoint or run folder) fine-tunes that model on the corpus."""
     launched_at = time.monotonic()
-    from .runs import make_trainer  # the training stack, only when training
+    from .training.setup import make_trainer  # the training stack, only when training
 
     trainer = make_trainer(corpus, out=Path(out) if out else None, resume=resume,
                            preset=preset, settings=settings, callback=callback,

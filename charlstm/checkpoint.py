@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError, UsageError
-from .files import write_atomically
+from .data.files import write_atomically
 from .settings import MODEL_SAVED_BEFORE, ModelConfig
-from .vocab import Vocabulary
+from .data.vocab import Vocabulary
 
 FORMAT = "charlstm-checkpoint"
 FORMAT_VERSION = 1

@@ -1,4 +1,4 @@
-"""Tests for charlstm.budget and the budget-dependent settings in presets and runs.
+"""Tests for charlstm.training.budget and the budget-dependent settings in presets and runs.
 
 Measuring is real (a few tiny steps); what is asserted is the decision made from the
 measurements and that measuring leaves a run unchanged, never a speed.
@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlstm import budget, checkpoint, clock as run_clock, optim, runs, training, training_step
-from charlstm.model import CharRNN, ModelConfig
-from charlstm.presets import PRESETS, regularisation_for
+from charlstm.training import budget, clock as run_clock, optim, setup as runs, loop as training, step as training_step
+from charlstm import checkpoint
+from charlstm.model.charrnn import CharRNN, ModelConfig
+from charlstm.training.presets import PRESETS, regularisation_for
 from charlstm.settings import TrainConfig
 
 from conftest import TINY_SETTINGS

@@ -17,8 +17,8 @@ import charlstm
 from charlstm import checkpoint
 from charlstm.cli import app
 from charlstm.errors import CheckpointError, UsageError
-from charlstm.model import CharRNN, ModelConfig
-from charlstm.vocab import Vocabulary
+from charlstm.model.charrnn import CharRNN, ModelConfig
+from charlstm.data.vocab import Vocabulary
 
 
 def assert_one_line_error(path: Path) -> CheckpointError:
@@ -217,7 +217,7 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch, broken):
     elif broken == "fsync":
         monkeypatch.setattr(os, "fsync", fail)
     else:
-        import charlstm.files as files
+        import charlstm.data.files as files
         real_fdopen = os.fdopen
 
         class FailingFile:

@@ -1,4 +1,4 @@
-"""Tests for charlstm.collection and collection_encoding: folders and several files
+"""Tests for charlstm.data.folders and collection_encoding: folders and several files
 trained on as one corpus (walk order, skipping, the joined text, the validation split
 from every file, the cache, resume, bounded memory), through `corpus.encode` and the real
 command line."""
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 import charlstm
-import charlstm.collection as collection
-import charlstm.collection_encoding as collection_encoding
-import charlstm.corpus as corpus
+import charlstm.data.folders as collection
+import charlstm.data.folder_encoding as collection_encoding
+import charlstm.data.corpus as corpus
 from charlstm.errors import CorpusError, UsageError
 from charlstm.settings import split_point
 from conftest import TINY_SETTINGS, TINY_TEXT, invoke, isolate_cli, one_line_error, run_cli
@@ -174,7 +174,7 @@ def test_a_collection_from_many_chunks_equals_one_from_one(tmp_path, monkeypatch
     whole = corpus.encode([str(folder)], tmp_path / "one")
     monkeypatch.setattr(collection_encoding, "SMALL_FILE", 0)
     monkeypatch.setattr(collection_encoding, "CHUNK_BYTES", 61)  # cuts through characters
-    monkeypatch.setattr("charlstm.encoding.CHUNK_BYTES", 61)
+    monkeypatch.setattr("charlstm.data.encoding.CHUNK_BYTES", 61)
     pieces = corpus.encode([str(folder)], tmp_path / "many")
     assert np.array_equal(np.asarray(whole.tokens), np.asarray(pieces.tokens))
     assert whole.sha256 == pieces.sha256

@@ -1,4 +1,4 @@
-"""Tests for charlstm.corpus: finding, building and downloading corpora, and the corpus
+"""Tests for charlstm.data.corpus: finding, building and downloading corpora, and the corpus
 commands. Encoding and its cache are tested in test_encoding.py."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import charlstm.corpus as corpus
+import charlstm.data.corpus as corpus
 from charlstm.errors import CorpusError, UsageError
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"

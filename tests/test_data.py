@@ -1,4 +1,4 @@
-"""Tests for charlstm.data: truncated-BPTT training batches and evaluation batches."""
+"""Tests for charlstm.data.batches: truncated-BPTT training batches and evaluation batches."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import charlstm.data as data_module
-from charlstm.data import TrainBatches
-from charlstm.model import IGNORE_INDEX
-from charlstm.streams import eval_batches
+import charlstm.data.batches as data_module
+from charlstm.data.batches import TrainBatches
+from charlstm.model.charrnn import IGNORE_INDEX
+from charlstm.infer.streams import eval_batches
 from charlstm.errors import UsageError
 
 # tokens whose value is their own position, so every id in a batch says exactly where in

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlstm import checkpoint, device, runs, training_step
-from charlstm.streams import eval_batches
+from charlstm import checkpoint, device
+from charlstm.training import setup as runs, step as training_step
+from charlstm.infer.streams import eval_batches
 from charlstm.errors import UsageError
 
 from conftest import TINY_SETTINGS, one_line_error, run_cli

@@ -1,4 +1,4 @@
-"""Tests for training with several processes (charlstm.distributed, under torchrun).
+"""Tests for training with several processes (charlstm.training.distributed, under torchrun).
 
 The slow tests launch the real thing: `python -m torch.distributed.run --standalone
 --nproc_per_node=2 -m charlstm train ...`, two CPU processes joined by gloo, on the tiny
@@ -27,7 +27,8 @@ import torch.distributed as dist
 import torch.multiprocessing
 
 import charlstm
-from charlstm import checkpoint, distributed
+from charlstm import checkpoint
+from charlstm.training import distributed
 
 from conftest import TINY_SETTINGS, TINY_TEXT
 

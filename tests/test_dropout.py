@@ -1,4 +1,4 @@
-"""Tests for charlstm.dropout: locked dropout and weight drop on the fused modules."""
+"""Tests for charlstm.model.dropout: locked dropout and weight drop on the fused modules."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from charlstm.dropout import dropout, dropout_mask, dropped_weights, run_with_weight_drop
-from charlstm.model import CharRNN, ModelConfig
+from charlstm.model.dropout import dropout, dropout_mask, dropped_weights, run_with_weight_drop
+from charlstm.model.charrnn import CharRNN, ModelConfig
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 

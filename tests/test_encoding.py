@@ -1,4 +1,4 @@
-"""Tests for charlstm.encoding: a corpus encoded into tokens, cached, memory-mapped, and
+"""Tests for charlstm.data.encoding: a corpus encoded into tokens, cached, memory-mapped, and
 invalid UTF-8 named by byte offset, through the public entry `corpus.encode`."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import charlstm.corpus as corpus
-import charlstm.encoding as encoding
-import charlstm.utf8 as utf8
+import charlstm.data.corpus as corpus
+import charlstm.data.encoding as encoding
+import charlstm.data.utf8 as utf8
 from charlstm.errors import CorpusError, UsageError
 
 # 1-, 2-, 3- and 4-byte UTF-8 characters mixed, so small chunks cut through characters

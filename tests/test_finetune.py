@@ -11,11 +11,12 @@ import pytest
 import torch
 
 import charlstm
-from charlstm import checkpoint, finetune
-from charlstm.model import CharRNN
-from charlstm.runs import make_trainer
+from charlstm import checkpoint
+from charlstm.training import finetune
+from charlstm.model.charrnn import CharRNN
+from charlstm.training.setup import make_trainer
 from charlstm.settings import FINE_TUNE_LR_RATIO, FINE_TUNE_WARMUP_STEPS, ModelConfig
-from charlstm.vocab import Vocabulary
+from charlstm.data.vocab import Vocabulary
 
 from conftest import TINY_SETTINGS, invoke, isolate_cli, one_line_error, run_cli
 
@@ -175,7 +176,7 @@ def test_a_checkpoint_without_a_parent_still_loads(trained_run):
 def test_remap_to_a_larger_vocabulary_in_pieces_and_cached(tmp_path, monkeypatch):
     """Ids move to the union's, the dtype widens past 256 characters, the file is written
     in pieces (a piece here is 1,000 ids) and a complete file is reused as it is."""
-    from charlstm import encoding
+    from charlstm.data import encoding
 
     old = Vocabulary("".join(map(chr, range(0x20, 0x20 + 200))))
     new = old.union(Vocabulary("".join(map(chr, range(0x100, 0x100 + 100)))))

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlstm import checkpoint, runs, training_step
-from charlstm.optim import make_optimizer
+from charlstm import checkpoint
+from charlstm.training import setup as runs, step as training_step
+from charlstm.training.optim import make_optimizer
 from charlstm.errors import TrainingDiverged
-from charlstm.guard import BAD_STEPS_BEFORE_ROLLBACK, MAX_ROLLBACKS
-from charlstm.training import TrainingCallback
+from charlstm.training.guard import BAD_STEPS_BEFORE_ROLLBACK, MAX_ROLLBACKS
+from charlstm.training.loop import TrainingCallback
 
 from conftest import TINY_SETTINGS, run_cli
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-TRAINING_STACK = ("charlstm.training", "charlstm.runs", "charlstm.budget", "charlstm.optim",
-                  "charlstm.training_step", "charlstm.guard", "charlstm.corpus",
-                  "charlstm.data")
+TRAINING_STACK = ("charlstm.training.loop", "charlstm.training.setup", "charlstm.training.budget", "charlstm.training.optim",
+                  "charlstm.training.step", "charlstm.training.guard", "charlstm.data.corpus",
+                  "charlstm.data.batches")
 
 
 def test_loading_and_sampling_do_not_import_training(trained_run):
@@ -25,7 +25,7 @@ def test_loading_and_sampling_do_not_import_training(trained_run):
 
 
 def test_the_model_knows_no_corpus():
-    code = ("import sys, charlstm.model; "
-            "assert 'charlstm.data' not in sys.modules and "
-            "'charlstm.corpus' not in sys.modules")
+    code = ("import sys, charlstm.model.charrnn; "
+            "assert 'charlstm.data.batches' not in sys.modules and "
+            "'charlstm.data.corpus' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""Tests for charlstm.model: the recurrent cells match their textbook equations."""
+"""Tests for charlstm.model.charrnn: the recurrent cells match their textbook equations."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlstm.model import IGNORE_INDEX
+from charlstm.model.charrnn import IGNORE_INDEX
 from charlstm.errors import UsageError
-from charlstm.model import (CharRNN, ModelConfig, detach_state, state_from_list,
+from charlstm.model.charrnn import (CharRNN, ModelConfig, detach_state, state_from_list,
                             state_to_list)
 
 V, E, H, L = 5, 5, 7, 2  # vocabulary, embedding, hidden size, layers

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from charlstm import checkpoint
-from charlstm.losses import CURVE_POINTS, LOG_EVERY
+from charlstm.training.losses import CURVE_POINTS, LOG_EVERY
 
 from conftest import TINY_SETTINGS, invoke, isolate_cli, one_line_error, run_cli
 

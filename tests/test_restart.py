@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from charlstm import checkpoint, runs
-from charlstm.callbacks import TrainingCallback
-from charlstm.training import Trainer
+from charlstm import checkpoint
+from charlstm.training import setup as runs
+from charlstm.training.callbacks import TrainingCallback
+from charlstm.training.loop import Trainer
 
 from conftest import (TINY_SETTINGS, TINY_TEXT, assert_same_training, invoke, isolate_cli,
                       one_line_error)

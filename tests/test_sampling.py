@@ -1,4 +1,4 @@
-"""Tests for charlstm.sampling: temperature, top-k, top-p, seeds and primes."""
+"""Tests for charlstm.infer.generate: temperature, top-k, top-p, seeds and primes."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 
 from charlstm.api import LanguageModel
 from charlstm.errors import UsageError
-from charlstm.model import CharRNN, ModelConfig
-from charlstm import sampling
-from charlstm.picking import Picker
-from charlstm.sampling import generate, pick, sample
-from charlstm.vocab import Vocabulary
+from charlstm.model.charrnn import CharRNN, ModelConfig
+from charlstm.infer import generate as sampling
+from charlstm.infer.picking import Picker
+from charlstm.infer.generate import generate, pick, sample
+from charlstm.data.vocab import Vocabulary
 
 TEXT = "the quick brown fox jumps over the lazy dog. 0123456789!"
 

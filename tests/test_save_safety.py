@@ -153,7 +153,7 @@ def test_a_full_disk_fails_the_save_cleanly_and_keeps_the_last_checkpoint(
             raise no_space()
         return real_fsync(fd)
 
-    monkeypatch.setattr(os, "fdopen", fdopen)  # what charlstm.files opens its temp file with
+    monkeypatch.setattr(os, "fdopen", fdopen)  # what charlstm.data.files opens its temp file with
     monkeypatch.setattr(os, "fsync", fsync)
     after_first_evaluation(lambda: disk.update(full=True))
 

@@ -1,4 +1,4 @@
-"""Scoring (charlstm.scoring, LanguageModel.score*, `charlstm score`): the batched, padded
+"""Scoring (charlstm.infer.scoring, LanguageModel.score*, `charlstm score`): the batched, padded
 and chunked passes give the same bits as a plain loop over characters; unknown characters
 cost what the documentation says; the command keeps every line, in order, and behaves in
 a pipe.
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import charlstm
-from charlstm import scoring
+from charlstm.infer import scoring
 
 from conftest import SHAKESPEARE, TINY_TEXT, invoke, isolate_cli, one_line_error, pipe_into
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from charlstm.cli import flag_for
-from charlstm.presets import PRESETS, DEFAULT_PRESET
+from charlstm.training.presets import PRESETS, DEFAULT_PRESET
 from charlstm.settings import (MAX_SEED, Layer, ModelConfig, SettingError, TrainConfig,
                                defaults, resolve, saved_layer)
 
@@ -106,6 +106,6 @@ def test_model_errors_name_the_setting():
 
 
 def test_settings_need_no_torch():
-    code = ("import sys, charlstm.settings, charlstm.presets; "
+    code = ("import sys, charlstm.settings, charlstm.training.presets; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

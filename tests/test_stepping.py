@@ -1,4 +1,4 @@
-"""Tests for charlstm.stepping and stepping_choice: the hand-written step equals the trained
+"""Tests for charlstm.model.stepper and stepping_choice: the hand-written step equals the trained
 nn module's, and sampling steps the fastest way."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import time
 import pytest
 import torch
 
-from charlstm import stepping_choice
-from charlstm.stepping_choice import MODULE, SPLIT, WHOLE
-from charlstm.model import CharRNN, ModelConfig
-from charlstm.sampling import generate, sample
-from charlstm.stepping import Stepper
-from charlstm.vocab import Vocabulary
+from charlstm.infer import step_choice as stepping_choice
+from charlstm.infer.step_choice import MODULE, SPLIT, WHOLE
+from charlstm.model.charrnn import CharRNN, ModelConfig
+from charlstm.infer.generate import generate, sample
+from charlstm.model.stepper import Stepper
+from charlstm.data.vocab import Vocabulary
 
 VOCAB = 23
 KINDS = ("lstm", "gru", "rnn")

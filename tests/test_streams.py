@@ -1,4 +1,4 @@
-"""Reading a text as warmed parallel streams (charlstm.streams.text_loss): every character
+"""Reading a text as warmed parallel streams (charlstm.infer.streams.text_loss): every character
 after the first is predicted once, wherever the input is cut; read with enough context it
 is the exact reading; the warm-up brings the streams close to it.
 """
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import charlstm
-from charlstm import streams
+from charlstm.infer import streams
 
 from conftest import TINY_TEXT
 

@@ -1,4 +1,4 @@
-"""Tests for charlstm.training (and the run handling in charlstm.runs).
+"""Tests for charlstm.training.loop (and the run handling in charlstm.training.setup).
 
 Tiny models on the tiny corpus, CPU, seeded: the loss falls, metrics are written, the
 learning-rate schedule has its shape, and a stopped-and-resumed run is bitwise identical to
@@ -17,10 +17,11 @@ import pytest
 import torch
 
 import charlstm
-from charlstm import checkpoint, optim, runs
+from charlstm import checkpoint
+from charlstm.training import optim, setup as runs
 from charlstm.errors import UsageError
 from charlstm.settings import TrainConfig
-from charlstm.training import TrainingCallback
+from charlstm.training.loop import TrainingCallback
 
 from conftest import TINY_SETTINGS, TINY_TEXT
 

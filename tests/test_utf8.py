@@ -1,4 +1,4 @@
-"""Tests for charlstm.utf8: pieces cut between characters, and `decode_blocks`, the
+"""Tests for charlstm.data.utf8: pieces cut between characters, and `decode_blocks`, the
 byte-offset decoder for whole inputs. The numpy fast path is tested through the corpus
 encoder in test_encoding.py."""
 
@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from charlstm import utf8
+from charlstm.data import utf8
 from charlstm.errors import CharlstmError
 
 # 1-, 2-, 3- and 4-byte UTF-8 characters mixed, so small blocks cut through characters

@@ -1,11 +1,11 @@
-"""Tests for charlstm.vocab: the character <-> id mapping."""
+"""Tests for charlstm.data.vocab: the character <-> id mapping."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from charlstm.vocab import Vocabulary
+from charlstm.data.vocab import Vocabulary
 
 
 @pytest.mark.parametrize("text", ["hello world", "héllo 世界", "a\tb\nc\r\n\x00é😀"])

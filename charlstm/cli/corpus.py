@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .. import corpus as corpora
+from ..data import corpus as corpora
 from .app import CORPUS_HELP, GLOB_HELP, HELP, corpora_dir, corpus_app
 from .input import stdin
 from .output import DownloadProgress, byte_progress, source_text

@@ -49,7 +49,8 @@ def plot_command(
 
     Needs matplotlib: pip install matplotlib (charlstm's \\[plot] extra).
     """
-    from .. import checkpoint, plot
+    from .. import checkpoint
+    from ..training import plot
 
     path = checkpoint.find(run)
     record = checkpoint.read(path)

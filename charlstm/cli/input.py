@@ -128,7 +128,7 @@ def input_lines(stream, label: str, lossy: bool):
             try:
                 line = raw.decode("utf-8", "replace" if lossy else "strict")
             except UnicodeDecodeError as exc:
-                from ..utf8 import not_utf8_message  # numpy: only once a line is bad
+                from ..data.utf8 import not_utf8_message  # numpy: only once a line is bad
 
                 raise CharlstmError(not_utf8_message(label, exc, offset + exc.start,
                                                      number)) from None

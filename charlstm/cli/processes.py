@@ -30,7 +30,7 @@ def torchrun_aware(command):
     def one_of_several(*args, **kwargs):
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return command(*args, **kwargs)
-        from .. import distributed
+        from ..training import distributed
 
         distributed.start(int(os.environ.get("LOCAL_RANK", "0")))
         try:

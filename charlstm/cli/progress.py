@@ -16,7 +16,7 @@ from typing import Callable, TextIO
 from tqdm import tqdm
 
 from .output import format_duration, format_loss
-from ..callbacks import StepStats, TrainingCallback, TrainResult
+from ..training.callbacks import StepStats, TrainingCallback, TrainResult
 
 PLAIN_REPORT_SECONDS = 10.0  # how often plain (non-terminal) output reports progress
 

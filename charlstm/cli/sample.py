@@ -92,7 +92,7 @@ def _check_sample_options(length: int, temperature: float, top_k: int | None,
                           stop_at: str | None, each_line: bool, has_prime: bool) -> str | None:
     """The usage errors `sample` reports before it loads the model; returns the stop
     string with its escapes understood."""
-    from ..sampling import check_options
+    from ..infer.generate import check_options
     from ..settings import MAX_SEED  # the same range as train's
 
     check_options(temperature, top_k, top_p, length, num_samples)

@@ -50,8 +50,8 @@ def score(
 ) -> None:
     """Score text with a trained model: bits per character, lower = more like its corpus."""
     from ..api import load
-    from ..scoring import UNKNOWN_CHAR_BITS
-    from ..utf8 import decode_blocks
+    from ..infer.scoring import UNKNOWN_CHAR_BITS
+    from ..data.utf8 import decode_blocks
 
     started = time.monotonic()
     label, stream = open_score_input(file)

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ..presets import DEFAULT_PRESET, PRESETS
+from ..training.presets import DEFAULT_PRESET, PRESETS
 from ..settings import FINE_TUNE_LR_RATIO, FINE_TUNE_WARMUP_STEPS, TrainConfig
 from .app import (CKPT, CORPUS_HELP, DATA, GLOB_HELP, HELP, IMPORTED_AT, MODEL, OPTIM,
                   OUTPUT, app, checkpoints_dir, corpora_dir)
@@ -168,9 +168,9 @@ def train(
         save_every=parse_interval(save_every, "--save-every") if save_every is not None
         else None,
     )
-    from ..clock import launched_at
+    from ..training.clock import launched_at
     from .progress import TrainingDisplay
-    from ..runs import make_trainer
+    from ..training.setup import make_trainer
 
     display = TrainingDisplay(quiet=quiet, records=JsonRecords() if as_json else None)
     spec = corpus[0] if corpus and len(corpus) == 1 else corpus or None
@@ -207,7 +207,7 @@ def train(
 def _plot_after_training(trainer, result) -> None:
     """The end-of-training plot, from the trainer's own history (no need to read the
     checkpoint back), when matplotlib is there; it never fails the run."""
-    from .. import plot
+    from ..training import plot
     from ..errors import CharlstmError
 
     if not plot.available():

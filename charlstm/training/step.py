@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from . import distributed
-from .data import TrainBatches
-from .device import autocast
-from .model import CharRNN, detach_state, keep_state_where
+from ..data.batches import TrainBatches
+from ..device import autocast
+from ..model.charrnn import CharRNN, detach_state, keep_state_where
 from .optim import set_learning_rate
 
 

@@ -20,22 +20,22 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import budget, clock, distributed, evaluation, optim, run_state, training_step
+from . import budget, clock, distributed, evaluation, optim, state as run_state, step as training_step
 from .budget import BudgetPlan
 from .callbacks import Quiet, StepStats, TrainingCallback, TrainResult
-from .checkpoint import Checkpoint
-from .data import TrainBatches
-from .device import choose_device, grad_scaler
-from .errors import UsageError
+from ..checkpoint import Checkpoint
+from ..data.batches import TrainBatches
+from ..device import choose_device, grad_scaler
+from ..errors import UsageError
 from .finetune import Start
 from .guard import DivergenceGuard
 from .losses import LOG_EVERY, LossTally, ReportWindow, curve_every
-from .model import CharRNN, ModelConfig
+from ..model.charrnn import CharRNN, ModelConfig
 from .rundir import RunFolder
-from .settings import REGULARISERS, TrainConfig, validation_span
+from ..settings import REGULARISERS, TrainConfig, validation_span
 
 if TYPE_CHECKING:
-    from .corpus import Corpus
+    from ..data.corpus import Corpus
 
 __all__ = ["Trainer", "TrainingCallback", "StepStats", "TrainResult"]
 

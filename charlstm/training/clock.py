@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .settings import TrainConfig
+from ..settings import TrainConfig
 
 IMPORTED_AT = time.monotonic()
 

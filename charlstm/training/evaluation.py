@@ -14,10 +14,10 @@ from datetime import datetime
 import numpy as np
 import torch
 
-from .model import CharRNN
-from .sampling import sample
-from .streams import span_loss
-from .vocab import Vocabulary
+from ..model.charrnn import CharRNN
+from ..infer.generate import sample
+from ..infer.streams import span_loss
+from ..data.vocab import Vocabulary
 
 LN2 = math.log(2)
 EVAL_STREAMS = 64  # parallel streams when evaluating: a big batch, few cold starts

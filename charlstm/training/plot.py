@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import CharlstmError
-from .files import atomic_writer
+from ..errors import CharlstmError
+from ..data.files import atomic_writer
 
 PLOT_NAME = "loss.png"
 INSTALL_HINT = "pip install matplotlib (charlstm's [plot] extra)"

@@ -15,8 +15,8 @@ from typing import Callable
 
 import torch
 
-from .model import CharRNN
-from .stepping import Stepper
+from ..model.charrnn import CharRNN
+from ..model.stepper import Stepper
 
 StepFunction = Callable[[torch.Tensor, object], tuple[torch.Tensor, object]]
 

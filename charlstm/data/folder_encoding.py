@@ -33,12 +33,12 @@ from typing import BinaryIO, Iterator, Sequence
 import numpy as np
 
 from . import utf8
-from .collection import Collection, Member
+from .folders import Collection, Member
 from .encoding import (CACHE_FORMAT, CHUNK_BYTES, NOT_TEXT_ADVICE, EncodedText, Progress,
                        encoded_chunks, load_cached, memmap, piece_counts)
-from .errors import CorpusError, UsageError
+from ..errors import CorpusError, UsageError
 from .files import atomic_writer, write_atomically
-from .settings import split_point
+from ..settings import split_point
 from .vocab import MAX_CODE_POINT, Vocabulary
 
 SEPARATOR = "\n"  # before each file; one character, so every split rule stays exact

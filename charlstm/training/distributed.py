@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import CharlstmError, UsageError
+from ..errors import CharlstmError, UsageError
 
 T = TypeVar("T")
 

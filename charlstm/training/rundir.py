@@ -15,9 +15,9 @@ import logging
 import re
 from pathlib import Path
 
-from . import corpus as corpora
-from .errors import CheckpointError, UsageError
-from .files import remove_leftovers, write_atomically
+from ..data import corpus as corpora
+from ..errors import CheckpointError, UsageError
+from ..data.files import remove_leftovers, write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
-from .checkpoint import Checkpoint
-from .errors import UsageError
-from .settings import (ARCHITECTURE, FINE_TUNE_LR_RATIO, FINE_TUNE_WARMUP_STEPS,
+from .. import checkpoint
+from ..checkpoint import Checkpoint
+from ..errors import UsageError
+from ..settings import (ARCHITECTURE, FINE_TUNE_LR_RATIO, FINE_TUNE_WARMUP_STEPS,
                        SettingError, TrainConfig)
-from .vocab import Vocabulary
+from ..data.vocab import Vocabulary
 
 # All new characters together get at most this share of the probability at step 0
 NEW_MASS = 1e-6

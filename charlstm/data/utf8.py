@@ -20,7 +20,7 @@ from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
-from .errors import CharlstmError
+from ..errors import CharlstmError
 
 BLOCK_BYTES = 1 << 20  # what decode_blocks reads at a time unless told
 CONTINUATION = bytes(range(0x80, 0xC0))  # bytes that only continue a multi-byte character

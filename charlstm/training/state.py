@@ -13,14 +13,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from . import __version__, distributed
-from .checkpoint import Checkpoint
-from .errors import CheckpointError
+from .. import __version__
+from . import distributed
+from ..checkpoint import Checkpoint
+from ..errors import CheckpointError
 from .losses import LossTally
-from .model import state_from_list, state_to_list
+from ..model.charrnn import state_from_list, state_to_list
 
 if TYPE_CHECKING:
-    from .training import Trainer
+    from .loop import Trainer
 
 
 def capture(trainer: Trainer) -> Checkpoint:

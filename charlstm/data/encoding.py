@@ -21,7 +21,7 @@ from typing import BinaryIO, Callable, Iterator, NamedTuple
 import numpy as np
 
 from . import utf8
-from .errors import CorpusError, UsageError
+from ..errors import CorpusError, UsageError
 from .files import atomic_writer, write_atomically
 from .vocab import MAX_CODE_POINT, Vocabulary
 

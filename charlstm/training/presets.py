@@ -23,8 +23,8 @@ one would get its `min_chars`.
 
 from __future__ import annotations
 
-from .errors import UsageError
-from .settings import defaults
+from ..errors import UsageError
+from ..settings import defaults
 
 # What each preset changes from the settings' defaults (settings.py), which are `small`'s
 _PRESETS: dict[str, dict] = {

@@ -20,12 +20,12 @@ from typing import Iterator
 
 import torch
 
-from .errors import UsageError
-from .model import CharRNN
+from ..errors import UsageError
+from ..model.charrnn import CharRNN
 from .picking import Picker, pick  # noqa: F401  (pick: part of this module's API)
-from .stepping import Stepper
-from .stepping_choice import StepFunction, fastest_step, module_step
-from .vocab import Vocabulary
+from ..model.stepper import Stepper
+from .step_choice import StepFunction, fastest_step, module_step
+from ..data.vocab import Vocabulary
 
 
 MAX_SAMPLE_CHARS = 10_000_000  # samples x length per call: beyond it, a loop is better

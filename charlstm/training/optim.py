@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .settings import TrainConfig
+from ..settings import TrainConfig
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,

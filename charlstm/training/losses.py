@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import clock
-from .streams import sum_dtype
+from ..infer.streams import sum_dtype
 
 LOG_EVERY = 10  # steps between progress reports (each one reads the loss off the device)
 CURVE_POINTS = 20  # about this many training-loss points per evaluation, for plots

@@ -27,7 +27,7 @@ import stat as stat_module
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from .errors import CorpusError, UsageError
+from ..errors import CorpusError, UsageError
 
 NAMED_IN_SUMMARY = 3  # how many skipped files the warning names
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .encoding import release_pages
-from .errors import UsageError
+from ..errors import UsageError
 
 RELEASE_EVERY = 1000  # batches between handing the corpus pages read back to the OS
 

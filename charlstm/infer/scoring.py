@@ -42,9 +42,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .model import CharRNN
+from ..model.charrnn import CharRNN
 from .streams import MAX_ELEMENTS, text_loss
-from .vocab import MAX_CODE_POINT, Vocabulary
+from ..data.vocab import MAX_CODE_POINT, Vocabulary
 
 UNKNOWN_CHAR_BITS = math.log2(MAX_CODE_POINT)  # about 20.09 bits per unknown character
 BATCH_POSITIONS = 1 << 15  # padded positions per batch, B x T

@@ -27,8 +27,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .device import autocast
-from .model import IGNORE_INDEX, CharRNN
+from ..device import autocast
+from ..model.charrnn import IGNORE_INDEX, CharRNN
 
 SCORE_STREAMS = 128  # parallel streams when scoring a whole text: a big batch
 SCORE_WARMUP = 256  # characters before each scoring stream that build its state

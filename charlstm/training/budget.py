@@ -22,11 +22,11 @@ from typing import Callable
 
 import torch
 
-from .device import autocast, precision_without_measuring
-from .model import CharRNN, ModelConfig
+from ..device import autocast, precision_without_measuring
+from ..model.charrnn import CharRNN, ModelConfig
 from .optim import make_optimizer
 from .presets import PRESETS, regularisation_for
-from .settings import TrainConfig
+from ..settings import TrainConfig
 
 BF16_MIN_SPEEDUP = 1.3  # bf16 must be this much faster than fp32 to be chosen
 PRECISION_ROUNDS = 5  # ... in the fastest of this many steps of each, timed in turn

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .errors import TrainingDiverged
+from ..errors import TrainingDiverged
 
 BAD_STEPS_BEFORE_ROLLBACK = 3  # non-finite steps in a row that are skipped before rolling back
 MAX_ROLLBACKS = 5  # rollbacks (each halving the learning rate) before giving up

@@ -18,15 +18,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
-from . import budget, checkpoint, corpus as corpora, distributed, finetune
+from . import budget, distributed, finetune
+from .. import checkpoint
+from ..data import corpus as corpora
 from .callbacks import TrainingCallback
-from .device import choose_device
-from .errors import UsageError
+from ..device import choose_device
+from ..errors import UsageError
 from .presets import DEFAULT_PRESET, preset as get_preset, regularisation_for
 from .rundir import new_run_dir, run_to_resume
-from .settings import (REGULARISERS, Layer, ModelConfig, TrainConfig, defaults, resolve,
+from ..settings import (REGULARISERS, Layer, ModelConfig, TrainConfig, defaults, resolve,
                        saved_layer, split_point, split_settings)
-from .training import Trainer
+from .loop import Trainer
 
 SIZES = {"num_layers", "hidden_size", "embed_size"}  # any of these given: no budget plan
 

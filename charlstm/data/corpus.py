@@ -29,11 +29,11 @@ from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
-from . import collection, collection_encoding, encoding
+from . import folders as collection, folder_encoding as collection_encoding, encoding
 from .encoding import Progress, encode_bytes, encode_file
-from .errors import CorpusError, UsageError
+from ..errors import CorpusError, UsageError
 from .files import atomic_writer, write_atomically
-from .settings import TrainConfig
+from ..settings import TrainConfig
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)

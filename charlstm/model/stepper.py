@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import torch
 
-from . import stepping_script
-from .model import CharRNN
+from . import stepper_script as stepping_script
+from .charrnn import CharRNN
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gate blocks of H per layer
 
