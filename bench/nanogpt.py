@@ -7,7 +7,7 @@ folder that holds what its recipe expects to find in its working directory:
 - `data/shakespeare_char/{train,val}.bin, meta.pkl`, prepared here as nanoGPT's
   `data/shakespeare_char/prepare.py` does (the vocabulary is the sorted characters of the
   whole text, ids as uint16), but from any corpus, without network, and with the split
-  where charlstm puts it (`charlstm.settings.split_point`). nanoGPT's script cuts at
+  where charlstm puts it (`charlstm.data.split.split_point`). nanoGPT's script cuts at
   `int(n * 0.9)`, charlstm keeps the last `round(n * 0.1)` characters; the two differ by
   at most one character, and here both models hold out exactly the same text.
 - `configurator.py`, a link to the checkout's (train.py reads it from the working

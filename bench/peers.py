@@ -55,7 +55,8 @@ from runner import SHAKESPEARE, TrainRun, markdown_table, train  # noqa: E402
 from charlstm.cli.input import parse_duration  # noqa: E402
 from charlstm.errors import UsageError  # noqa: E402
 from charlstm.training.evaluation import EVAL_STREAMS, EVAL_WARMUP  # noqa: E402
-from charlstm.settings import TrainConfig, split_point  # noqa: E402
+from charlstm.data.split import split_point  # noqa: E402
+from charlstm.settings import TrainConfig  # noqa: E402
 
 RECIPE = "recipe"
 

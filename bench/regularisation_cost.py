@@ -30,7 +30,8 @@ from machine import publish  # noqa: E402
 from runner import markdown_table  # noqa: E402
 
 from charlstm.training.budget import step_seconds  # noqa: E402
-from charlstm.model.charrnn import CharRNN, ModelConfig  # noqa: E402
+from charlstm.model.charrnn import CharRNN  # noqa: E402
+from charlstm.settings import ModelConfig  # noqa: E402
 from charlstm.training.optim import make_optimizer  # noqa: E402
 from charlstm.training.presets import preset  # noqa: E402
 

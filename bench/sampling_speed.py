@@ -41,7 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import publish  # noqa: E402
 from runner import markdown_table  # noqa: E402
 
-from charlstm.model.charrnn import CharRNN, ModelConfig  # noqa: E402
+from charlstm.model.charrnn import CharRNN  # noqa: E402
+
+from charlstm.settings import ModelConfig  # noqa: E402
 from charlstm.infer.generate import generate  # noqa: E402
 from charlstm.infer import step_choice as stepping_choice  # noqa: E402
 from charlstm.model.stepper import GATES, Stepper  # noqa: E402

@@ -31,7 +31,8 @@ from runner import markdown_table  # noqa: E402
 from serving import Server  # noqa: E402
 
 from charlstm import checkpoint  # noqa: E402
-from charlstm.model.charrnn import CharRNN, ModelConfig  # noqa: E402
+from charlstm.model.charrnn import CharRNN  # noqa: E402
+from charlstm.settings import ModelConfig  # noqa: E402
 from charlstm.data.vocab import Vocabulary  # noqa: E402
 
 

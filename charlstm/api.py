@@ -22,7 +22,8 @@ from . import checkpoint
 from .infer import generate as sampling, scoring
 from .device import choose_device
 from .errors import CheckpointError, UsageError
-from .model.charrnn import CharRNN, ModelConfig
+from .model.charrnn import CharRNN
+from .settings import ModelConfig
 from .data.vocab import Vocabulary
 
 if TYPE_CHECKING:  # loading a model to sample or score never imports the training stack
@@ -42,9 +43,10 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
 class LanguageModel:
     """A trained model with its vocabulary, ready to generate text."""
 
-    def __init__(self, model: CharRNN, vocab: Vocabulary, checkpoint_data: dict | None = None):
+    def __init__(self, model: CharRNN, vocab: Vocabulary,
+                 record: checkpoint.Checkpoint | None = None):
         self.model, self.vocab = model.eval(), vocab
-        self.checkpoint = checkpoint_data or {}
+        self.checkpoint = record  # the checkpoint it was loaded from, None if built in memory
 
     @property
     def config(self) -> ModelConfig:

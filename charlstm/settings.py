@@ -18,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
+from .data.split import DEFAULT_VAL_FRAC, split_point
 from .errors import UsageError
 
 MAX_SEED = 2**63  # seeds are in [0, MAX_SEED): what torch.manual_seed takes on every device
@@ -121,7 +122,7 @@ class TrainConfig(_Record):
     eval_chars: int = 500_000  # validation characters per evaluation (its start); 0 = all
     sample_every: int = 0  # steps between milestone samples; 0 = at each evaluation
     sample_length: int = 200  # characters per milestone sample
-    val_frac: float = 0.1  # the last fraction of the corpus held out for validation
+    val_frac: float = DEFAULT_VAL_FRAC  # the last fraction of the corpus held out for validation
     seed: int = 1337  # seeds initialisation, dropout and data order
     device: str = "auto"  # auto, cpu, cuda[:N] or mps
     precision: str = "auto"  # auto, fp32, bf16 or fp16 (autocast; fp16 on CUDA only)
@@ -174,11 +175,6 @@ def split_settings(settings: dict) -> tuple[dict, dict]:
             {k: v for k, v in given.items() if k in TRAIN_FIELDS})
 
 
-def split_point(length: int, val_frac: float) -> int:
-    """Where the validation split starts: the last `val_frac` of the corpus, at least 1."""
-    if val_frac == 0:
-        return length
-    return length - max(1, min(length - 1, round(length * val_frac)))
 
 
 def validation_span(length: int, config: TrainConfig) -> tuple[int, int]:

@@ -15,7 +15,8 @@ import torch
 
 from charlstm.training import budget, clock as run_clock, optim, setup as runs, loop as training, step as training_step
 from charlstm import checkpoint
-from charlstm.model.charrnn import CharRNN, ModelConfig
+from charlstm.model.charrnn import CharRNN
+from charlstm.settings import ModelConfig
 from charlstm.training.presets import PRESETS, regularisation_for
 from charlstm.settings import TrainConfig
 

@@ -17,7 +17,8 @@ import charlstm
 from charlstm import checkpoint
 from charlstm.cli import app
 from charlstm.errors import CheckpointError, UsageError
-from charlstm.model.charrnn import CharRNN, ModelConfig
+from charlstm.model.charrnn import CharRNN
+from charlstm.settings import ModelConfig
 from charlstm.data.vocab import Vocabulary
 
 

@@ -22,7 +22,7 @@ import charlstm.data.folders as collection
 import charlstm.data.folder_encoding as collection_encoding
 import charlstm.data.corpus as corpus
 from charlstm.errors import CorpusError, UsageError
-from charlstm.settings import split_point
+from charlstm.data.split import split_point
 from conftest import TINY_SETTINGS, TINY_TEXT, invoke, isolate_cli, one_line_error, run_cli
 
 SEP = collection_encoding.SEPARATOR
@@ -160,8 +160,8 @@ def test_sha256_is_of_the_joined_text_in_file_order_whatever_the_split(tmp_path)
 
 def test_one_file_in_a_list_is_the_file_exactly_as_before(tmp_path):
     path = write(tmp_path / "one.txt", TINY_TEXT)
-    alone = corpus.encode(str(path), tmp_path / "corpora")
-    listed = corpus.encode([str(path)], tmp_path / "corpora")
+    alone = corpus.encode(str(path), tmp_path / "corpora", val_frac=0.1)
+    listed = corpus.encode([str(path)], tmp_path / "corpora", val_frac=0.1)
     assert listed.source == str(path) and listed.collection is None
     assert np.array_equal(np.asarray(alone.tokens), np.asarray(listed.tokens))
     assert alone.sha256 == listed.sha256 == hashlib.sha256(TINY_TEXT.encode()).hexdigest()
@@ -171,11 +171,11 @@ def test_one_file_in_a_list_is_the_file_exactly_as_before(tmp_path):
 def test_a_collection_from_many_chunks_equals_one_from_one(tmp_path, monkeypatch):
     """Small files are decoded whole, large ones in chunks: the same tokens either way."""
     folder = collection_of(tmp_path, {**TEXTS, "big.txt": "grand é 世 😀 " * 1000})
-    whole = corpus.encode([str(folder)], tmp_path / "one")
+    whole = corpus.encode([str(folder)], tmp_path / "one", val_frac=0.1)
     monkeypatch.setattr(collection_encoding, "SMALL_FILE", 0)
     monkeypatch.setattr(collection_encoding, "CHUNK_BYTES", 61)  # cuts through characters
     monkeypatch.setattr("charlstm.data.encoding.CHUNK_BYTES", 61)
-    pieces = corpus.encode([str(folder)], tmp_path / "many")
+    pieces = corpus.encode([str(folder)], tmp_path / "many", val_frac=0.1)
     assert np.array_equal(np.asarray(whole.tokens), np.asarray(pieces.tokens))
     assert whole.sha256 == pieces.sha256
 
@@ -185,14 +185,14 @@ def test_a_collection_from_many_chunks_equals_one_from_one(tmp_path, monkeypatch
 
 def test_an_unchanged_collection_is_reused_without_reading_a_file(tmp_path, monkeypatch):
     folder = collection_of(tmp_path, TEXTS)
-    first = corpus.encode([str(folder)], tmp_path / "corpora")
+    first = corpus.encode([str(folder)], tmp_path / "corpora", val_frac=0.1)
 
     def no_reading(*args, **kwargs):
         raise AssertionError("an unchanged collection was read again")
 
     monkeypatch.setattr(collection_encoding, "_first_pass", no_reading)
     monkeypatch.setattr(collection_encoding, "_second_pass", no_reading)
-    again = corpus.encode([str(folder)], tmp_path / "corpora")
+    again = corpus.encode([str(folder)], tmp_path / "corpora", val_frac=0.1)
     assert np.array_equal(np.asarray(first.tokens), np.asarray(again.tokens))
     assert again.sha256 == first.sha256 and again.collection == first.collection
 
@@ -200,7 +200,7 @@ def test_an_unchanged_collection_is_reused_without_reading_a_file(tmp_path, monk
 @pytest.mark.parametrize("change", ["edit", "add", "remove"])
 def test_a_changed_added_or_removed_file_re_encodes(tmp_path, change):
     folder = collection_of(tmp_path, TEXTS)
-    first = corpus.encode([str(folder)], tmp_path / "corpora")
+    first = corpus.encode([str(folder)], tmp_path / "corpora", val_frac=0.1)
     if change == "edit":  # same size: only the modification time tells
         path = folder / "a.txt"
         path.write_text("ALPHA " * 50 + "\n")
@@ -209,7 +209,7 @@ def test_a_changed_added_or_removed_file_re_encodes(tmp_path, change):
         write(folder / "b/new.txt", "a new file\n")
     else:
         (folder / "d.txt").unlink()
-    second = corpus.encode([str(folder)], tmp_path / "corpora")
+    second = corpus.encode([str(folder)], tmp_path / "corpora", val_frac=0.1)
     assert second.sha256 != first.sha256
     assert decoded(second) != decoded(first)
     assert second.collection["files"] == first.collection["files"] + {

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from charlstm.model.dropout import dropout, dropout_mask, dropped_weights, run_with_weight_drop
-from charlstm.model.charrnn import CharRNN, ModelConfig
+from charlstm.model.charrnn import CharRNN
+
+from charlstm.settings import ModelConfig
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 

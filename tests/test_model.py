@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from charlstm.model.charrnn import IGNORE_INDEX
 from charlstm.errors import UsageError
-from charlstm.model.charrnn import (CharRNN, ModelConfig, detach_state, state_from_list,
-                            state_to_list)
+from charlstm.model.charrnn import CharRNN, detach_state, state_from_list, state_to_list
+from charlstm.settings import ModelConfig
 
 V, E, H, L = 5, 5, 7, 2  # vocabulary, embedding, hidden size, layers
 B, T = 3, 6

@@ -9,7 +9,8 @@ import torch
 
 from charlstm.api import LanguageModel
 from charlstm.errors import UsageError
-from charlstm.model.charrnn import CharRNN, ModelConfig
+from charlstm.model.charrnn import CharRNN
+from charlstm.settings import ModelConfig
 from charlstm.infer import generate as sampling
 from charlstm.infer.picking import Picker
 from charlstm.infer.generate import generate, pick, sample

@@ -10,7 +10,8 @@ import torch
 
 from charlstm.infer import step_choice as stepping_choice
 from charlstm.infer.step_choice import MODULE, SPLIT, WHOLE
-from charlstm.model.charrnn import CharRNN, ModelConfig
+from charlstm.model.charrnn import CharRNN
+from charlstm.settings import ModelConfig
 from charlstm.infer.generate import generate, sample
 from charlstm.model.stepper import Stepper
 from charlstm.data.vocab import Vocabulary

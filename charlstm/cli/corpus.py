@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from ..data import corpus as corpora
+from ..data.split import DEFAULT_VAL_FRAC
 from .app import CORPUS_HELP, GLOB_HELP, HELP, corpora_dir, corpus_app
 from .input import stdin
 from .output import DownloadProgress, byte_progress, source_text
@@ -61,7 +62,7 @@ def corpus_prepare(
     corpus: List[str] = typer.Argument(..., help=CORPUS_HELP, show_default=False),
     globs: List[str] = typer.Option([], "--glob", help=GLOB_HELP, metavar="PATTERN",
                                     show_default=False),
-    val_frac: float = typer.Option(corpora.DEFAULT_VAL_FRAC, "--val-frac",
+    val_frac: float = typer.Option(DEFAULT_VAL_FRAC, "--val-frac",
                                    help="The --val-frac training will use: a collection's "
                                         "layout depends on it."),
     lossy: bool = typer.Option(False, "--lossy", help="Replace invalid UTF-8 bytes."),
@@ -69,6 +70,6 @@ def corpus_prepare(
     """Encode a corpus into its token cache now (training would do it on first use)."""
     spec = corpus[0] if len(corpus) == 1 else corpus
     data = corpora.encode(spec, corpora_dir(), lossy, byte_progress("encoding"),
-                          stdin() if spec == "-" else None, globs, val_frac)
+                          stdin() if spec == "-" else None, globs, val_frac=val_frac)
     print(f"{source_text(data.describe())}: {len(data.tokens):,} characters, vocabulary "
           f"{len(data.vocab)} ({data.vocab.dtype.name}), sha256 {data.sha256[:12]}")

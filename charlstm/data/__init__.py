@@ -10,5 +10,6 @@ fraction and other settings are passed in. Files in the order the data flows thr
     encoding.py         a text encoded once into token ids: the cache and its memory map
     folder_encoding.py  a folder encoded as one corpus, the validation split from every file
     batches.py          stateful TBPTT batches: B streams cut into seq_len slices
+    split.py            where the validation split starts
     files.py            atomic file writes (a crash never leaves half a file)
 """

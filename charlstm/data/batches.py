@@ -34,6 +34,7 @@ import torch
 
 from .encoding import release_pages
 from ..errors import UsageError
+from .vocab import ids_tensor
 
 RELEASE_EVERY = 1000  # batches between handing the corpus pages read back to the OS
 
@@ -44,10 +45,6 @@ class Batch:
     targets: torch.Tensor  # (b, T) the next token of each input
     warmup: torch.Tensor | None  # (b, W) context to run without gradient first, or None
     fresh: bool  # True when the carried hidden state must be dropped before this batch
-
-
-def _long(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(array, dtype=np.int64))
 
 
 class TrainBatches:
@@ -129,9 +126,9 @@ class TrainBatches:
         chunk = self.tokens[positions]  # (b, T+1)
         warmup = None
         if fresh and self.warmup:
-            warmup = _long(self.tokens[starts[:, None] - self.warmup + np.arange(self.warmup)])
+            warmup = ids_tensor(self.tokens[starts[:, None] - self.warmup + np.arange(self.warmup)])
         self.step_in_epoch += 1
-        return Batch(_long(chunk[:, :-1]), _long(chunk[:, 1:]), warmup, fresh)
+        return Batch(ids_tensor(chunk[:, :-1]), ids_tensor(chunk[:, 1:]), warmup, fresh)
 
     def _random_windows(self) -> Batch:
         step = self.epoch * self.steps_per_epoch + self.step_in_epoch
@@ -143,7 +140,7 @@ class TrainBatches:
         if self.step_in_epoch >= self.steps_per_epoch:
             self.epoch += 1
             self.step_in_epoch = 0
-        warmup = _long(chunk[:, :self.warmup]) if self.warmup else None
+        warmup = ids_tensor(chunk[:, :self.warmup]) if self.warmup else None
         body = chunk[:, self.warmup:]
-        return Batch(_long(body[:, :-1]), _long(body[:, 1:]), warmup, True)
+        return Batch(ids_tensor(body[:, :-1]), ids_tensor(body[:, 1:]), warmup, True)
 

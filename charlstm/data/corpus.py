@@ -33,13 +33,12 @@ from . import folders as collection, folder_encoding as collection_encoding, enc
 from .encoding import Progress, encode_bytes, encode_file
 from ..errors import CorpusError, UsageError
 from .files import atomic_writer, write_atomically
-from ..settings import TrainConfig
 from .vocab import Vocabulary
+from .split import DEFAULT_VAL_FRAC
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CORPUS = "pystdlib"
-DEFAULT_VAL_FRAC = TrainConfig.__dataclass_fields__["val_frac"].default
 
 
 @dataclass(frozen=True)

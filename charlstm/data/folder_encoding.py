@@ -6,7 +6,7 @@
   which marks a binary file) or cannot be read is left out; one named directly is the
   usual error (invalid UTF-8 at a byte offset, exit 1).
 - The validation split: training holds out the last `val_frac` of the token array
-  (settings.split_point). A collection is laid out so that this holds out the last part of
+  (split.split_point). A collection is laid out so that this holds out the last part of
   every file: [each file's head, in order][each file's tail]. The held-out characters are
   shared among the files in proportion to their length (`held_out`); the tails stand in
   an order shuffled by a hash of each path, so that the start of the split, which
@@ -38,7 +38,7 @@ from .encoding import (CACHE_FORMAT, CHUNK_BYTES, NOT_TEXT_ADVICE, EncodedText, 
                        encoded_chunks, load_cached, memmap, piece_counts)
 from ..errors import CorpusError, UsageError
 from .files import atomic_writer, write_atomically
-from ..settings import split_point
+from .split import split_point
 from .vocab import MAX_CODE_POINT, Vocabulary
 
 SEPARATOR = "\n"  # before each file; one character, so every split rule stays exact
@@ -54,7 +54,7 @@ def held_out(lengths: Sequence[int], val_frac: float) -> list[int]:
     the collection has N = sum(lengths) + len(lengths) characters; the split holds out
     N - split_point(N, val_frac) of them, shared in proportion to each file's length plus
     its separator (largest remainders first, ties to the earlier file), never a
-    separator. This is what makes settings.split_point fall on the head/tail boundary.
+    separator. This is what makes split.split_point fall on the head/tail boundary.
     """
     total = sum(lengths) + len(lengths)
     held = total - split_point(total, val_frac)

@@ -87,3 +87,11 @@ class Vocabulary:
     @classmethod
     def from_dict(cls, data: dict) -> "Vocabulary":
         return cls(data["chars"], tuple(data.get("counts", ())))
+
+
+def ids_tensor(ids: np.ndarray):
+    """Token ids (any integer array, a memory map included) as the int64 tensor a model
+    takes. torch is imported here, so the vocabulary alone stays light to import."""
+    import torch
+
+    return torch.from_numpy(np.asarray(ids, dtype=np.int64))

@@ -29,16 +29,13 @@ import torch
 
 from ..device import autocast
 from ..model.charrnn import IGNORE_INDEX, CharRNN
+from ..data.vocab import ids_tensor
 
 SCORE_STREAMS = 128  # parallel streams when scoring a whole text: a big batch
 SCORE_WARMUP = 256  # characters before each scoring stream that build its state
 MIN_STREAM = 4 * SCORE_WARMUP  # shortest scoring stream: warm-ups cost at most 1/4 more
 SCORE_WINDOW = 1 << 22  # characters predicted per window (8 bytes each as int64 ids)
 MAX_ELEMENTS = 1 << 22  # activations per time slice, (S x t x max(hidden, vocab))
-
-
-def _long(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(array, dtype=np.int64))
 
 
 def sum_dtype(device: torch.device) -> torch.dtype:
@@ -68,7 +65,7 @@ def eval_batches(tokens: np.ndarray, start: int, end: int, num_streams: int,
     context = None
     if warm > 0:
         first_input = np.minimum(first_target, end - 1) - 1
-        context = _long(tokens[first_input[:, None] - warm + np.arange(warm)])
+        context = ids_tensor(tokens[first_input[:, None] - warm + np.arange(warm)])
 
     def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for k in range(0, length, seq_len):
@@ -76,7 +73,7 @@ def eval_batches(tokens: np.ndarray, start: int, end: int, num_streams: int,
             valid = positions < stream_end[:, None]
             clamped = np.minimum(positions, end - 1)
             targets = np.where(valid, tokens[clamped].astype(np.int64), IGNORE_INDEX)
-            yield _long(tokens[clamped - 1]), _long(targets)
+            yield ids_tensor(tokens[clamped - 1]), ids_tensor(targets)
 
     return context, chunks()
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..settings import ModelConfig
 from .dropout import dropout, run_with_weight_drop
-from ..settings import ModelConfig  # noqa: F401  (the model's config, defined with the others)
 
 IGNORE_INDEX = -100  # targets with this id are padding and carry no loss
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # settings.CELLS' classes

@@ -45,7 +45,7 @@ def load_models(paths: list[Path], device: str) -> dict[str, ServedModel]:
         while name in served:
             name, suffix = f"{base}-{suffix}", suffix + 1
         lm = load(path, device)
-        record = checkpoint.read(path)
+        record = lm.checkpoint  # read once, by load
         served[name] = ServedModel(name, lm, {"id": name, "object": "model",
                                               "created": _created(record.saved_at),
                                               "owned_by": "charlstm", **record.summary(path)})

@@ -23,7 +23,8 @@ from typing import Callable
 import torch
 
 from ..device import autocast, precision_without_measuring
-from ..model.charrnn import CharRNN, ModelConfig
+from ..model.charrnn import CharRNN
+from ..settings import ModelConfig
 from .optim import make_optimizer
 from .presets import PRESETS, regularisation_for
 from ..settings import TrainConfig

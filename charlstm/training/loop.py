@@ -30,7 +30,8 @@ from ..errors import UsageError
 from .finetune import Start
 from .guard import DivergenceGuard
 from .losses import LOG_EVERY, LossTally, ReportWindow, curve_every
-from ..model.charrnn import CharRNN, ModelConfig
+from ..model.charrnn import CharRNN
+from ..settings import ModelConfig
 from .rundir import RunFolder
 from ..settings import REGULARISERS, TrainConfig, validation_span
 

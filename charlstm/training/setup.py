@@ -26,8 +26,9 @@ from ..device import choose_device
 from ..errors import UsageError
 from .presets import DEFAULT_PRESET, preset as get_preset, regularisation_for
 from .rundir import new_run_dir, run_to_resume
+from ..data.split import DEFAULT_VAL_FRAC, split_point
 from ..settings import (REGULARISERS, Layer, ModelConfig, TrainConfig, defaults, resolve,
-                       saved_layer, split_point, split_settings)
+                       saved_layer, split_settings)
 from .loop import Trainer
 
 SIZES = {"num_layers", "hidden_size", "embed_size"}  # any of these given: no budget plan
@@ -63,21 +64,23 @@ def make_trainer(corpus: str | list[str] | None = None, *, out: Path | None = No
         return _encode(spec, corpora_dir, lossy, corpus_progress, stdin, globs, val_frac)
 
     chosen = get_preset(preset or DEFAULT_PRESET)
-    parent = None
+    parent = last = None
     if init_from is not None:
         parent = distributed.run_on_main(lambda: finetune.read_parent(init_from))
         finetune.check_architecture(parent, model_given, chosen if preset else None, preset)
-        resume = resume and _fine_tune_to_resume(out, parent)
+        last = _fine_tune_to_resume(out, parent) if resume else None
+        resume = last is not None
     found = resume and _find_run(
         out=out, corpus=corpora.run_label(corpus), named_preset=chosen if preset else None,
-        model_given=model_given, train_given=train_given, checkpoints_dir=checkpoints_dir)
+        model_given=model_given, train_given=train_given, checkpoints_dir=checkpoints_dir,
+        last=last)
     if found:
         run_dir, saved, model_config, train_config = found
         data = encode(corpus or saved.corpus["source"], train_config.val_frac,
                       globs if corpus else saved.corpus.get("globs", ()))
         data = _same_text(data, saved, corpora_dir)
         return Trainer(data, model_config, train_config, run_dir, callback, saved, launched_at)
-    data = encode(corpus, train_given.get("val_frac", corpora.DEFAULT_VAL_FRAC))
+    data = encode(corpus, train_given.get("val_frac", DEFAULT_VAL_FRAC))
     if parent is not None:
         return _fine_tune(data, parent, chosen, model_given, train_given, out=out,
                           callback=callback, corpora_dir=corpora_dir,
@@ -127,20 +130,22 @@ def _new_run(data: corpora.Corpus, preset: str | None, chosen: dict, model_given
                    plan)
 
 
-def _fine_tune_to_resume(out: Path | None, parent: finetune.Parent) -> bool:
-    """With --resume and --init-from: whether the run in `out` is there to continue
-    (it must then be a fine-tuning of the same parent file), or is to start now."""
+def _fine_tune_to_resume(out: Path | None, parent: finetune.Parent
+                         ) -> checkpoint.Checkpoint | None:
+    """With resume and init_from: the last checkpoint of the run in `out` when it is there
+    to continue (it must then be a fine-tuning of the same parent file), None when the
+    run is to start now."""
     if out is None:
         raise UsageError("--resume with --init-from needs --out: the fine-tuning run to "
                          "continue, or to start when it has no checkpoint yet")
-    last = Path(out) / "last.pt"
-    if not last.exists():
-        return False
-    saved_parent = checkpoint.read(last).parent
-    if not saved_parent or saved_parent.get("sha256") != parent.sha256:
+    path = Path(out) / "last.pt"
+    if not path.exists():
+        return None
+    last = checkpoint.read(path)
+    if not last.parent or last.parent.get("sha256") != parent.sha256:
         raise UsageError(f"{out} is not a fine-tuning of {parent.path}; resume it without "
                          "--init-from, or choose another --out")
-    return True
+    return last
 
 
 def _fine_tune(data: corpora.Corpus, parent: finetune.Parent, chosen: dict,
@@ -173,7 +178,8 @@ def _encode(spec: str | list[str] | None, corpora_dir: Path, lossy: bool,
     """The corpus, encoded by the main process first (the others then read its cache),
     and the same on every process."""
     data = distributed.main_first(
-        lambda: corpora.encode(spec, corpora_dir, lossy, progress, stdin, globs, val_frac))
+        lambda: corpora.encode(spec, corpora_dir, lossy, progress, stdin, globs,
+                                      val_frac=val_frac))
     if len(set(distributed.gather(data.sha256))) > 1:
         raise UsageError(f"the corpus {data.source!r} differs between the processes; "
                          "every machine needs the same text at the same path")
@@ -181,19 +187,21 @@ def _encode(spec: str | list[str] | None, corpora_dir: Path, lossy: bool,
 
 
 def _find_run(*, out: Path | None, corpus: str | None, named_preset: dict | None,
-              model_given: dict, train_given: dict, checkpoints_dir: Path
+              model_given: dict, train_given: dict, checkpoints_dir: Path,
+              last: checkpoint.Checkpoint | None = None
               ) -> tuple[Path, checkpoint.Checkpoint, ModelConfig, TrainConfig] | None:
     """The run to resume (named by `out`, or by the corpus and model), its last
     checkpoint, and its settings with the explicit ones on top; None if it has saved
     nothing yet (see rundir.run_to_resume). A preset named on a resume must agree with
-    the run, like explicit options."""
+    the run, like explicit options. `last`: the run's last checkpoint when the caller has
+    read it already."""
     if named_preset is not None:
         model_given = {**named_preset["model"], **model_given}
     model_settings = {**defaults()[0], **model_given}
 
     def find_and_load() -> tuple[Path, checkpoint.Checkpoint] | None:
         run_dir = run_to_resume(out, corpus, model_settings, checkpoints_dir)
-        return run_dir and (run_dir, checkpoint.read(run_dir / "last.pt"))
+        return run_dir and (run_dir, last or checkpoint.read(run_dir / "last.pt"))
 
     found = distributed.run_on_main(find_and_load)
     if found is None:
