@@ -32,9 +32,9 @@ def choose_device(requested: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but torch sees no CUDA GPU here")
+        raise UsageError.naming("{device} cuda was asked for, but torch sees no CUDA GPU here")
     if kind == "mps" and not _mps_available():
-        raise UsageError("--device mps was asked for, but torch sees no Apple MPS device here")
+        raise UsageError.naming("{device} mps was asked for, but torch sees no Apple MPS device here")
     return torch.device(requested)
 
 
@@ -48,7 +48,7 @@ def precision_without_measuring(requested: str, device: torch.device) -> str | N
     if requested not in PRECISIONS:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
     if requested == "fp16" and device.type != "cuda":
-        raise UsageError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on "
+        raise UsageError.naming("{precision} fp16 needs a CUDA GPU; use bf16 or fp32 on "
                          f"{device.type}")
     if requested != "auto":
         return requested

@@ -7,11 +7,33 @@ done). The command line prints the message as one line; nothing else needs a tra
 
 from __future__ import annotations
 
+import re
+from typing import Callable
+
+
+def spell(template: str, name_of: Callable[[str], str]) -> str:
+    """`template` with each {setting} written as `name_of(setting)` says."""
+    return re.sub(r"\{(\w+)\}", lambda match: name_of(match.group(1)), template)
+
 
 class CharlstmError(Exception):
-    """An expected failure with a message meant for the user."""
+    """An expected failure with a message meant for the user.
+
+    A message may name settings, made with `naming("... {batch_size} ...")`: str() shows
+    the setting's own name (batch_size, as the Python API takes it), and `spelled` lets a
+    front end show it its own way (the command line's --batch-size)."""
 
     exit_code = 1
+    template: str | None = None  # the message with settings as {name}, if it names any
+
+    @classmethod
+    def naming(cls, template: str) -> "CharlstmError":
+        error = cls(spell(template, lambda name: name))
+        error.template = template
+        return error
+
+    def spelled(self, name_of: Callable[[str], str]) -> str:
+        return spell(self.template, name_of) if self.template else str(self)
 
 
 class UsageError(CharlstmError, ValueError):

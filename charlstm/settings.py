@@ -14,12 +14,11 @@ This module is plain Python (no torch), so that anything may read a run's settin
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
 from .data.split import DEFAULT_VAL_FRAC, split_point
-from .errors import UsageError
+from .errors import UsageError, spell
 
 MAX_SEED = 2**63  # seeds are in [0, MAX_SEED): what torch.manual_seed takes on every device
 CELLS = ("lstm", "gru", "rnn")
@@ -39,15 +38,12 @@ REGULARISERS = ("dropout", "weight_drop")
 
 
 class SettingError(UsageError):
-    """A setting with a value it cannot take. The message names settings as {name}:
-    str() shows the setting's own name, and `spelled` lets a front end show its flag."""
+    """A setting with a value it cannot take; the message names settings as {name} (see
+    CharlstmError.naming)."""
 
     def __init__(self, template: str):
+        super().__init__(spell(template, lambda name: name))
         self.template = template
-        super().__init__(self.spelled(lambda name: name))
-
-    def spelled(self, spell: Callable[[str], str]) -> str:
-        return re.sub(r"\{(\w+)\}", lambda match: spell(match.group(1)), self.template)
 
 
 def _at_least(config, minimum: int, *names: str) -> None:

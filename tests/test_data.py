@@ -308,7 +308,7 @@ def test_processes_share_out_the_global_streams(world, mode):
 
 
 def test_batch_size_must_divide_among_processes():
-    with pytest.raises(UsageError, match=r"--batch-size 6 must be a multiple of the number "
+    with pytest.raises(UsageError, match=r"batch_size 6 must be a multiple of the number "
                                          r"of processes \(4\)"):
         TrainBatches(POSITIONS, 2000, batch_size=6, seq_len=8, rank=1, world_size=4)
 

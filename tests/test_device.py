@@ -186,3 +186,19 @@ def test_compiled_training_matches_eager(tiny_corpus, tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
     assert "_orig_mod" not in "".join(checkpoint.load(tmp_path / "b" / "run" / "last.pt")
                                       ["model"])  # checkpoints hold the plain model
+
+
+def test_the_library_names_the_setting_and_the_command_line_the_flag():
+    # the same error: a Python API user reads `precision`, a shell user `--precision`
+    with pytest.raises(UsageError) as caught:
+        device.precision_without_measuring("fp16", torch.device("cpu"))
+    assert str(caught.value).startswith("precision fp16 needs a CUDA GPU")
+    assert "--" not in str(caught.value)
+    from charlstm.cli import flag_for
+
+    assert caught.value.spelled(flag_for).startswith("--precision fp16 needs a CUDA GPU")
+
+
+def test_a_library_error_without_settings_is_spelled_as_it_is():
+    error = UsageError("a path with {braces} in it")
+    assert error.spelled(lambda name: "--" + name) == "a path with {braces} in it"

@@ -294,7 +294,7 @@ def test_resume_of_a_checkpoint_that_is_not_there_is_usage_error(tmp_path):
 def test_new_run_refuses_to_overwrite(trained_run, tiny_corpus, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="add resume to continue"):
         runs.make_trainer(str(tiny_corpus), out=run, settings=dict(TINY_SETTINGS),
                           **dirs(tmp_path))
 

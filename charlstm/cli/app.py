@@ -66,11 +66,8 @@ class CharlstmGroup(TyperGroup):
         except CharlstmError as exc:
             if os.environ.get("CHARLSTM_DEBUG"):
                 raise
-            from ..settings import SettingError
-
             # the library names settings (time_limit); the user knows them as flags (--time)
-            print_error(exc.spelled(flag_for) if isinstance(exc, SettingError)
-                        else str(exc))
+            print_error(exc.spelled(flag_for))
             code = exc.exit_code
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             if os.environ.get("CHARLSTM_DEBUG"):

@@ -58,16 +58,16 @@ class TrainBatches:
         self.shuffle, self.seed = shuffle, seed
         needed = self.min_characters(batch_size, seq_len, bptt_warmup, shuffle)
         if end < needed:
-            raise UsageError(
+            raise UsageError.naming(
                 f"the training split has {end:,} characters, too few for batch size "
                 f"{batch_size} x sequence length {seq_len}"
                 + (f" with {bptt_warmup} warm-up characters" if bptt_warmup else "")
                 + f" (needs at least {needed:,}); use a longer corpus or lower "
-                "--batch-size / --seq-len"
+                "{batch_size} / {seq_len}"
             )
         if batch_size % world_size:
-            raise UsageError(
-                f"--batch-size {batch_size} must be a multiple of the number of processes "
+            raise UsageError.naming(
+                f"{{batch_size}} {batch_size} must be a multiple of the number of processes "
                 f"({world_size}): each process trains an equal share of the streams")
         share = batch_size // world_size
         self.streams = slice(rank * share, (rank + 1) * share)  # this process's streams

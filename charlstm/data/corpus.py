@@ -252,7 +252,7 @@ def encode(spec: str | Sequence[str] | None, corpora_dir: Path, lossy: bool = Fa
     paths = [spec] if isinstance(spec, str) else list(spec or [])
     folders = any(Path(p).expanduser().is_dir() for p in paths)
     if globs and not folders:
-        raise UsageError("--glob chooses among the files found in folders, and no corpus "
+        raise UsageError.naming("{glob} chooses among the files found in folders, and no corpus "
                          "path is a folder")
     if len(paths) > 1 or folders:
         return _encode_collection(paths, corpora_dir, lossy, progress, globs, val_frac)

@@ -59,7 +59,7 @@ def held_out(lengths: Sequence[int], val_frac: float) -> list[int]:
     total = sum(lengths) + len(lengths)
     held = total - split_point(total, val_frac)
     if held > sum(lengths):
-        raise UsageError(f"--val-frac {val_frac} holds out more than the text of these "
+        raise UsageError.naming(f"{{val_frac}} {val_frac} holds out more than the text of these "
                          f"{len(lengths):,} files")
     shares = [held * (n + 1) // total for n in lengths]
     shares = [min(s, n) for s, n in zip(shares, lengths)]

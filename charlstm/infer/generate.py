@@ -44,10 +44,10 @@ def check_options(temperature: float, top_k: int | None, top_p: float | None,
     if num_samples < 1:
         raise UsageError(f"the number of samples must be at least 1, not {num_samples}")
     if num_samples > 1 and num_samples * (length or 1) > MAX_SAMPLE_CHARS:
-        raise UsageError(
+        raise UsageError.naming(
             f"{num_samples:,} samples of {length:,} characters is more than "
-            f"{MAX_SAMPLE_CHARS:,} characters in one call; use fewer --num-samples or a "
-            "shorter --length, and run it more than once")
+            f"{MAX_SAMPLE_CHARS:,} characters in one call; use fewer {{num_samples}} or a "
+            "shorter {length}, and run it more than once")
 
 
 def check_prime(prime: str, vocab: Vocabulary) -> None:

@@ -75,9 +75,9 @@ def local_device(device: torch.device) -> torch.device:
         return device
     if device.type == "cuda":
         if device.index is not None:
-            raise UsageError(
-                f"--device {device} names one GPU, but with several processes each one "
-                "uses the GPU of its LOCAL_RANK; give --device cuda or auto")
+            raise UsageError.naming(
+                f"{{device}} {device} names one GPU, but with several processes each one "
+                "uses the GPU of its LOCAL_RANK; give {device} cuda or auto")
         return torch.device("cuda", torch.cuda.current_device())
     if device.type != "cpu":
         raise UsageError(f"several processes can train on CUDA GPUs or CPUs, not on "

@@ -98,9 +98,9 @@ def check_architecture(parent: Parent, model_given: dict, named_preset: dict | N
         if differs:
             shape = ", ".join(f"{k} {named_preset['model'][k]} (parent: {arch[k]})"
                               for k in differs)
-            raise UsageError(f"preset {preset_name!r} has another model than the parent "
+            raise UsageError.naming(f"preset {preset_name!r} has another model than the parent "
                              f"({shape}); a fine-tuning run keeps its parent's "
-                             "architecture, so leave --preset out or name one that matches")
+                             "architecture, so leave {preset} out or name one that matches")
 
 
 def union_vocabulary(parent: Parent, text_vocab: Vocabulary) -> Vocabulary:

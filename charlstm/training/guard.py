@@ -76,11 +76,11 @@ class DivergenceGuard:
             last = self.last_checkpoint
             kept = (f"the last good checkpoint is {last}" if last.exists() else
                     "nothing was saved, as it diverged before its first evaluation")
-            raise TrainingDiverged(
+            raise TrainingDiverged.naming(
                 f"training diverged: the loss was not finite at step {step:,} even "
                 f"after {self.rollbacks} rollbacks, with the learning rate down to "
-                f"{self.lr_scale:g} of its schedule; {kept} (try a lower --lr or "
-                "--grad-clip)")
+                f"{self.lr_scale:g} of its schedule; {kept} (try a lower {{lr}} or "
+                "{grad_clip})")
         self.rollbacks += 1
         self.lr_scale *= 0.5
         self.notice(f"step {step:,}: {self.bad_steps} non-finite steps in a row; rolled "

@@ -51,8 +51,8 @@ def new_run_dir(out: Path | None, corpus_name: str, model: dict, checkpoints_dir
     first save do not make a new folder each."""
     if out is not None:
         if (Path(out) / "last.pt").exists():
-            raise UsageError(f"{out} already holds a run; add --resume to continue it, "
-                             "or choose another --out")
+            raise UsageError.naming(f"{out} already holds a run; add {{resume}} to continue "
+                                    "it, or choose another {out}")
         return Path(out)
     base = checkpoints_dir / default_run_name(corpus_name, model)
     taken = _numbered(base)
@@ -86,8 +86,9 @@ def run_to_resume(out: Path | None, corpus: str | None, model: dict,
     if (run_dir / "last.pt").exists():
         return run_dir
     if (run_dir / "best.pt").exists():  # a trained run that lost its last.pt
-        raise UsageError(f"{run_dir} holds best.pt but no last.pt, so its run cannot "
-                         "be resumed; sample from best.pt, or train into another --out")
+        raise UsageError.naming(f"{run_dir} holds best.pt but no last.pt, so its run "
+                                "cannot be resumed; sample from best.pt, or train into "
+                                "another {out}")
     return None
 
 

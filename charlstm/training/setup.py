@@ -136,15 +136,15 @@ def _fine_tune_to_resume(out: Path | None, parent: finetune.Parent
     to continue (it must then be a fine-tuning of the same parent file), None when the
     run is to start now."""
     if out is None:
-        raise UsageError("--resume with --init-from needs --out: the fine-tuning run to "
+        raise UsageError.naming("{resume} with {init_from} needs {out}: the fine-tuning run to "
                          "continue, or to start when it has no checkpoint yet")
     path = Path(out) / "last.pt"
     if not path.exists():
         return None
     last = checkpoint.read(path)
     if not last.parent or last.parent.get("sha256") != parent.sha256:
-        raise UsageError(f"{out} is not a fine-tuning of {parent.path}; resume it without "
-                         "--init-from, or choose another --out")
+        raise UsageError.naming(f"{out} is not a fine-tuning of {parent.path}; resume it "
+                                "without {{init_from}}, or choose another {{out}}")
     return last
 
 
