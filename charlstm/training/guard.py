@@ -1,8 +1,8 @@
 """The divergence guard: what training does when a step's loss is not finite.
 
 A bad step (a loss or gradient that is not finite) updates nothing and is skipped. A few
-in a row mean the run is diverging: it rolls back to the state of its last save (kept in
-memory, see `keep`) with half the learning rate. After MAX_ROLLBACKS of those it gives up
+in a row mean the run is diverging: it rolls back to the state of its last save (the same
+record the save wrote, kept in memory: see `keep`) with half the learning rate. After MAX_ROLLBACKS of those it gives up
 with TrainingDiverged, pointing at the last good checkpoint.
 """
 
@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from ..checkpoint import Checkpoint
 from ..errors import TrainingDiverged
 
 BAD_STEPS_BEFORE_ROLLBACK = 3  # non-finite steps in a row that are skipped before rolling back
@@ -28,27 +29,17 @@ class DivergenceGuard:
         self.notice, self.last_checkpoint = notice, last_checkpoint
         self.lr_scale, self.rollbacks = lr_scale, rollbacks  # saved in checkpoints
         self.bad_steps = 0  # bad steps in a row
-        self._snapshot: dict | None = None
+        self._kept: Checkpoint | None = None
 
-    def keep(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches,
-             hidden, step: int, losses) -> None:
-        """Keep a copy in memory of everything a rollback restores (at each save): the
-        model, optimizer, data position, carried state, step, loss sums and RNG."""
-        self._snapshot = copy.deepcopy({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "data": batches.state_dict(), "hidden": hidden, "step": step,
-            "losses": losses, "rng": torch.get_rng_state()})
+    def keep(self, saved: Checkpoint) -> None:
+        """Keep a copy in memory of the run's state as a save wrote it (state.capture):
+        what a rollback restores."""
+        self._kept = copy.deepcopy(saved)
 
-    def roll_back(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                  batches) -> tuple[object, int, object]:
-        """Restore the state kept last into the model, optimizer and batches; its carried
-        state, step and loss sums. The kept copy stays usable for a further rollback."""
-        state = copy.deepcopy(self._snapshot)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        batches.load_state_dict(state["data"])
-        torch.set_rng_state(state["rng"])
-        return state["hidden"], state["step"], state["losses"]
+    def kept(self) -> Checkpoint:
+        """A copy of the state kept last, to restore (the kept one stays usable for a
+        further rollback)."""
+        return copy.deepcopy(self._kept)
 
     def settle(self, pending: list[tuple[int, torch.Tensor]]) -> int | None:
         """Read the bad-step flags of the steps since the last report (one device sync)
@@ -84,7 +75,7 @@ class DivergenceGuard:
         self.rollbacks += 1
         self.lr_scale *= 0.5
         self.notice(f"step {step:,}: {self.bad_steps} non-finite steps in a row; rolled "
-                    f"back to step {self._snapshot['step']:,} with the learning rate at "
+                    f"back to step {self._kept.step:,} with the learning rate at "
                     f"{self.lr_scale:g} of its schedule (rollback {self.rollbacks} of at "
                     f"most {MAX_ROLLBACKS})")
         self.bad_steps = 0

@@ -146,7 +146,7 @@ class Trainer:
         self.clock.start(self.launched_at)
         window = ReportWindow(self.device)
         pending: list[tuple[int, torch.Tensor]] = []  # bad-step flags, still on the device
-        self._keep_for_rollback()
+        self.guard.keep(run_state.capture(self))
         reason = None
         while reason is None:
             if self._should_stop():
@@ -271,13 +271,8 @@ class Trainer:
             self._stop_agreed = self.clock.agree(self._stop_requested, self.is_main,
                                                  self.device)
 
-    def _keep_for_rollback(self) -> None:
-        self.guard.keep(self.model, self.optimizer, self.batches, self.hidden, self.step,
-                        self.losses)
-
     def _roll_back(self) -> None:
-        self.hidden, self.step, self.losses = self.guard.roll_back(self.model, self.optimizer,
-                                                                   self.batches)
+        run_state.restore(self, self.guard.kept(), rolling_back=True)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -326,7 +321,7 @@ class Trainer:
         paths = [self.folder.last] + ([self.folder.best] if best else [])
         record = run_state.capture(self)  # every process takes part; the main one writes
         distributed.run_on_main(lambda: record.save(*paths))
-        self._keep_for_rollback()
+        self.guard.keep(record)
         self.clock.saved()
         if self.is_main:
             log.info("saved %s", ", ".join(str(p) for p in paths))
