@@ -151,6 +151,82 @@ class TrainConfig(_Record):
 
 
 
+@dataclass(frozen=True)
+class Option:
+    """How one setting is given on the command line (`charlstm train`): a row of OPTIONS.
+    Its default is not written here: `train --help` shows the dataclass's."""
+
+    field: str  # the ModelConfig or TrainConfig field
+    flag: str  # the flag; "--on/--off" for a switch
+    group: str  # where `train --help` lists it: data, model, optimization, checkpoints, output
+    help: str  # what it does, in a phrase
+    short: str | None = None  # a one-letter alias
+    # seconds given as text: "duration" (90s, 10m, 1h30m) or "interval" (also 0 or off)
+    kind: str | None = None
+
+
+OPTIONS = (
+    Option("val_frac", "--val-frac", "data", "Last fraction held out for validation"),
+    Option("shuffle", "--shuffle/--no-shuffle", "data",
+           "Train on random windows instead of contiguous streams"),
+    Option("bptt_warmup", "--bptt-warmup", "data",
+           "Characters run without gradient to build the state where none is carried "
+           "(epoch starts, --shuffle)"),
+    Option("model", "--model", "model", "Recurrent cell: lstm, gru or rnn"),
+    Option("num_layers", "--num-layers", "model", "Stacked recurrent layers"),
+    Option("hidden_size", "--hidden-size", "model", "Units per layer"),
+    Option("embed_size", "--embed-size", "model", "Character embedding size"),
+    Option("dropout", "--dropout", "model",
+           "Dropout on the stack's input, between layers and before the head (unless "
+           "given, it follows the passes over the corpus)"),
+    Option("weight_drop", "--weight-drop", "model",
+           "DropConnect on the recurrent weight matrices while training, one mask per step "
+           "(medium's follows the passes over the corpus; see docs/training.md)"),
+    Option("locked_dropout", "--locked-dropout/--fresh-dropout", "model",
+           "Input and output dropout with one mask per stream for a whole step, or a fresh "
+           "mask per character"),
+    Option("batch_size", "--batch-size", "optimization", "Parallel streams per step",
+           short="-b"),
+    Option("seq_len", "--seq-len", "optimization", "Characters backpropagated per step"),
+    Option("lr", "--lr", "optimization", "Peak learning rate (AdamW)"),
+    Option("min_lr_ratio", "--min-lr-ratio", "optimization",
+           "Where the cosine decay ends, as a fraction of the peak learning rate"),
+    Option("warmup_steps", "--warmup-steps", "optimization",
+           "Linear learning-rate warm-up steps; cosine decay follows"),
+    Option("weight_decay", "--weight-decay", "optimization",
+           "AdamW weight decay of the weight matrices and embeddings"),
+    Option("grad_clip", "--grad-clip", "optimization", "Global gradient norm cap, 0 = off"),
+    Option("beta1", "--beta1", "optimization",
+           "AdamW's momentum, the decay of its running mean of gradients"),
+    Option("max_steps", "--max-steps", "optimization", "Stop after this many steps"),
+    Option("epochs", "--epochs", "optimization", "Stop after this many passes over the data"),
+    Option("time_limit", "--time", "optimization",
+           "Wall-clock budget from launch to the final evaluation: 90s, 10m, 1h30m. "
+           "Without a model size it also picks the model", kind="duration"),
+    Option("seed", "--seed", "optimization",
+           "Seed for initialisation, dropout and data order"),
+    Option("device", "--device", "optimization", "auto, cpu, cuda, cuda:N or mps"),
+    Option("precision", "--precision", "optimization",
+           "auto, fp32, bf16 or fp16 (CUDA only, with loss scaling) autocast; auto measures "
+           "on CPUs"),
+    Option("compile", "--compile/--no-compile", "optimization",
+           "torch.compile the model for training: slower start, maybe faster steps"),
+    Option("eval_every", "--eval-every", "checkpoints",
+           "Steps between evaluations and checkpoints"),
+    Option("save_every", "--save-every", "checkpoints",
+           "Also save last.pt this often between evaluations, without evaluating, so a kill "
+           "loses at most this much: 30s, 5m; 0 or off = only at evaluations",
+           kind="interval"),
+    Option("eval_chars", "--eval-chars", "checkpoints",
+           "Validation characters each evaluation reads, from the start of the split; 0 = all"),
+    Option("sample_every", "--sample-every", "output",
+           "Steps between milestone samples, 0 = at each evaluation"),
+    Option("sample_length", "--sample-length", "output",
+           "Characters per milestone sample, 0 = none"),
+)
+OPTION_OF = {option.field: option for option in OPTIONS}
+
+
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 

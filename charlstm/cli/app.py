@@ -81,8 +81,12 @@ class CharlstmGroup(TyperGroup):
 
 
 def flag_for(setting: str) -> str:
-    """The train flag that gives a setting (a ModelConfig or TrainConfig field)."""
-    return {"time_limit": "--time"}.get(setting, "--" + setting.replace("_", "-"))
+    """The flag that gives a setting or a parameter the library names (batch_size,
+    init_from): the one of settings.OPTIONS, else the name with dashes (--init-from)."""
+    from ..settings import OPTION_OF
+
+    option = OPTION_OF.get(setting)
+    return option.flag.split("/")[0] if option else "--" + setting.replace("_", "-")
 
 
 app = typer.Typer(
