@@ -7,6 +7,7 @@ diagnostics go to stderr.
 
     app.py        the typer app, failures as one line and an exit code, shared options
     train.py      charlstm train
+    setting_options.py  train's options for the settings, made from settings.OPTIONS
     sample.py     charlstm sample
     score.py      charlstm score
     info.py       charlstm info and charlstm plot
