@@ -27,6 +27,7 @@ MIXED = "héllo wörld 世界! 😀 naïve café — ∑x² ok\nsecond line: 日
 WITHOUT_TORCH = """
 import sys
 from charlstm.cli import main
+from charlstm.data.files import file_sha256
 sys.argv = ["charlstm", *sys.argv[1:]]
 try:
     main()
@@ -174,7 +175,7 @@ def test_download_skips_when_already_verified(tmp_path, fake_registry):
 def test_download_real_tinyshakespeare_from_local_copy(tmp_path):
     target = corpus.download("tinyshakespeare", tmp_path / "corpora", source=str(SHAKESPEARE))
     assert target.stat().st_size == 1115394
-    assert corpus._sha256_of(target) == corpus.registry()["tinyshakespeare"]["sha256"]
+    assert file_sha256(target) == corpus.registry()["tinyshakespeare"]["sha256"]
 
 
 # -------------------------------------------------------------------- default corpus

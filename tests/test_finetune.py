@@ -17,6 +17,7 @@ from charlstm.model.charrnn import CharRNN
 from charlstm.training.setup import make_trainer
 from charlstm.settings import FINE_TUNE_LR_RATIO, FINE_TUNE_WARMUP_STEPS, ModelConfig
 from charlstm.data.vocab import Vocabulary
+from charlstm.data.files import file_sha256
 
 from conftest import TINY_SETTINGS, invoke, isolate_cli, one_line_error, run_cli
 
@@ -149,7 +150,7 @@ def test_a_fine_tune_run_through_the_cli_trains_records_and_shows_its_parent(
     parent_file = parent_run / "best.pt"
     summary = json.loads(invoke("info", "child", "--json").stdout)
     assert summary["parent"] == {"path": str(parent_file.resolve()),
-                                 "sha256": finetune.file_sha256(parent_file),
+                                 "sha256": file_sha256(parent_file),
                                  "step": checkpoint.read(parent_file).step}
     assert summary["step"] == 60
     shown = invoke("info", "child").stdout

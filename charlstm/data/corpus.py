@@ -32,7 +32,7 @@ import numpy as np
 from . import folders as collection, folder_encoding as collection_encoding, encoding
 from .encoding import Progress, encode_bytes, encode_file
 from ..errors import CorpusError, UsageError
-from .files import atomic_writer, write_atomically
+from .files import atomic_writer, file_sha256, write_atomically
 from .vocab import Vocabulary
 from .split import DEFAULT_VAL_FRAC
 
@@ -208,7 +208,7 @@ def download(name: str, corpora_dir: Path, source: str | None = None,
         raise UsageError(f"unknown corpus {name!r} (downloadable: {', '.join(entries)})")
     entry = entries[name]
     target = corpora_dir / f"{name}.txt"
-    if target.exists() and _sha256_of(target) == entry["sha256"]:
+    if target.exists() and file_sha256(target) == entry["sha256"]:
         return target
     url = source or entry["url"]
     if source and Path(source).expanduser().exists():
@@ -321,10 +321,3 @@ def _encode_collection(paths: list[str], corpora_dir: Path, lossy: bool,
     return Corpus(name, list(paths), encoded.sha256, encoded.vocab, encoded.tokens,
                   {"files": n_files, "skipped": len(skipped), "globs": list(globs)})
 
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -17,7 +17,6 @@ The checkpoint records its parent (`describe`: path, SHA-256 of the file, step).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from ..checkpoint import Checkpoint
 from ..errors import UsageError
 from ..settings import (ARCHITECTURE, FINE_TUNE_LR_RATIO, FINE_TUNE_WARMUP_STEPS,
                        SettingError, TrainConfig)
+from ..data.files import file_sha256
 from ..data.vocab import Vocabulary
 
 # All new characters together get at most this share of the probability at step 0
@@ -74,13 +74,6 @@ def read_parent(spec: Path) -> Parent:
     record = checkpoint.read(path)
     return Parent(path, file_sha256(path), record)
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_architecture(parent: Parent, model_given: dict, named_preset: dict | None,
