@@ -14,6 +14,7 @@ import pytest
 
 import charlstm.data.corpus as corpus
 from charlstm.errors import CorpusError, UsageError
+from charlstm.data.files import file_sha256
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 
@@ -27,7 +28,6 @@ MIXED = "héllo wörld 世界! 😀 naïve café — ∑x² ok\nsecond line: 日
 WITHOUT_TORCH = """
 import sys
 from charlstm.cli import main
-from charlstm.data.files import file_sha256
 sys.argv = ["charlstm", *sys.argv[1:]]
 try:
     main()
