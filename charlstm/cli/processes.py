@@ -14,6 +14,7 @@ import signal
 
 import typer
 
+from .app import flag_for
 from .output import print_error
 from ..errors import CharlstmError
 
@@ -39,7 +40,7 @@ def torchrun_aware(command):
             if os.environ.get("CHARLSTM_DEBUG"):
                 raise
             if distributed.is_main():
-                print_error(str(exc))
+                print_error(exc.spelled(flag_for))
             distributed.barrier()  # torchrun ends them all once one exits: say why first
             raise typer.Exit(exc.exit_code) from None
         finally:
