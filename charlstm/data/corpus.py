@@ -33,7 +33,8 @@ from . import folders as collection, folder_encoding as collection_encoding, enc
 from .encoding import Progress, encode_bytes, encode_file
 from ..errors import CorpusError, UsageError
 from .files import atomic_writer, write_atomically
-from ..settings import TrainConfig
+from ..ranges import FRACTION
+from ..settings import SettingError, TrainConfig
 from .vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -250,6 +251,8 @@ def encode(spec: str | Sequence[str] | None, corpora_dir: Path, lossy: bool = Fa
     one collection (see collection; `globs` choose the files found in folders; the layout
     depends on `val_frac`, the validation fraction training will use).
     """
+    if val_frac not in FRACTION:
+        raise SettingError(FRACTION.refusal("{val_frac}", val_frac))
     paths = [spec] if isinstance(spec, str) else list(spec or [])
     folders = any(Path(p).expanduser().is_dir() for p in paths)
     if globs and not folders:

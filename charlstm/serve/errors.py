@@ -16,6 +16,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import CharlstmError
+from .requests import RANGES
+
+OUT_OF_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal",
+                "finite_number"}
 
 log = logging.getLogger("charlstm.serve")
 
@@ -47,6 +51,8 @@ def _validation_message(error: dict) -> tuple[str, str | None]:
         return f"the body is not valid JSON: {error.get('ctx', {}).get('error', '')}", None
     if error.get("type") == "missing":
         return f"'{field}' is required", field
+    if error.get("type") in OUT_OF_RANGE and field in RANGES:
+        return RANGES[field].refusal(f"'{field}'", error.get("input")), field
     what = error.get("msg", "invalid value")
     return (f"'{field}': {what}" if field else f"the body: {what}"), field
 
