@@ -25,7 +25,7 @@ from .callbacks import TrainingCallback
 from ..device import choose_device
 from ..errors import UsageError
 from .presets import DEFAULT_PRESET, preset as get_preset, regularisation_for
-from .rundir import new_run_dir, run_to_resume
+from .rundir import check_owned, new_run_dir, run_to_resume
 from ..settings import (REGULARISERS, Layer, ModelConfig, TrainConfig, defaults, resolve,
                        saved_layer, split_point, split_settings)
 from .loop import Trainer
@@ -133,6 +133,7 @@ def _fine_tune_to_resume(out: Path | None, parent: finetune.Parent) -> bool:
     if out is None:
         raise UsageError("--resume with --init-from needs --out: the fine-tuning run to "
                          "continue, or to start when it has no checkpoint yet")
+    check_owned(Path(out))
     last = Path(out) / "last.pt"
     if not last.exists():
         return False
