@@ -122,12 +122,12 @@ def main_options(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more to stderr."),
     install_completion: bool = typer.Option(
         False, "--install-completion", callback=completion.install_completion,
-        is_eager=True, help="Install tab completion for $SHELL (bash, zsh or fish): writes "
+        is_eager=True, help="Install tab completion for this shell (bash, zsh or fish): writes "
                             "its script to a file of its own and prints the line to add "
                             "to your shell's startup file."),
     show_completion: bool = typer.Option(
         False, "--show-completion", callback=completion.show_completion, is_eager=True,
-        help="Print the tab-completion script for $SHELL, to install it yourself."),
+        help="Print the tab-completion script for this shell, to install it yourself."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         stream=sys.stderr, format="charlstm: %(message)s")

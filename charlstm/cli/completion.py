@@ -5,7 +5,8 @@ typer's own installer appends to ~/.bashrc or ~/.zshrc, rewriting the whole file
 (a crash halfway would lose it); this one writes only the completion script, in the place
 the shell looks for such scripts (bash and zsh: a folder named in the line it prints for
 the user to add to their startup file; fish loads its folder by itself), and replaces a
-file there only if it is charlstm's completion script. The shell is $SHELL's.
+file there only if it is charlstm's completion script. The shell is found as typer finds
+it (the process tree), else from $SHELL.
 """
 
 from __future__ import annotations
@@ -35,7 +36,15 @@ TARGETS = {
 
 
 def current_shell() -> str:
-    shell = Path(os.environ.get("SHELL", "")).name
+    """The shell charlstm runs in, as typer finds it (walking up the processes), else
+    $SHELL's."""
+    try:
+        from typer._completion_shared import _get_shell_name
+
+        shell = _get_shell_name() or ""
+    except Exception:  # noqa: BLE001 - shellingham may be absent or fail: use $SHELL
+        shell = ""
+    shell = shell if shell in TARGETS else Path(os.environ.get("SHELL", "")).name
     if shell not in TARGETS:
         raise UsageError(f"completion is for {', '.join(TARGETS)}; the shell here "
                          f"({shell or 'unknown: $SHELL is not set'}) is none of them")

@@ -1,6 +1,7 @@
 """Every 4xx as OpenAI's error JSON: {"error": {"message", "type", "param", "code"}}.
 
-Handlers turn FastAPI's validation errors (422 by default) into 400s that name the field,
+Handlers turn FastAPI's validation errors (422 by default) into 400s that name the field
+(and, for a number, its range),
 Starlette's 404/405 into the same shape, the library's UsageError (a prompt with
 characters the model never saw, options out of range) into a 400 with its message, and
 anything unexpected into a one-line 500: never a traceback.
@@ -17,9 +18,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import CharlstmError
 from .requests import RANGES
-
-OUT_OF_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal",
-                "finite_number"}
 
 log = logging.getLogger("charlstm.serve")
 
@@ -51,8 +49,10 @@ def _validation_message(error: dict) -> tuple[str, str | None]:
         return f"the body is not valid JSON: {error.get('ctx', {}).get('error', '')}", None
     if error.get("type") == "missing":
         return f"'{field}' is required", field
-    if error.get("type") in OUT_OF_RANGE and field in RANGES:
-        return RANGES[field].refusal(f"'{field}'", error.get("input")), field
+    given = error.get("input")
+    if (field in RANGES and isinstance(given, (int, float)) and not isinstance(given, bool)
+            and given not in RANGES[field]):  # NaN too, and an infinity
+        return RANGES[field].refusal(f"'{field}'", given), field
     what = error.get("msg", "invalid value")
     return (f"'{field}': {what}" if field else f"the body: {what}"), field
 
