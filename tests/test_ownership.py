@@ -168,7 +168,7 @@ def test_the_refusal_names_the_first_files_and_how_many_more(tmp_path):
                               "(.bashrc, .config, .profile and 1 more)")
     assert "--out" in message
     (tmp_path / "file").write_text("x")
-    with pytest.raises(Exception, match="is a file, not a folder"):
+    with pytest.raises(Exception, match="is not a folder but a file"):
         check_owned(tmp_path / "file")
 
 

@@ -118,12 +118,12 @@ def foreign_files(folder: Path) -> list[str]:
     """The names in `folder` of what charlstm did not write, sorted ([] for a folder
     that is absent, empty, or holds only a run of charlstm's or what a killed start
     left). A file named like a run's file counts as charlstm's only if its content is."""
+    if not os.path.lexists(folder):
+        return []  # (where it cannot be made, making it fails later, as one error)
+    if not Path(folder).is_dir():  # (a link to a folder is that folder)
+        return [Path(folder).name]
     try:
         names = sorted(os.listdir(folder))
-    except FileNotFoundError:
-        return []
-    except NotADirectoryError:
-        return [Path(folder).name]
     except OSError as exc:
         raise UsageError(f"cannot read the run folder {folder}: {exc.strerror or exc}") from exc
     return [name for name in names
@@ -178,8 +178,9 @@ def check_owned(folder: Path) -> None:
     foreign = foreign_files(folder)
     if not foreign:
         return
-    if not Path(folder).is_dir():
-        raise UsageError(f"{folder} is a file, not a folder; choose another --out")
+    if not Path(folder).is_dir():  # (a link to a folder is that folder)
+        raise UsageError(f"{folder} is not a folder but a file; choose another "
+                         "--out")
     shown = ", ".join(foreign[:SHOWN_FOREIGN])
     more = f" and {len(foreign) - SHOWN_FOREIGN} more" if len(foreign) > SHOWN_FOREIGN else ""
     raise UsageError(f"{folder} holds files charlstm did not write ({shown}{more}); a run "
