@@ -22,6 +22,7 @@ from . import checkpoint
 from .infer import generate as sampling, scoring
 from .device import choose_device
 from .errors import CheckpointError, UsageError
+from .ranges import SEED
 from .model.charrnn import CharRNN, ModelConfig
 from .data.vocab import Vocabulary
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:  # loading a model to sample or score never imports the traini
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     """A generator seeded with `seed`, or from fresh OS entropy when seed is None."""
+    if seed is not None and seed not in SEED:
+        raise UsageError(SEED.refusal("seed", seed))
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()

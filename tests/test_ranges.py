@@ -93,6 +93,32 @@ def test_a_hostile_number_is_one_line_and_exit_2(flag, label, tmp_path, monkeypa
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "sample", "serve"])
+@pytest.mark.parametrize("device", [f"cuda:{HUGE}", "cuda:-1", "cuda:", "cpu:nan"])
+def test_a_device_number_out_of_range_is_one_line(command, device, tmp_path, monkeypatch,
+                                                  trained_run):
+    """--device is text, but cuda:N holds a number too (checked once the input is read)."""
+    isolate_cli(tmp_path, monkeypatch)
+    (tmp_path / "text.txt").write_text("abcabcabc\n" * 50)
+    given = ["text.txt", "--out", "run"] if command == "train" else [trained_run]
+    result = invoke(command, *given, "--device", device)
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert f"not {device!r}" in one_line_error(result.stderr)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_seed_out_of_range_in_the_library_is_a_usage_error():
+    import torch
+
+    from charlstm.api import make_generator
+    from charlstm.errors import UsageError
+
+    for seed in (2**80, -1, 2**63):
+        with pytest.raises(UsageError, match=r"seed must be in \[0, 2\*\*63\)"):
+            make_generator(seed, torch.device("cpu"))
+    assert make_generator(2**63 - 1, torch.device("cpu")).initial_seed() == 2**63 - 1
+
+
 def test_in_range_values_of_the_train_settings_are_taken():
     """Where the table says 0 is in range, the settings take it (the hostile test does not
     run those: a valid value would train)."""
