@@ -1,10 +1,10 @@
 """Every 4xx as OpenAI's error JSON: {"error": {"message", "type", "param", "code"}}.
 
 Handlers turn FastAPI's validation errors (422 by default) into 400s that name the field
-(and, for a number, its range),
-Starlette's 404/405 into the same shape, the library's UsageError (a prompt with
-characters the model never saw, options out of range) into a 400 with its message, and
-anything unexpected into a one-line 500: never a traceback.
+(and for a number out of range, its range: requests.RANGES), Starlette's 404/405 into the
+same shape, the library's UsageError (a prompt with characters the model never saw,
+options out of range) into a 400 with its message, and anything unexpected into a
+one-line 500: never a traceback.
 """
 
 from __future__ import annotations
