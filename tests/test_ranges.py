@@ -219,3 +219,21 @@ def test_a_hostile_number_in_a_request_is_a_400_naming_the_field(client, path, f
         assert error["type"] == "invalid_request_error"
         if label != "a string of digits":  # a number: its range is named
             assert "must be in [" in error["message"] or "must be in (" in error["message"]
+
+
+@pytest.mark.slow
+def test_the_reported_seed_gets_a_400_from_a_real_server(trained_run, tmp_path):
+    """The issue's case: "seed": 2**80 was a 500 and a logged traceback."""
+    from serving import Server
+
+    server = Server(str(trained_run), cwd=tmp_path)
+    try:
+        for field, raw in (("seed", HUGE), ("temperature", "NaN"), ("n", "-1")):
+            text = f'{{"model": "run", "prompt": "the ", "max_tokens": 3, "{field}": {raw}}}'
+            status, answer = server.post("/v1/completions", raw=text.encode())
+            assert status == 400, answer
+            assert answer["error"]["param"] == field
+            assert "must be in" in answer["error"]["message"]
+    finally:
+        server.stop()
+    assert "Traceback" not in server.process.stderr.read().decode()
