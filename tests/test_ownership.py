@@ -353,3 +353,16 @@ def test_the_completion_installer_writes_only_its_own_script(tmp_path, monkeypat
     assert result.exit_code == 2
     assert "is not charlstm's completion script" in one_line_error(result.stderr)
     assert tree(home) == mine
+
+
+def test_a_default_named_folder_of_someone_elses_is_not_taken_again(tmp_path):
+    from charlstm.training.rundir import new_run_dir
+
+    model = {"model": "lstm", "num_layers": 1, "hidden_size": 8}
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "tiny-lstm1x8").mkdir(parents=True)
+    (checkpoints / "tiny-lstm1x8" / "notes.txt").write_text("mine\n")
+    chosen = new_run_dir(None, "tiny", model, checkpoints, reuse_unsaved=True)
+    assert chosen == checkpoints / "tiny-lstm1x8-2"
+    (checkpoints / "tiny-lstm1x8-2").mkdir()  # empty: a launch killed before it wrote
+    assert new_run_dir(None, "tiny", model, checkpoints, reuse_unsaved=True) == chosen
