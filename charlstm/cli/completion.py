@@ -16,12 +16,16 @@ import sys
 from pathlib import Path
 
 import typer
-from typer._completion_classes import completion_init
 
 from ..data.files import write_atomically
 from ..errors import UsageError
 
-completion_init()  # typer's shells, for answering completions (its installer did this)
+try:  # typer's shells, for answering completions (its own installer registered them)
+    from typer._completion_classes import completion_init
+
+    completion_init()
+except ImportError:  # a typer without them: the command line works, completion does not
+    pass
 
 COMPLETE_VAR = "_CHARLSTM_COMPLETE"  # the variable typer's scripts set: what marks them
 # where each shell's script goes (under the home folder), and what the user adds to
@@ -52,8 +56,10 @@ def current_shell() -> str:
 
 
 def script(shell: str) -> str:
-    from typer._completion_shared import get_completion_script
-
+    try:
+        from typer._completion_shared import get_completion_script
+    except ImportError:
+        raise UsageError("this version of typer offers no completion scripts") from None
     return get_completion_script(prog_name="charlstm", complete_var=COMPLETE_VAR,
                                  shell=shell)
 
