@@ -24,6 +24,7 @@ from .device import choose_device
 from .errors import CheckpointError, UsageError
 from .model.charrnn import CharRNN
 from .settings import ModelConfig
+from .ranges import SEED
 from .data.vocab import Vocabulary
 
 if TYPE_CHECKING:  # loading a model to sample or score never imports the training stack
@@ -32,6 +33,8 @@ if TYPE_CHECKING:  # loading a model to sample or score never imports the traini
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     """A generator seeded with `seed`, or from fresh OS entropy when seed is None."""
+    if seed is not None and seed not in SEED:
+        raise UsageError(SEED.refusal("seed", seed))
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()

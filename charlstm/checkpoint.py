@@ -62,6 +62,18 @@ def find(path: Path) -> Path:
     return path
 
 
+def looks_like(path: Path) -> bool:
+    """Whether `path` is a file charlstm saved as a checkpoint, told cheaply: a torch zip
+    whose pickle names charlstm's format (its tensors are not read). For deciding whose
+    a file is before writing over it; `load` still checks a checkpoint in full."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
+            return len(pickles) == 1 and FORMAT.encode() in archive.read(pickles[0])
+    except (OSError, zipfile.BadZipFile, ValueError, RuntimeError):
+        return False
+
+
 def load(path: Path) -> dict:
     """Read and check a checkpoint; tensors land on the CPU whatever device saved them."""
     path = find(path)

@@ -21,8 +21,9 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def choose_device(requested: str = "auto") -> torch.device:
-    kind = requested.split(":")[0]
-    if kind not in DEVICES:
+    kind, colon, index = requested.partition(":")
+    if kind not in DEVICES or (colon and not (kind != "auto" and index.isascii()
+                                              and index.isdigit() and len(index) < 6)):
         raise UsageError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), "
                          f"not {requested!r}")
     if kind == "auto":
@@ -35,6 +36,9 @@ def choose_device(requested: str = "auto") -> torch.device:
         raise UsageError.naming("{device} cuda was asked for, but torch sees no CUDA GPU here")
     if kind == "mps" and not _mps_available():
         raise UsageError.naming("{device} mps was asked for, but torch sees no Apple MPS device here")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise UsageError.naming(f"{{device}} {requested}: torch sees "
+                                f"{torch.cuda.device_count()} CUDA GPU(s) here, numbered from 0")
     return torch.device(requested)
 
 

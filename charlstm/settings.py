@@ -19,8 +19,9 @@ from typing import Callable
 
 from .data.split import DEFAULT_VAL_FRAC, split_point
 from .errors import UsageError, spell
+from .ranges import FRACTION, MAX_COUNT, MAX_SECONDS, SEED, SEED_LIMIT, Range
 
-MAX_SEED = 2**63  # seeds are in [0, MAX_SEED): what torch.manual_seed takes on every device
+MAX_SEED = SEED_LIMIT  # seeds are in [0, MAX_SEED): what torch.manual_seed takes on every device
 CELLS = ("lstm", "gru", "rnn")
 ARCHITECTURE = ("model", "num_layers", "hidden_size", "embed_size")  # fixed for a run's life
 LIMITS = ("max_steps", "epochs", "time_limit")  # when a run ends: the first one reached
@@ -46,11 +47,12 @@ class SettingError(UsageError):
         self.template = template
 
 
-def _at_least(config, minimum: int, *names: str) -> None:
-    for name in names:
-        if getattr(config, name) < minimum:
-            more = "at least 1" if minimum else "0 or more"
-            raise SettingError(f"{{{name}}} must be {more}, not {getattr(config, name)}")
+def _check_ranges(config, ranges: dict[str, Range]) -> None:
+    """Each setting in its range (see RANGES); None is allowed where a setting may be off."""
+    for name, allowed in ranges.items():
+        value = getattr(config, name)
+        if value is not None and value not in allowed:
+            raise SettingError(allowed.refusal(f"{{{name}}}", value))
 
 
 class _Record:
@@ -84,11 +86,7 @@ class ModelConfig(_Record):
         if self.model not in CELLS:
             raise SettingError(f"{{model}} must be one of {', '.join(CELLS)}, "
                                f"not {self.model!r}")
-        _at_least(self, 1, "vocab_size", "num_layers", "hidden_size", "embed_size")
-        for name in REGULARISERS:
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise SettingError(f"{{{name}}} must be in [0, 1), not {getattr(self, name)}")
-
+        _check_ranges(self, MODEL_RANGES)
 
 
 @dataclass
@@ -125,30 +123,42 @@ class TrainConfig(_Record):
     compile: bool = False  # torch.compile the model for training
 
     def __post_init__(self) -> None:
-        _at_least(self, 1, "batch_size", "seq_len", "eval_every")
-        _at_least(self, 0, "bptt_warmup", "warmup_steps", "sample_every", "sample_length",
-                  "eval_chars")
-        if not self.lr > 0:
-            raise SettingError(f"{{lr}} must be positive, not {self.lr}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise SettingError(f"{{min_lr_ratio}} must be in [0, 1], not {self.min_lr_ratio}")
-        if not self.weight_decay >= 0 or not self.grad_clip >= 0:
-            raise SettingError("{weight_decay} and {grad_clip} must be 0 or more")
-        if not 0 <= self.beta1 < 1:
-            raise SettingError(f"{{beta1}} must be in [0, 1), not {self.beta1}")
-        if not 0 <= self.val_frac < 1:
-            raise SettingError(f"{{val_frac}} must be in [0, 1), not {self.val_frac}")
-        for name in LIMITS:
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise SettingError(f"{{{name}}} must be positive, not {value}")
+        _check_ranges(self, TRAIN_RANGES)
         if self.max_steps is None and self.epochs is None and self.time_limit is None:
             raise SettingError("give at least one of {max_steps}, {epochs} or {time_limit}")
-        if not self.save_every >= 0:
-            raise SettingError(f"{{save_every}} must be 0 (off) or more, not {self.save_every}")
-        if not 0 <= self.seed < MAX_SEED:
-            raise SettingError(f"{{seed}} must be in [0, 2**63), not {self.seed}")
 
+
+# The range of every number a run's settings hold: generous bounds (what a machine could
+# run at all), so that a mistyped 2**80 or NaN is refused here, naming the setting
+MODEL_RANGES = {
+    "vocab_size": Range(1, 0x110000),  # at most every Unicode code point
+    "num_layers": Range(1, 256),
+    "hidden_size": Range(1, 65536),
+    "embed_size": Range(1, 65536),
+    "dropout": FRACTION,
+    "weight_drop": FRACTION,
+}
+TRAIN_RANGES = {
+    "batch_size": Range(1, 65536),
+    "seq_len": Range(1, 1_000_000),
+    "bptt_warmup": Range(0, 1_000_000),
+    "lr": Range(0.0, 10.0, low_open=True),
+    "min_lr_ratio": Range(0.0, 1.0),
+    "warmup_steps": Range(0, MAX_COUNT),
+    "weight_decay": Range(0.0, 100.0),
+    "grad_clip": Range(0.0, 1e9),  # 0 = off
+    "beta1": FRACTION,
+    "max_steps": Range(1, MAX_COUNT),  # each limit: None = not this one
+    "epochs": Range(0.0, 1e6, low_open=True),
+    "time_limit": Range(1.0, MAX_SECONDS),  # seconds: less leaves no time for a step
+    "eval_every": Range(1, MAX_COUNT),
+    "save_every": Range(0.0, MAX_SECONDS),  # 0 = off
+    "eval_chars": Range(0, MAX_COUNT * 1000),  # 0 = the whole validation split
+    "sample_every": Range(0, MAX_COUNT),
+    "sample_length": Range(0, 1_000_000),
+    "val_frac": FRACTION,
+    "seed": SEED,
+}
 
 
 @dataclass(frozen=True)
@@ -238,11 +248,17 @@ def defaults() -> tuple[dict, dict]:
 
 
 def split_settings(settings: dict) -> tuple[dict, dict]:
-    """Explicit settings (None = not given) split into model and training ones."""
+    """Explicit settings (None = not given) split into model and training ones, each
+    checked against its range first, before anything is computed from it (a time
+    budget's plan, the corpus)."""
     given = {k: v for k, v in settings.items() if v is not None}
     unknown = set(given) - MODEL_FIELDS - TRAIN_FIELDS
     if unknown:
         raise UsageError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    ranges = {**MODEL_RANGES, **TRAIN_RANGES}
+    for name, value in given.items():
+        if name in ranges and value not in ranges[name]:
+            raise SettingError(ranges[name].refusal(f"{{{name}}}", value))
     return ({k: v for k, v in given.items() if k in MODEL_FIELDS},
             {k: v for k, v in given.items() if k in TRAIN_FIELDS})
 

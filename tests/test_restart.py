@@ -60,7 +60,8 @@ def leave_a_config(run: Path) -> None:
     """What a first launch killed between writing config.json and its first save leaves
     (with settings that need not be this launch's: nothing was trained with them)."""
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"model": {"hidden_size": 999}}))
+    (run / "config.json").write_text(json.dumps({"run_dir": str(run), "corpus": {},
+                                                 "model": {"hidden_size": 999}, "train": {}}))
     (run / "metrics.jsonl").write_text("")
 
 

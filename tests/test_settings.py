@@ -101,7 +101,7 @@ def test_errors_name_the_setting_and_the_command_line_its_flag(bad, setting, fla
 
 
 def test_model_errors_name_the_setting():
-    with pytest.raises(SettingError, match=r"^hidden_size must be at least 1"):
+    with pytest.raises(SettingError, match=r"^hidden_size must be in \[1, 65,536\], not 0"):
         ModelConfig(vocab_size=3, hidden_size=0)
 
 

@@ -17,6 +17,7 @@ diagnostics go to stderr.
     output.py     stdout and closed pipes, the info view, bars, formats
     processes.py  torchrun and signals
     progress.py   the training display (a TrainingCallback)
+    completion.py tab completion: --show-completion, --install-completion (its own file only)
 
 Modules that import torch (seconds, and some 200 MB) are imported inside the commands
 that use them, so that `charlstm corpus ...`, --help and --version start at once.

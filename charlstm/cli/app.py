@@ -23,6 +23,7 @@ except ImportError:  # older typer uses click itself
 
 from .. import __version__
 from ..errors import CharlstmError
+from . import completion
 from .output import PipeClosed, print_error, silence_stdout
 
 IMPORTED_AT = time.monotonic()
@@ -94,7 +95,8 @@ app = typer.Typer(
     help="Train character-level recurrent language models (LSTM, GRU, RNN) on any text, "
          "and sample from them.\n\nQuick start: 'charlstm train' trains on a built-in "
          "corpus; 'charlstm sample checkpoints/RUN' writes text.",
-    pretty_exceptions_enable=False)
+    pretty_exceptions_enable=False,
+    add_completion=False)  # our own: it writes no file of the user's (completion.py)
 corpus_app = typer.Typer(cls=CharlstmGroup, context_settings=HELP, no_args_is_help=True,
                          help="List, download and prepare corpora.")
 app.add_typer(corpus_app, name="corpus")
@@ -119,6 +121,14 @@ def main_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more to stderr."),
+    install_completion: bool = typer.Option(
+        False, "--install-completion", callback=completion.install_completion,
+        is_eager=True, help="Install tab completion for this shell (bash, zsh or fish): writes "
+                            "its script to a file of its own and prints the line to add "
+                            "to your shell's startup file."),
+    show_completion: bool = typer.Option(
+        False, "--show-completion", callback=completion.show_completion, is_eager=True,
+        help="Print the tab-completion script for this shell, to install it yourself."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         stream=sys.stderr, format="charlstm: %(message)s")

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import UsageError
 from .app import HELP, app
 from .output import print_info, write_stdout_bytes
 
@@ -43,7 +44,9 @@ def plot_command(
     run: Path = typer.Argument(..., metavar="RUN", help="A run folder or a .pt file."),
     output: Optional[str] = typer.Option(None, "--output", "-o",
                                          help="Where to write the PNG; '-' for stdout "
-                                              "(default: RUN/loss.png)"),
+                                              "(default: RUN/loss.png). A file already "
+                                              "there is replaced only if it is a plot "
+                                              "charlstm wrote."),
 ) -> None:
     """Plot training and validation loss (bits/char) against step as a PNG.
 
@@ -62,5 +65,8 @@ def plot_command(
         write_stdout_bytes(buffer.getvalue())
         return
     target = Path(output) if output else path.parent / plot.PLOT_NAME
+    if target.is_symlink() or (target.exists() and not plot.is_own(target)):
+        raise UsageError(f"{target} exists and charlstm did not write it; choose another "
+                         "--output, or write to stdout (-o -) and redirect that")
     plot.save(record.history, target, title)
     print(target)

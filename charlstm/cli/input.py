@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import CharlstmError, UsageError
+from ..ranges import MAX_SECONDS
 
 def stdin() -> BinaryIO:
     """Standard input as bytes; a closed one (`<&-`) reads as empty."""
@@ -91,6 +92,9 @@ def parse_duration(text: str, option: str = "--time") -> float:
         position = match.end()
     if not cleaned or position != len(cleaned) or total <= 0:
         raise UsageError(f"{option} takes a duration like 90s, 10m or 1h30m, not {text!r}")
+    if not total <= MAX_SECONDS:  # also an infinity: a float of 400 digits
+        raise UsageError(f"{option} takes at most {MAX_SECONDS / 86400:.0f} days, "
+                         f"not {text!r}")
     return total
 
 

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
+from ..ranges import SAMPLES, SEED, TEMPERATURE, TOP_K, TOP_P
 from .app import CHECKPOINT_ARGUMENT, DEVICE_OPTION, HELP, app
 from .input import read_prime, stdin_line_batches, unescape
 from .output import StdoutWriter
@@ -92,20 +93,21 @@ def _check_sample_options(length: int, temperature: float, top_k: int | None,
                           stop_at: str | None, each_line: bool, has_prime: bool) -> str | None:
     """The usage errors `sample` reports before it loads the model; returns the stop
     string with its escapes understood."""
-    from ..infer.generate import check_options
-    from ..settings import MAX_SEED  # the same range as train's
+    from ..infer.generate import LENGTH, check_options
 
+    for flag, value, allowed in (("--length", length, LENGTH),
+                                 ("--temperature", temperature, TEMPERATURE),
+                                 ("--top-k", top_k, TOP_K), ("--top-p", top_p, TOP_P),
+                                 ("--seed", seed, SEED), ("--num-samples", num_samples, SAMPLES)):
+        if value is not None and value not in allowed:
+            raise UsageError(allowed.refusal(flag, value))
     check_options(temperature, top_k, top_p, length, num_samples)
     stop = unescape(stop_at) if stop_at is not None else None
     if stop == "":
         raise UsageError("--stop-at must not be empty")
-    if seed is not None and not 0 <= seed < MAX_SEED:
-        raise UsageError(f"--seed must be in [0, 2**63), not {seed}")
     if length == 0 and num_samples > 1:
         raise UsageError("endless sampling (--length 0) streams one sample; "
                          "drop --num-samples or give a --length")
-    if num_samples > 100_000:
-        raise UsageError(f"--num-samples {num_samples:,} is more than 100,000 per run")
     if each_line and (has_prime or num_samples > 1 or length == 0):
         raise UsageError("--each-line takes its primes from stdin, one sample per line, of "
                          "a finite --length; drop --prime, --prime-file and --num-samples")

@@ -10,7 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import CharlstmError
+from ..errors import CharlstmError, UsageError
+from ..ranges import PORT
 from ..serve.options import ServeOptions
 from .app import DEVICE_OPTION, HELP, app
 
@@ -47,6 +48,10 @@ def serve(
     device: str = DEVICE_OPTION,
 ) -> None:
     """Serve models over HTTP: an OpenAI-compatible API and a playground page."""
+    if port not in PORT:
+        raise UsageError(PORT.refusal("--port", port))
+    options = ServeOptions(max_tokens=max_tokens, max_samples=max_n,
+                           max_body_bytes=max_body, api_key=api_key)
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -54,8 +59,6 @@ def serve(
         raise CharlstmError(INSTALL_HINT) from None
     from ..serve import create_app, load_models
 
-    options = ServeOptions(max_tokens=max_tokens, max_samples=max_n,
-                           max_body_bytes=max_body, api_key=api_key)
     models = load_models(runs, device)
     application = create_app(models, options)
     listening = _listen(host, port)  # bound here: a port in use is one line, exit 1

@@ -33,6 +33,8 @@ from . import folders as collection, folder_encoding as collection_encoding, enc
 from .encoding import Progress, encode_bytes, encode_file
 from ..errors import CorpusError, UsageError
 from .files import atomic_writer, file_sha256, write_atomically
+from ..ranges import FRACTION
+from ..settings import SettingError
 from .vocab import Vocabulary
 from .split import DEFAULT_VAL_FRAC
 
@@ -201,15 +203,22 @@ def download(name: str, corpora_dir: Path, source: str | None = None,
     """Fetch a registry corpus into `corpora_dir/NAME.txt` and verify its checksum.
 
     `source` replaces the registry URL: another URL (http, https, file) or a local path,
-    e.g. a copy already on disk. Nothing is left behind when the checksum does not match.
+    e.g. a copy already on disk. Nothing is left behind when the checksum does not match;
+    a file already at the target that is not this corpus (someone else's) is refused,
+    never replaced.
     """
     entries = registry()
     if name not in entries:
         raise UsageError(f"unknown corpus {name!r} (downloadable: {', '.join(entries)})")
     entry = entries[name]
     target = corpora_dir / f"{name}.txt"
-    if target.exists() and file_sha256(target) == entry["sha256"]:
-        return target
+    if target.exists() or target.is_symlink():
+        if target.is_file() and file_sha256(target) == entry["sha256"]:
+            return target
+        # never a download of ours (that is kept only when its checksum matches)
+        raise UsageError(f"{target} exists and is not the corpus {name} (its sha256 "
+                         "differs), so it is left as it is; move it away to download "
+                         f"{name}, or train on it by its path")
     url = source or entry["url"]
     if source and Path(source).expanduser().exists():
         url = Path(source).expanduser().resolve().as_uri()
@@ -249,6 +258,8 @@ def encode(spec: str | Sequence[str] | None, corpora_dir: Path, lossy: bool = Fa
     one collection (see collection; `globs` choose the files found in folders; the layout
     depends on `val_frac`, the validation fraction training will use).
     """
+    if val_frac not in FRACTION:
+        raise SettingError(FRACTION.refusal("{val_frac}", val_frac))
     paths = [spec] if isinstance(spec, str) else list(spec or [])
     folders = any(Path(p).expanduser().is_dir() for p in paths)
     if globs and not folders:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 
 def _current_umask() -> int:
@@ -55,11 +56,20 @@ def write_atomically(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-def remove_leftovers(folder: Path) -> list[Path]:
-    """Delete the temporary files a killed writer left in `folder` (none after a clean
-    exit); returns what was removed. Only one process may write to a folder at a time."""
+def temporary_name(name: str) -> re.Pattern:
+    """The names of the temporary files `atomic_writer` makes for a target named `name`."""
+    return re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]+\.part")
+
+
+def remove_leftovers(folder: Path, targets: Iterable[str]) -> list[Path]:
+    """Delete the temporary files a killed writer left in `folder` for the files named
+    `targets` (none after a clean exit), and nothing else; returns what was removed. Only
+    one process may write to a folder at a time."""
+    patterns = [temporary_name(name) for name in targets]
     removed = []
     for leftover in Path(folder).glob(".*.part"):
+        if not any(pattern.fullmatch(leftover.name) for pattern in patterns):
+            continue
         try:
             leftover.unlink()
             removed.append(leftover)

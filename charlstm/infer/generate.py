@@ -21,6 +21,7 @@ from typing import Iterator
 import torch
 
 from ..errors import UsageError
+from ..ranges import MAX_COUNT, SAMPLES, TEMPERATURE, TOP_K, TOP_P, Range
 from ..model.charrnn import CharRNN
 from .picking import Picker, pick  # noqa: F401  (pick: part of this module's API)
 from ..model.stepper import Stepper
@@ -29,20 +30,17 @@ from ..data.vocab import Vocabulary
 
 
 MAX_SAMPLE_CHARS = 10_000_000  # samples x length per call: beyond it, a loop is better
+LENGTH = Range(0, MAX_COUNT)  # characters per sample; 0 = endless
 
 
 def check_options(temperature: float, top_k: int | None, top_p: float | None,
                   length: int, num_samples: int) -> None:
-    if not temperature >= 0:  # also catches NaN
-        raise UsageError(f"temperature must be 0 or more, not {temperature}")
-    if top_k is not None and top_k < 1:
-        raise UsageError(f"top-k must be at least 1, not {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise UsageError(f"top-p must be in (0, 1], not {top_p}")
-    if length < 0:
-        raise UsageError(f"length must be 0 (endless) or more, not {length}")
-    if num_samples < 1:
-        raise UsageError(f"the number of samples must be at least 1, not {num_samples}")
+    for name, value, allowed in (("temperature", temperature, TEMPERATURE),
+                                 ("top_k", top_k, TOP_K), ("top_p", top_p, TOP_P),
+                                 ("length", length, LENGTH),
+                                 ("num_samples", num_samples, SAMPLES)):
+        if value is not None and value not in allowed:
+            raise UsageError(allowed.refusal(name, value))
     if num_samples > 1 and num_samples * (length or 1) > MAX_SAMPLE_CHARS:
         raise UsageError.naming(
             f"{num_samples:,} samples of {length:,} characters is more than "

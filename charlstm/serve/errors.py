@@ -1,9 +1,10 @@
 """Every 4xx as OpenAI's error JSON: {"error": {"message", "type", "param", "code"}}.
 
-Handlers turn FastAPI's validation errors (422 by default) into 400s that name the field,
-Starlette's 404/405 into the same shape, the library's UsageError (a prompt with
-characters the model never saw, options out of range) into a 400 with its message, and
-anything unexpected into a one-line 500: never a traceback.
+Handlers turn FastAPI's validation errors (422 by default) into 400s that name the field
+(and for a number out of range, its range: requests.RANGES), Starlette's 404/405 into the
+same shape, the library's UsageError (a prompt with characters the model never saw,
+options out of range) into a 400 with its message, and anything unexpected into a
+one-line 500: never a traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import CharlstmError
+from .requests import RANGES
 
 log = logging.getLogger("charlstm.serve")
 
@@ -47,6 +49,10 @@ def _validation_message(error: dict) -> tuple[str, str | None]:
         return f"the body is not valid JSON: {error.get('ctx', {}).get('error', '')}", None
     if error.get("type") == "missing":
         return f"'{field}' is required", field
+    given = error.get("input")
+    if (field in RANGES and isinstance(given, (int, float)) and not isinstance(given, bool)
+            and given not in RANGES[field]):  # NaN too, and an infinity
+        return RANGES[field].refusal(f"'{field}'", given), field
     what = error.get("msg", "invalid value")
     return (f"'{field}': {what}" if field else f"the body: {what}"), field
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import require
+from ..errors import UsageError, require
+from ..ranges import SAMPLES, SERVED_TOKENS, Range
+
+# the ranges of the limits a user sets: `charlstm serve` flags
+LIMITS = {"max_tokens": ("--max-tokens", SERVED_TOKENS),
+          "max_samples": ("--max-n", SAMPLES),
+          "max_body_bytes": ("--max-body", Range(1024, 2**30))}
 
 
 @dataclass(frozen=True)
@@ -20,9 +26,8 @@ class ServeOptions:
     slice_seconds: float = 0.05  # ... or this long: then other requests get a turn
 
     def __post_init__(self):
-        require(self.max_tokens >= 1, f"--max-tokens must be at least 1, not {self.max_tokens}")
-        require(self.max_samples >= 1, f"--max-n must be at least 1, not {self.max_samples}")
-        require(self.max_body_bytes >= 1024,
-                f"--max-body must be at least 1024 bytes, not {self.max_body_bytes}")
+        for name, (flag, allowed) in LIMITS.items():
+            if getattr(self, name) not in allowed:
+                raise UsageError(allowed.refusal(flag, getattr(self, name)))
         require(self.api_key != "", "the API key must not be empty")
         object.__setattr__(self, "default_tokens", min(self.default_tokens, self.max_tokens))

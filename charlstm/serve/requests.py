@@ -10,18 +10,35 @@ from typing import Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..ranges import SAMPLES, SEED, SERVED_TOKENS, TEMPERATURE, TOP_P, Range
+
+# Every number a request gives has both bounds, and floats must be finite (JSON bodies
+# may say NaN or Infinity: Python's parser reads them), so nothing out of range reaches
+# the model; the server's own limits (--max-tokens, --max-n) are checked after these.
+# An error names the field and its range (errors.py reads this table).
+RANGES = {"max_tokens": SERVED_TOKENS, "temperature": TEMPERATURE, "top_p": TOP_P,
+          "n": SAMPLES, "seed": SEED}
+
+
+def _ranged(default, name: str, finite: bool = False):
+    """A field whose value must lie in RANGES[name]."""
+    allowed: Range = RANGES[name]
+    bounds = {"gt" if allowed.low_open else "ge": allowed.low,
+              "lt" if allowed.high_open else "le": allowed.high}
+    return Field(default, **bounds, **({"allow_inf_nan": False} if finite else {}))
+
 
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
     model: str
     prompt: Union[str, list[str]] = ""
-    max_tokens: Optional[int] = Field(None, ge=1)  # characters per sample; None: the default
-    temperature: float = Field(1.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1)
+    max_tokens: Optional[int] = _ranged(None, "max_tokens")  # per sample; None: the default
+    temperature: float = _ranged(1.0, "temperature", finite=True)
+    top_p: float = _ranged(1.0, "top_p", finite=True)
+    n: int = _ranged(1, "n")
     stop: Union[str, list[str], None] = None
-    seed: Optional[int] = None
+    seed: Optional[int] = _ranged(None, "seed")
     stream: bool = False
 
     def prompts(self) -> list[str]:

@@ -7,7 +7,7 @@ Files in the order a run goes through them:
     presets.py      named presets, and how dropout follows the planned passes
     budget.py       fitting the model to --time on this machine, and the refit
     finetune.py     --init-from: the parent's weights and the union vocabulary
-    rundir.py       run folders: numbering, config.json, metrics.jsonl, the run to resume
+    rundir.py       run folders: numbering, which are charlstm's, config.json, metrics.jsonl, the run to resume
     distributed.py  torchrun's process group
     optim.py        AdamW and the learning-rate schedule
     loop.py         Trainer: the loop from the first step to the last save

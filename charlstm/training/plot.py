@@ -14,10 +14,13 @@ import math
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import CharlstmError
+from ..errors import CharlstmError, UsageError
 from ..data.files import atomic_writer
 
 PLOT_NAME = "loss.png"
+# the PNG's Software text: how charlstm knows a plot it may write over is its own
+SOFTWARE = "charlstm"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 INSTALL_HINT = "pip install matplotlib (charlstm's [plot] extra)"
 LN2 = math.log(2)
 
@@ -40,8 +43,47 @@ def title(run_name: str, model_config: dict, corpus_name: str | None, step: int)
             f"{model_config['hidden_size']} on {corpus_name or '?'}, step {step:,}")
 
 
+def software(path: Path) -> str | None:
+    """The Software text of a PNG file (what wrote it), None if it has none or is no
+    PNG: read from its text chunks, which come before the image data."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != PNG_SIGNATURE:
+                return None
+            while True:
+                header = f.read(8)
+                if len(header) < 8 or header[4:] in (b"IDAT", b"IEND"):
+                    return None
+                length, kind = int.from_bytes(header[:4], "big"), header[4:]
+                if length > 1 << 20:
+                    return None
+                data = f.read(length)
+                f.seek(4, 1)  # the chunk's CRC
+                if kind == b"tEXt" and data.startswith(b"Software\0"):
+                    return data[len(b"Software\0"):].decode("latin-1")
+    except OSError:
+        return None
+
+
+def is_own(path: Path) -> bool:
+    """Whether the PNG at `path` is a plot charlstm wrote: it says so, or it was drawn by
+    matplotlib beside a charlstm checkpoint (a plot from before charlstm marked them)."""
+    made_by = software(path) or ""
+    if made_by == SOFTWARE:
+        return True
+    from ..checkpoint import looks_like
+
+    return made_by.startswith("Matplotlib") and any(
+        looks_like(Path(path).parent / name) for name in ("last.pt", "best.pt"))
+
+
 def save(history: list[dict], target: Path, title: str = "") -> None:
-    """Write the plot to `target` atomically (the old file stays whole on a failure)."""
+    """Write the plot to `target` atomically (the old file stays whole on a failure).
+    A file already there is replaced only if it is a plot of charlstm's (`is_own`)."""
+    target = Path(target)
+    if target.is_symlink() or (target.exists() and not is_own(target)):
+        raise UsageError(f"{target} exists and charlstm did not write it: it is left as "
+                         "it is")
     try:
         with atomic_writer(target) as f:
             plot_history(history, f, title)
@@ -85,7 +127,7 @@ def plot_history(history: list[dict], path: Path | BinaryIO, title: str = "") ->
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    figure.savefig(path, format="png", metadata={"Software": SOFTWARE})
 
 
 def _training_curve(history: list[dict]) -> list[tuple[int, float]]:

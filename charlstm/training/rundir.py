@@ -5,6 +5,13 @@ names another; a second run of the same name gets `-2`, then `-3`, ...) holding 
 `best.pt`, `config.json` (the run's settings and set-up, rewritten when they change) and
 `metrics.jsonl` (one JSON line per evaluation, mirroring the checkpoint's history).
 A folder without a checkpoint holds no run yet: `--resume` starts one there.
+
+A run is written only into a folder that is absent, empty, or charlstm's own: one holding
+nothing but the files above (each recognised by its content, not only its name: a
+checkpoint of charlstm's format, a config.json with a run's keys, ...) and the temporary
+files of its atomic writer, which is what a run leaves, and what a start killed before
+its first save leaves. A folder with anything else in it (a project folder, a home
+folder, another tool's model.pt) is refused before anything is written (`check_owned`).
 """
 
 from __future__ import annotations
@@ -12,12 +19,21 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
+from .. import checkpoint
 from ..data import corpus as corpora
 from ..errors import CheckpointError, UsageError
-from ..data.files import remove_leftovers, write_atomically
+from ..data.files import remove_leftovers, temporary_name, write_atomically
+from . import plot
+
+CHECKPOINTS = ("last.pt", "best.pt")
+RUN_FILES = (*CHECKPOINTS, "config.json", "metrics.jsonl", plot.PLOT_NAME)
+# what file managers leave in any folder they show: neither the user's work nor charlstm's
+FILE_MANAGER_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+SHOWN_FOREIGN = 3  # files named in a refusal
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +63,18 @@ def new_run_dir(out: Path | None, corpus_name: str, model: dict, checkpoints_dir
                 reuse_unsaved: bool = False) -> Path:
     """The folder for a new run: `out`, or the next free numbered one for its name.
     `reuse_unsaved` (a --resume that found nothing to resume): the first numbered folder
-    holding no checkpoint is taken again, so that restarts of a launch killed before its
-    first save do not make a new folder each."""
+    holding no checkpoint, and nothing but charlstm's, is taken again, so that restarts
+    of a launch killed before its first save do not make a new folder each."""
     if out is not None:
+        check_owned(Path(out))
         if (Path(out) / "last.pt").exists():
             raise UsageError.naming(f"{out} already holds a run; add {{resume}} to continue "
                                     "it, or choose another {out}")
         return Path(out)
     base = checkpoints_dir / default_run_name(corpus_name, model)
     taken = _numbered(base)
-    unsaved = [folder for folder in taken if not holds_checkpoint(folder)]
+    unsaved = [folder for folder in taken
+               if not holds_checkpoint(folder) and not foreign_files(folder)]
     if reuse_unsaved and unsaved:
         return unsaved[0]
     return base.with_name(f"{base.name}-{len(taken) + 1}") if taken else base
@@ -77,12 +95,17 @@ def run_to_resume(out: Path | None, corpus: str | None, model: dict,
         name = "stdin" if corpus == "-" else Path(corpus or corpora.DEFAULT_CORPUS).stem
         base = checkpoints_dir / default_run_name(name, model)
         runs = [r for r in _numbered(base) if (r / "last.pt").exists()]
-        return max(runs, key=lambda r: (r / "last.pt").stat().st_mtime) if runs else None
+        if not runs:
+            return None
+        latest = max(runs, key=lambda r: (r / "last.pt").stat().st_mtime)
+        check_owned(latest)
+        return latest
     run_dir = Path(out)
     if run_dir.suffix == ".pt":  # a checkpoint named: it must be there
         run_dir = run_dir.parent
         if not (run_dir / "last.pt").exists():
             raise UsageError(f"nothing to resume: {run_dir} has no last.pt")
+    check_owned(run_dir)
     if (run_dir / "last.pt").exists():
         return run_dir
     if (run_dir / "best.pt").exists():  # a trained run that lost its last.pt
@@ -90,6 +113,80 @@ def run_to_resume(out: Path | None, corpus: str | None, model: dict,
                                 "cannot be resumed; sample from best.pt, or train into "
                                 "another {out}")
     return None
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """The names in `folder` of what charlstm did not write, sorted ([] for a folder
+    that is absent, empty, or holds only a run of charlstm's or what a killed start
+    left). A file named like a run's file counts as charlstm's only if its content is."""
+    if not os.path.lexists(folder):
+        return []  # (where it cannot be made, making it fails later, as one error)
+    if not Path(folder).is_dir():  # (a link to a folder is that folder)
+        return [Path(folder).name]
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise UsageError(f"cannot read the run folder {folder}: {exc.strerror or exc}") from exc
+    return [name for name in names
+            if name not in FILE_MANAGER_FILES and not _written_by_a_run(Path(folder) / name)]
+
+
+def _written_by_a_run(path: Path) -> bool:
+    if path.is_symlink() or not path.is_file():
+        return False  # a run writes regular files only
+    name = path.name
+    if any(temporary_name(target).fullmatch(name) for target in RUN_FILES):
+        return True  # left by an atomic write that was killed
+    if name in CHECKPOINTS:
+        return checkpoint.looks_like(path)
+    if name == "config.json":
+        return _is_run_config(path)
+    if name == "metrics.jsonl":
+        return _is_metrics(path)
+    if name == plot.PLOT_NAME:
+        return plot.is_own(path)
+    return False
+
+
+def _is_run_config(path: Path) -> bool:
+    """A config.json a run wrote: a JSON object with a run's keys (see Trainer.info)."""
+    try:
+        if path.stat().st_size > 1 << 20:
+            return False
+        info = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and {"run_dir", "corpus", "model", "train"} <= info.keys()
+
+
+def _is_metrics(path: Path) -> bool:
+    """A metrics.jsonl a run wrote: empty (a start killed before its first evaluation),
+    or a first line that is an evaluation record."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20)
+        if not first:
+            return True
+        record = json.loads(first)
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "step" in record and "val_loss" in record
+
+
+def check_owned(folder: Path) -> None:
+    """Refuse a run folder holding anything charlstm did not write (see foreign_files):
+    a run there could overwrite it, or be mixed into someone's folder."""
+    foreign = foreign_files(folder)
+    if not foreign:
+        return
+    if not Path(folder).is_dir():  # (a link to a folder is that folder)
+        raise UsageError(f"{folder} is not a folder but a file; choose another "
+                         "--out")
+    shown = ", ".join(foreign[:SHOWN_FOREIGN])
+    more = f" and {len(foreign) - SHOWN_FOREIGN} more" if len(foreign) > SHOWN_FOREIGN else ""
+    raise UsageError(f"{folder} holds files charlstm did not write ({shown}{more}); a run "
+                     "goes only into a new or empty folder or its own run folder: choose "
+                     "another --out, e.g. a new folder inside this one")
 
 
 class RunFolder:
@@ -111,10 +208,12 @@ class RunFolder:
 
     def prepare(self, info: dict, history: list[dict]) -> None:
         """Make the folder, remove what a killed writer left, and write config.json and
-        metrics.jsonl for the run as it starts (or continues from `history`)."""
+        metrics.jsonl for the run as it starts (or continues from `history`); a folder
+        holding anything charlstm did not write is refused first (check_owned)."""
+        check_owned(self.path)
         with self._writing():
             self.path.mkdir(parents=True, exist_ok=True)
-            for leftover in remove_leftovers(self.path):
+            for leftover in remove_leftovers(self.path, RUN_FILES):
                 log.info("removed %s, left by a writer that was killed", leftover)
             self.write_config(info)
             self.rewrite_metrics(history)

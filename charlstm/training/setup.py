@@ -25,7 +25,7 @@ from .callbacks import TrainingCallback
 from ..device import choose_device
 from ..errors import UsageError
 from .presets import DEFAULT_PRESET, preset as get_preset, regularisation_for
-from .rundir import new_run_dir, run_to_resume
+from .rundir import check_owned, new_run_dir, run_to_resume
 from ..data.split import DEFAULT_VAL_FRAC, split_point
 from ..settings import (REGULARISERS, Layer, ModelConfig, TrainConfig, defaults, resolve,
                        saved_layer, split_settings)
@@ -138,13 +138,14 @@ def _fine_tune_to_resume(out: Path | None, parent: finetune.Parent
     if out is None:
         raise UsageError.naming("{resume} with {init_from} needs {out}: the fine-tuning run to "
                          "continue, or to start when it has no checkpoint yet")
+    check_owned(Path(out))
     path = Path(out) / "last.pt"
     if not path.exists():
         return None
     last = checkpoint.read(path)
     if not last.parent or last.parent.get("sha256") != parent.sha256:
         raise UsageError.naming(f"{out} is not a fine-tuning of {parent.path}; resume it "
-                                "without {{init_from}}, or choose another {{out}}")
+                                "without {init_from}, or choose another {out}")
     return last
 
 
