@@ -104,3 +104,25 @@ def test_an_export_replaces_its_own_earlier_export(tmp_path):
     assert second == first
     with pytest.raises(UsageError):
         export(save_random_model(tmp_path), "safetensors", tmp_path / "lstm2.pt")
+
+
+def test_a_model_too_large_for_a_page_is_refused_and_says_why(tmp_path, monkeypatch):
+    from charlstm.export import web
+
+    source = save_random_model(tmp_path)
+    monkeypatch.setattr(web, "MAX_MODEL_CHARS", 1000)
+    result = invoke("export", source, "-f", "web")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "more than a browser parses in one string" in result.stderr
+    assert "--quantize int8" in result.stderr
+    assert not source.with_suffix(".html").exists()
+
+
+def test_a_foreign_page_is_not_replaced_and_an_own_one_is(tmp_path):
+    source = save_random_model(tmp_path)
+    foreign = tmp_path / "index.html"
+    foreign.write_text("<!DOCTYPE html><title>mine</title>")
+    assert invoke("export", source, "-f", "web", "-o", foreign).exit_code == 2
+    assert foreign.read_text() == "<!DOCTYPE html><title>mine</title>"
+    page = export(source, "web", tmp_path / "page.html", quantize="int8")
+    assert export(source, "web", page) == page and "charlstm-web" in page.read_text()
