@@ -71,6 +71,10 @@ def load(path: Path) -> dict:
     if path.suffix == ".safetensors" or is_safetensors(path):
         payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **decode(path)}
         return _checked(payload, path)
+    if path.suffix in (".onnx", ".html") and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} looks like an ONNX or web export, which charlstm "
+                              "does not read back; give its checkpoint or a safetensors "
+                              "export")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickles; we explain
             warnings.simplefilter("ignore")

@@ -126,3 +126,20 @@ def test_a_foreign_page_is_not_replaced_and_an_own_one_is(tmp_path):
     assert foreign.read_text() == "<!DOCTYPE html><title>mine</title>"
     page = export(source, "web", tmp_path / "page.html", quantize="int8")
     assert export(source, "web", page) == page and "charlstm-web" in page.read_text()
+
+
+def test_an_onnx_or_web_export_given_to_load_is_named(tmp_path):
+    source = save_random_model(tmp_path)
+    page = export(source, "web")
+    with pytest.raises(CheckpointError, match="does not read back"):
+        charlstm.load(page)
+
+
+def test_exporting_never_imports_the_training_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, charlstm.export.exporting, charlstm.export.web, "
+            "charlstm.export.safetensors\n"
+            "assert not [m for m in sys.modules if m.startswith('charlstm.training')]\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
