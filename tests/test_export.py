@@ -143,3 +143,16 @@ def test_exporting_never_imports_the_training_stack():
             "charlstm.export.safetensors\n"
             "assert not [m for m in sys.modules if m.startswith('charlstm.training')]\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_serve_serves_an_export(trained_run, tmp_path):
+    testclient = pytest.importorskip("starlette.testclient")
+    from charlstm.serve import create_app, load_models
+
+    path = export(trained_run, "safetensors", tmp_path / "tiny.safetensors")
+    request = {"model": "tiny", "prompt": "all that ", "max_tokens": 40, "temperature": 0}
+    with testclient.TestClient(create_app(load_models([path]))) as client:
+        answer = client.post("/v1/completions", json=request)
+    assert answer.status_code == 200, answer.text
+    expected = charlstm.load(trained_run).sample("all that ", length=40, temperature=0)
+    assert answer.json()["choices"][0]["text"] == expected

@@ -12,3 +12,7 @@ files are read). Files in the order an export runs through them:
     page.html      that page's template: the form, the streaming loop
     sampler.js     the page's sampler in plain JavaScript: the LSTM/GRU/RNN step, picking
 """
+
+from .exporting import export
+
+__all__ = ["export"]
