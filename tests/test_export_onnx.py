@@ -39,12 +39,12 @@ def torch_logits(lm, ids: list[int]) -> np.ndarray:
     return logits[0].numpy()
 
 
-@pytest.mark.parametrize("model", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("model", ["trained", "lstm", "gru", "rnn"])
 def test_onnx_logits_equal_pytorch_over_1000_characters(tmp_path, trained_run, model):
-    source = trained_run if model == "lstm" else save_random_model(tmp_path, model, 2)
+    source = trained_run if model == "trained" else save_random_model(tmp_path, model, 2)
     lm = charlstm.load(source)
     path = export(source, "onnx", tmp_path / f"{model}.onnx")
-    text = (TINY_TEXT * 2)[:1000] if model == "lstm" else "".join(
+    text = (TINY_TEXT * 2)[:1000] if model == "trained" else "".join(
         np.random.default_rng(0).choice(list(lm.vocab.chars), 1000))
     ids = lm.vocab.encode(text)
     expected = torch_logits(lm, ids)  # (1000, V)

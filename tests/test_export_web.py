@@ -102,3 +102,7 @@ def test_an_unknown_prime_character_is_said_in_the_page(browser, trained_run, tm
     open_page(browser, export(trained_run, "web", tmp_path / "tiny.html"))
     run_in_page(browser, prime="the ☃", temperature=0, length=10)
     assert "never saw" in browser.find_element(By.ID, "status").text
+    run_in_page(browser, prime="the ", temperature=-1, length=10)
+    assert "temperature must be 0 or more" in browser.find_element(By.ID, "status").text
+    run_in_page(browser, prime="the ", temperature=1, topP=0, length=10)
+    assert "top-p must be in (0, 1]" in browser.find_element(By.ID, "status").text

@@ -166,7 +166,7 @@ const CharLSTM = (() => {
   function pick(logits, temperature, topP, uniform) {
     if (temperature === 0) return argmax(logits);
     const scaled = Array.from(logits, (x) => x / temperature);
-    const top = Math.max(...scaled);
+    const top = scaled.reduce((a, b) => (b > a ? b : a), -Infinity);  // no spread: any V
     if (!Number.isFinite(top)) return argmax(logits);
     const weights = scaled.map((x) => Math.exp(x - top));
     if (topP < 1) {
@@ -190,6 +190,13 @@ const CharLSTM = (() => {
   // Yield the characters after `prime`, one at a time (length 0: endless).
   function* generate(model, { prime = "", temperature = 1, topP = 1, seed = null,
                               length = 500 } = {}) {
+    if (!(temperature >= 0 && Number.isFinite(temperature))) {
+      throw new Error("temperature must be 0 or more, not " + temperature);
+    }
+    if (!(topP > 0 && topP <= 1)) throw new Error("top-p must be in (0, 1], not " + topP);
+    if (!(Number.isInteger(length) && length >= 0)) {
+      throw new Error("length must be a whole number, 0 (endless) or more, not " + length);
+    }
     const unknown = Array.from(prime).filter((ch) => !model.index.has(ch));
     if (unknown.length) {
       throw new Error("the prime has characters the model never saw: " +
