@@ -28,6 +28,7 @@ from .errors import CheckpointError, UsageError
 from .data.files import write_atomically
 from .settings import MODEL_SAVED_BEFORE, ModelConfig
 from .data.vocab import Vocabulary
+from .export.safetensors import decode, is_safetensors
 
 FORMAT = "charlstm-checkpoint"
 FORMAT_VERSION = 1
@@ -75,8 +76,17 @@ def looks_like(path: Path) -> bool:
 
 
 def load(path: Path) -> dict:
-    """Read and check a checkpoint; tensors land on the CPU whatever device saved them."""
+    """Read and check a checkpoint; tensors land on the CPU whatever device saved them.
+    A safetensors export (`charlstm export --format safetensors`) is read as a checkpoint
+    that holds only what sampling needs."""
     path = find(path)
+    if path.suffix == ".safetensors" or is_safetensors(path):
+        payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **decode(path)}
+        return _checked(payload, path)
+    if path.suffix in (".onnx", ".html") and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} looks like an ONNX or web export, which charlstm "
+                              "does not read back; give its checkpoint or a safetensors "
+                              "export")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickles; we explain
             warnings.simplefilter("ignore")
@@ -93,6 +103,11 @@ def load(path: Path) -> dict:
             AttributeError, TypeError, KeyError, IndexError) as exc:
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt, "
                               "or not a checkpoint at all)") from exc
+    return _checked(payload, path)
+
+
+def _checked(payload, path: Path) -> dict:
+    """The payload, if it is a charlstm checkpoint this version reads."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a charlstm checkpoint (it looks like a plain state_dict or "

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "charlstm"
-FOLDERS = ("data", "model", "training", "infer", "serve", "cli")
+FOLDERS = ("data", "model", "training", "infer", "export", "serve", "cli")
 # what each folder must not import (a module anywhere under that folder)
 FORBIDDEN = {
     "model": {"data", "training", "infer", "serve", "cli"},
     "data": {"model", "training", "infer", "serve", "cli"},
     "infer": {"training", "serve", "cli"},
     "training": {"serve", "cli"},
+    "export": {"training", "infer", "serve", "cli"},
     "serve": {"cli"},
     "cli": set(),  # the command line may import every folder (serve included, to run it)
     "": {"serve", "cli"},  # the modules at the top: api, checkpoint, settings, ...

@@ -1,4 +1,4 @@
-"""The `charlstm` command line: train, sample, score, info, plot, corpus and serve.
+"""The `charlstm` command line: train, sample, score, info, plot, corpus, serve and export.
 
 The only part of charlstm that reads the environment, prints and picks exit codes; each
 command goes through the library (charlstm.load and its LanguageModel, the trainer).
@@ -13,6 +13,7 @@ diagnostics go to stderr.
     info.py       charlstm info and charlstm plot
     corpus.py     charlstm corpus list | get | prepare
     serve.py      charlstm serve (the HTTP API and playground: charlstm.serve)
+    export.py     charlstm export: safetensors, ONNX, a web page (charlstm.export)
     input.py      stdin, primes, lines, escapes, durations
     output.py     stdout and closed pipes, the info view, bars, formats
     processes.py  torchrun and signals
@@ -26,7 +27,7 @@ that use them, so that `charlstm corpus ...`, --help and --version start at once
 from .app import app, flag_for
 
 # each command registers itself on `app`; this order is the order of --help
-from . import train, sample, info, corpus, score, serve  # noqa: E402,F401  isort: skip
+from . import train, sample, info, corpus, score, serve, export  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "flag_for", "main"]
 
