@@ -9,6 +9,7 @@ diagnostics go to stderr.
     train.py      charlstm train
     sample.py     charlstm sample
     score.py      charlstm score
+    novelty.py    charlstm novelty, and sample --novelty's report line
     info.py       charlstm info and charlstm plot
     corpus.py     charlstm corpus list | get | prepare
     serve.py      charlstm serve (the HTTP API and playground: charlstm.serve)
@@ -24,7 +25,7 @@ that use them, so that `charlstm corpus ...`, --help and --version start at once
 from .app import app, flag_for
 
 # each command registers itself on `app`; this order is the order of --help
-from . import train, sample, info, corpus, score, serve  # noqa: E402,F401  isort: skip
+from . import train, sample, info, corpus, score, novelty, serve  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "flag_for", "main"]
 

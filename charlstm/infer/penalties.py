@@ -1,0 +1,89 @@
+"""Loop control: penalties on characters the sample used lately, and no repeated n-grams.
+
+Each counts the characters of a window of the last `window` characters of the text (the
+prime's last ones included, so a loop begun in the prime is one too). For a character
+seen `count` times in the window, its logit `l` becomes, before the temperature:
+
+    repetition (CTRL, Hugging Face)  l / r if l > 0 else l * r, when count > 0 (1: off)
+    frequency (OpenAI)               l - frequency * count (0: off; -2 to 2)
+    presence (OpenAI)                l - presence * (count > 0) (0: off; -2 to 2)
+
+in that order. `no_repeat` n rules out every character that would complete an n-gram
+(n characters) already in the window; when that rules out all of them, it rules out
+none for that step.
+
+The settings and their checks are here (no torch, so the command line's --help stays
+fast); penalty_state.py applies them to a generation's logits.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from ..errors import require
+
+DEFAULT_WINDOW = 256  # characters the penalties look back over
+RECOMMENDED = {"frequency_penalty": 0.3, "presence_penalty": 0.3}  # see docs/sampling.md
+
+
+@dataclass(frozen=True)
+class Penalties:
+    """The loop-control settings of one generation; the defaults do nothing."""
+
+    repetition: float = 1.0  # divides a seen character's positive logit (multiplies a negative)
+    frequency: float = 0.0  # subtracted once per occurrence in the window
+    presence: float = 0.0  # subtracted once if the character is in the window
+    no_repeat: int = 0  # n: no n-gram twice in the window (0: off)
+    window: int = DEFAULT_WINDOW  # the last characters counted
+
+    def check(self) -> None:
+        require(0 < self.repetition <= 10,
+                f"repetition penalty must be in (0, 10], not {self.repetition}")
+        for name, value in (("frequency", self.frequency), ("presence", self.presence)):
+            require(-2 <= value <= 2, f"{name} penalty must be in [-2, 2], not {value}")
+        require(self.no_repeat == 0 or 1 <= self.no_repeat <= self.window,
+                f"no-repeat must be 0 (off) or from 1 to the window ({self.window}), "
+                f"not {self.no_repeat}")
+        require(1 <= self.window <= 100_000,
+                f"the penalty window must be from 1 to 100,000, not {self.window}")
+
+    @property
+    def scoring(self) -> bool:
+        """Whether any penalty changes the logits (no_repeat rules characters out)."""
+        return self.repetition != 1 or self.frequency != 0 or self.presence != 0
+
+    @property
+    def active(self) -> bool:
+        return self.scoring or self.no_repeat > 0
+
+
+class NgramWindow:
+    """The n-grams of one sample's last `window` characters, and what may not follow."""
+
+    def __init__(self, n: int, window: int):
+        self.n, self.window = n, window
+        self.recent: deque[int] = deque()
+        self.following: Counter = Counter()  # (n-1 ids, next id) -> times in the window
+
+    def push(self, i: int) -> None:
+        self.recent.append(i)
+        if len(self.recent) >= self.n:
+            gram = tuple(list(self.recent)[-self.n:])
+            self.following[gram] += 1
+        if len(self.recent) > self.window:
+            oldest = tuple(list(self.recent)[:self.n])
+            self.recent.popleft()
+            if len(oldest) == self.n:
+                self.following[oldest] -= 1
+                if not self.following[oldest]:
+                    del self.following[oldest]
+
+    def banned(self) -> set[int]:
+        """The ids that would complete an n-gram already in the window."""
+        if self.n == 1:
+            return set(self.recent)
+        context = tuple(list(self.recent)[-(self.n - 1):])
+        if len(context) < self.n - 1:
+            return set()
+        return {gram[-1] for gram in self.following if gram[:-1] == context}
