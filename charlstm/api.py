@@ -20,7 +20,8 @@ import torch
 
 from . import checkpoint
 from .data.copy_index import CopyIndex, open_index
-from .infer import generate as sampling, scoring
+from .infer import char_probs, generate as sampling, scoring
+from .infer.char_probs import CharLogProbs
 from .infer.beam import beam_search
 from .infer.novelty import DEFAULT_MIN_LENGTH, CopyGuard, report as novelty_report
 from .infer.penalties import DEFAULT_WINDOW, Penalties
@@ -189,6 +190,15 @@ class LanguageModel:
         """The bits the model spends on each character of `text`, in order (they add up
         to `score(text)["bits"]`): where in a text the model was surprised."""
         return scoring.char_bits(self.model, self.vocab, text).tolist()
+
+
+    def char_log_probs(self, text: str, top: int = 0) -> CharLogProbs:
+        """Each character's log-probability in nats (`.nats`, `.bits`), and with `top` K
+        the K likeliest characters at each place with theirs (`.top_chars`,
+        `.top_nats`); their sum is the exact score (see charlstm.infer.char_probs)."""
+        if top < 0:
+            raise UsageError(f"top must be 0 or more, not {top}")
+        return char_probs.char_log_probs(self.model, self.vocab, text, top)
 
 
 def load(path: str | Path, device: str = "auto",

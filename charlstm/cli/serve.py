@@ -12,7 +12,7 @@ import typer
 
 from ..errors import CharlstmError
 from ..serve.options import ServeOptions
-from .app import DEVICE_OPTION, HELP, app
+from .app import DEVICE_OPTION, HELP, app, corpora_dir
 
 DEFAULTS = ServeOptions()
 INSTALL_HINT = ("charlstm serve needs FastAPI and uvicorn, which are not installed: "
@@ -57,6 +57,8 @@ def serve(
     options = ServeOptions(max_tokens=max_tokens, max_samples=max_n,
                            max_body_bytes=max_body, api_key=api_key)
     models = load_models(runs, device)
+    for served in models.values():  # where their training texts' copy indexes are cached
+        served.lm.corpora_dir = corpora_dir()
     application = create_app(models, options)
     listening = _listen(host, port)  # bound here: a port in use is one line, exit 1
     if not api_key and not _is_loopback(host):
