@@ -22,10 +22,13 @@ class PenaltyState:
                  device: torch.device):
         self.penalties = penalties
         window, rows = penalties.window, len(recent)
-        # (rows, V + 1) occurrences; column V counts the ring's empty slots, never read
+        # (rows, V + 1) occurrences; column V counts the ring's empty slots (never a
+        # character's, so never a penalty, and never below 0: a lookup index)
         self.counts = torch.zeros(rows, vocab_size + 1, dtype=torch.long, device=device)
         self.ring = torch.full((rows, window), vocab_size, dtype=torch.long, device=device)
         self.position = 0  # characters recorded so far: the next slot is position % window
+        self.ones = torch.ones(rows, 1, dtype=torch.long, device=device)
+        self.minus_ones = -self.ones
         count = torch.arange(window + 1, dtype=torch.float, device=device)
         seen = (count > 0).float()
         # the additive penalty of a character seen `count` times, and its repetition factor
@@ -50,7 +53,6 @@ class PenaltyState:
                 slots = torch.arange(len(tail)) + (window - len(tail))
                 self.ring[row, slots] = torch.tensor(tail, device=self.ring.device)
         self.counts.scatter_add_(1, self.ring, torch.ones_like(self.ring))
-        self.counts[:, -1] = 0
         self.position = 0  # the oldest slot (0) goes first
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
@@ -74,15 +76,16 @@ class PenaltyState:
     def record(self, ids: torch.Tensor) -> None:
         """Count the characters just picked (N,), and forget the window's oldest."""
         slot = self.ring[:, self.position % self.penalties.window:][:, :1]  # (N, 1) view
-        self.counts.scatter_add_(1, slot, -torch.ones_like(slot))
+        self.counts.scatter_add_(1, slot, self.minus_ones)
         slot.copy_(ids[:, None])
-        self.counts.scatter_add_(1, slot, torch.ones_like(slot))
-        self.counts[:, -1] = 0
+        self.counts.scatter_add_(1, slot, self.ones)
         self.position += 1
         for ngrams, i in zip(self.ngrams, ids.tolist()):
             ngrams.push(i)
 
     def tensors(self) -> list[torch.Tensor]:
         """What the stepper's block needs to penalise and count in place."""
-        return [self.counts, self.ring, self.add_table, self.positive_factor,
-                self.negative_factor]
+        tables = [self.add_table]
+        if self.penalties.repetition != 1:
+            tables += [self.positive_factor, self.negative_factor]
+        return [self.counts, self.ring, self.ones, self.minus_ones, *tables]
