@@ -12,4 +12,5 @@ the training stack. Files in the order a generation or a score runs through them
     beam.py         beam search: the likeliest continuations, deterministic
     streams.py      a long text read as parallel warmed streams (whole-text scoring, evaluation)
     scoring.py      bits per character of a text, of each line
+    char_probs.py   each character's log-probability, and the likeliest alternatives
 """
