@@ -114,15 +114,18 @@ def sample(
     steps = lm.generate(text, num_samples=num_samples, **options)  # checks the prime first
     if echo:
         out.write(text)
-    first: list[str] = []
+    first: list[str] = []  # the first sample's text, kept only for its report
+    last = text
     rest: list[list[str]] = [[] for _ in range(num_samples - 1)]
     for step in steps:  # the first sample streams; the others are printed after it
         chars = step if num_samples > 1 else [step]
         out.write(chars[0])
-        first.append(chars[0])
+        last = chars[0]
+        if novelty:
+            first.append(chars[0])
         for column, char in zip(rest, chars[1:]):
             column.append(char)
-    if not (text + "".join(first)).endswith("\n"):
+    if not last.endswith("\n"):
         out.write("\n")
     out.flush()
     report("".join(first))
