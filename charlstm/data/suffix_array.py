@@ -34,7 +34,10 @@ def build(tokens: np.ndarray) -> np.ndarray:
     except ImportError:
         return build_with_numpy(tokens)
     small = len(tokens) and int(tokens.max()) < 256
-    data = np.array(tokens, dtype=np.uint8 if small else np.int32)  # a writable copy
+    dtype = np.uint8 if small else np.int32
+    data = tokens  # pydivsufsort takes writable arrays only (it does not write to them)
+    if tokens.dtype != dtype or not tokens.flags.writeable or not tokens.flags.c_contiguous:
+        data = np.array(tokens, dtype=dtype)
     return pydivsufsort.divsufsort(data)
 
 
