@@ -9,6 +9,7 @@ import math
 import pytest
 
 import charlstm
+from charlstm import checkpoint
 from conftest import one_line_error, run_cli
 from serving import Server
 
@@ -104,3 +105,20 @@ def test_serve_reports_novelty_and_keeps_copies_short(server):
     status, answer = server.post("/v1/completions", {"model": "run", "prompt": "a",
                                                      "max_copy": 0})
     assert status == 400 and answer["error"]["param"] == "max_copy"
+
+
+def test_a_model_without_its_corpus_gets_a_400_naming_the_file(trained_run, tmp_path):
+    record = checkpoint.read(trained_run)
+    record.corpus = {**record.corpus, "source": str(tmp_path / "gone.txt"), "sha256": "0" * 64}
+    record.save(tmp_path / "moved.pt")
+    running = Server(str(tmp_path / "moved.pt"), cwd=tmp_path,
+                     env={"CHARLSTM_CORPORA": str(tmp_path / "corpora")})
+    try:
+        status, answer = running.post("/v1/completions", {"model": "moved", "prompt": "a",
+                                                          "novelty": True})
+        assert status == 400 and answer["error"]["param"] == "novelty"
+        assert "gone.txt" in answer["error"]["message"]
+        status, answer = running.post("/v1/completions", {"model": "moved", "prompt": "a"})
+        assert status == 200  # everything else still works
+    finally:
+        running.stop()

@@ -96,6 +96,8 @@ def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: Serv
         max_tokens = _check_completion(body, prompts, stops, options)
         best_of = choices.check_extras(body, prompts, options)
         _check_characters(served, prompts)
+        if body.max_copy is not None or body.novelty:
+            await choices.open_copy_index(served.lm, body)  # built once, off the event loop
         try:
             completion = Completion(served.lm, prompts, best_of, max_tokens, body.temperature,
                                     body.top_p, stops, body.seed, body.controls())

@@ -15,8 +15,10 @@ generated text. These need the whole text, so they are refused with `stream`.
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
+
 from ..api import LanguageModel
-from ..errors import UsageError
+from ..errors import CharlstmError, UsageError
 from .completion import Completion
 from .errors import APIError
 from .options import ServeOptions
@@ -54,6 +56,16 @@ def check_extras(body: CompletionRequest, prompts: list[str], options: ServeOpti
                        f"samples, more than this server's limit of {options.max_samples} per "
                        "request (charlstm serve --max-n)", "best_of", "limit_exceeded")
     return best_of
+
+
+async def open_copy_index(lm: LanguageModel, body: CompletionRequest) -> None:
+    """Open (or build, the first time) the training text's copy index in a worker
+    thread; a model whose corpus cannot be found is a 400 naming the field."""
+    try:
+        await run_in_threadpool(lm.copy_index)
+    except CharlstmError as error:
+        raise APIError(400, str(error), "max_copy" if body.max_copy is not None
+                       else "novelty", "corpus_unavailable") from None
 
 
 def library_error(error: UsageError) -> APIError:
