@@ -115,7 +115,8 @@ def check_table(default: Path, corpora_dir: Path, lm) -> str:
         pieces = []
         while sum(map(len, pieces)) < 1000:
             start = rng.randrange(len(corpus_text) - 100)
-            pieces += [corpus_text[start:start + rng.randrange(5, 80)], chr(rng.randrange(33, 127))]
+            pieces += [corpus_text[start:start + rng.randrange(5, 80)],
+                       chr(rng.randrange(33, 127))]
         texts.append("".join(pieces)[:1000])
     times, longest = [], []
     for text in texts:

@@ -68,4 +68,5 @@ def test_the_cli_prints_each_beam_sample(trained_run, tmp_path):
     assert done.stdout.decode() == f"the {first}\n\nthe {second}\n"
     done = run_cli("sample", str(trained_run), "--beam", "2", "-t", "0.7", cwd=tmp_path)
     assert done.returncode == 2
-    assert "beam search does not sample, so it takes no --temperature" in one_line_error(done.stderr.decode())
+    line = one_line_error(done.stderr.decode())
+    assert "beam search does not sample, so it takes no --temperature" in line
