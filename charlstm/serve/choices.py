@@ -71,7 +71,8 @@ async def open_copy_index(lm: LanguageModel, body: CompletionRequest) -> None:
 def library_error(error: UsageError) -> APIError:
     """A generation option the library refused, as a 400 naming the request's field."""
     message = str(error)
-    field = next((name for words, name in _FIELDS if message.startswith(words)), None)
+    subject = message.split(" must ")[0].split(" is ")[0]  # what the message is about
+    field = next((name for words, name in _FIELDS if words in subject), None)
     return APIError(400, message, field)
 
 
