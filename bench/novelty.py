@@ -14,8 +14,10 @@ Four tables (the last two need --run, a model trained on the default corpus):
   default 2 MB corpus once its index is open (target: 20 ms): texts sampled from --run
   at t=0.8, else pieces of the corpus with random characters between them; median of 20.
 - loops: the share of --samples samples of --length characters that end in a loop, at
-  temperatures 0 and 0.5, without and with the penalties docs/sampling.md recommends
-  (infer.penalties.RECOMMENDED). A sample ends in a loop when its last 400 characters
+  temperatures 0 and 0.5, without loop control, with the one docs/novelty.md recommends
+  (infer.penalties.RECOMMENDED: --no-repeat 24), and with frequency and presence
+  penalties (0.1, 0.3); and the model's own bits per character of the samples (what the
+  control costs the text: looping text is cheap, garbage dear). A sample ends in a loop when its last 400 characters
   are one block repeated: some period p <= 200 with text[i] == text[i + p] throughout.
   Each sample has its own prime (a line of the corpus) and seed.
 - beam: bits per character of 200-character continuations of the same primes, by beam
@@ -49,6 +51,7 @@ from charlstm.infer.novelty import report  # noqa: E402
 from charlstm.infer.penalties import RECOMMENDED  # noqa: E402
 
 LOOP_TAIL, MAX_PERIOD = 400, 200
+PENALTIES = {"frequency_penalty": 0.1, "presence_penalty": 0.3}
 
 
 def synthetic_corpus(source: Path, megabytes: float, target: Path) -> None:
@@ -146,15 +149,21 @@ def primes(default: Path, count: int) -> list[str]:
 def loops_table(lm, starts: list[str], length: int) -> str:
     rows = []
     for temperature in (0.0, 0.5):
-        for label, penalties in (("none", {}), ("recommended", RECOMMENDED)):
-            looped = sum(ends_in_loop(lm.sample(prime, length, temperature=temperature,
-                                                seed=seed, **penalties))
-                         for seed, prime in enumerate(starts))
+        for label, controls in (("none", {}), ("recommended", RECOMMENDED),
+                                ("penalties", PENALTIES)):
+            looped, bits = 0, []
+            for seed, prime in enumerate(starts):
+                text = lm.sample(prime, length, temperature=temperature, seed=seed,
+                                 **controls)
+                looped += ends_in_loop(text)
+                bits.append(bits_per_char(lm, prime, text))
             rows.append([f"{temperature:g}", label, ", ".join(
-                f"{k}={v}" for k, v in penalties.items()) or "-",
-                f"{looped}/{len(starts)} ({looped / len(starts):.0%})"])
-    return markdown_table(["temperature", "penalties", "settings",
-                           f"samples ending in a loop (last {LOOP_TAIL} chars periodic)"], rows)
+                f"{k}={v}" for k, v in controls.items()) or "-",
+                f"{looped}/{len(starts)} ({looped / len(starts):.0%})",
+                f"{statistics.mean(bits):.3f}"])
+    return markdown_table(["temperature", "loop control", "settings",
+                           f"samples ending in a loop (last {LOOP_TAIL} chars periodic)",
+                           "bits per character (model's own)"], rows)
 
 
 def bits_per_char(lm, prime: str, text: str) -> float:
@@ -198,7 +207,7 @@ def main() -> None:
                  check_table(default, corpora_dir, lm))]
     if lm is not None:
         starts = primes(default, args.samples)
-        sections.append((f"Loops at --length {args.length}, without and with penalties",
+        sections.append((f"Loops at --length {args.length}, without and with loop control",
                          loops_table(lm, starts, args.length)))
         widths = [int(k) for k in args.beam_widths.split(",")]
         sections.append(("Beam search against greedy and sampling",

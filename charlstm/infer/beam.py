@@ -15,7 +15,6 @@ import torch
 
 from ..model.charrnn import CharRNN
 from ..data.vocab import Vocabulary
-from .step_choice import module_step
 
 
 def beam_search(model: CharRNN, vocab: Vocabulary, prime: str, length: int, beam: int,
@@ -38,8 +37,10 @@ def beam_search(model: CharRNN, vocab: Vocabulary, prime: str, length: int, beam
 
 def _search(model: CharRNN, vocab: Vocabulary, start, length: int, beam: int,
             num_samples: int, stop_at: str | None) -> list[tuple[str, float]]:
+    from .generate import _step_function
+
     logits, state = start  # (1, V)
-    step = module_step(model)
+    step = _step_function(model, logits.device, None, beam)  # the fastest way here
     chars = vocab.chars
     scores = torch.zeros(1, dtype=torch.float64, device=logits.device)  # (k,) nats
     texts = [""]
@@ -65,6 +66,7 @@ def _search(model: CharRNN, vocab: Vocabulary, start, length: int, beam: int,
         rows = torch.tensor(keep_rows, device=logits.device)
         texts = [texts[r] + chars[c] for r, c in zip(keep_rows, keep_ids)]
         scores = torch.tensor(keep_scores, dtype=torch.float64, device=logits.device)
+        # a copy of the kept rows' state: a Stepper's own buffers are stepped in place
         logits, state = step(torch.tensor(keep_ids, device=logits.device),
                              _select(state, rows, model))
     ranked = sorted(finished, key=lambda item: (-item[1] / max(len(item[0]), 1), item[0]))

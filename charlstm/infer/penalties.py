@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from ..errors import require
 
 DEFAULT_WINDOW = 256  # characters the penalties look back over
-RECOMMENDED = {"frequency_penalty": 0.3, "presence_penalty": 0.3}  # see docs/sampling.md
+# against loops (docs/novelty.md): no 24-character stretch twice within the window; the
+# per-character penalties break loops too, but every character recurs in any window,
+# so they change all text, not only loops
+RECOMMENDED = {"no_repeat": 24}
 
 
 @dataclass(frozen=True)
