@@ -3,6 +3,8 @@ path, no-repeat by brute force, and the ranges refused."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ import charlstm
 from charlstm.data.vocab import Vocabulary
 from charlstm.errors import UsageError
 from charlstm.infer.generate import sample
-from charlstm.infer.penalties import Penalties
+from charlstm.infer.penalties import NgramWindow, Penalties
 from charlstm.infer.penalty_state import PenaltyState
 from charlstm.model.charrnn import CharRNN, ModelConfig
 from charlstm.model.stepper import Stepper
@@ -133,3 +135,19 @@ def test_the_cli_names_the_flags(trained_run, tmp_path):
     done = run_cli("sample", str(trained_run), "--presence-penalty", "9", cwd=tmp_path)
     assert done.returncode == 2
     assert "--presence-penalty must be in [-2, 2]" in one_line_error(done.stderr.decode())
+
+
+def test_the_ngram_window_agrees_with_brute_force():
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 4)
+        window = rng.randint(n, 12)
+        ngrams, seen = NgramWindow(n, window), []
+        for _ in range(60):
+            seen.append(rng.randrange(3))
+            ngrams.push(seen[-1])
+            last = seen[-window:]
+            context = seen[len(seen) - (n - 1):] if n > 1 else []
+            expected = {last[j + n - 1] for j in range(len(last) - n + 1)
+                        if last[j:j + n - 1] == context} if len(last) >= n - 1 else set()
+            assert ngrams.banned() == expected

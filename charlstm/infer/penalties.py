@@ -18,7 +18,7 @@ fast); penalty_state.py applies them to a generation's logits.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 
 from ..errors import require
@@ -62,31 +62,37 @@ class Penalties:
 
 
 class NgramWindow:
-    """The n-grams of one sample's last `window` characters, and what may not follow."""
+    """The n-grams of one sample's last `window` characters, by their first n - 1
+    characters, and so what may not come next: constant work per character."""
 
     def __init__(self, n: int, window: int):
         self.n, self.window = n, window
-        self.recent: deque[int] = deque()
-        self.following: Counter = Counter()  # (n-1 ids, next id) -> times in the window
+        self.recent: list[int] = []  # the characters; the window starts at `start`
+        self.start = 0
+        self.following: dict[tuple, Counter] = {}  # n-1 characters -> the next ones
 
     def push(self, i: int) -> None:
         self.recent.append(i)
-        if len(self.recent) >= self.n:
-            gram = tuple(list(self.recent)[-self.n:])
-            self.following[gram] += 1
-        if len(self.recent) > self.window:
-            oldest = tuple(list(self.recent)[:self.n])
-            self.recent.popleft()
-            if len(oldest) == self.n:
-                self.following[oldest] -= 1
-                if not self.following[oldest]:
-                    del self.following[oldest]
+        n = self.n
+        if len(self.recent) - self.start >= n:
+            gram = tuple(self.recent[-n:])
+            self.following.setdefault(gram[:-1], Counter())[gram[-1]] += 1
+        if len(self.recent) - self.start > self.window:  # the oldest n-gram leaves
+            oldest = tuple(self.recent[self.start:self.start + n])
+            self.start += 1
+            nexts = self.following[oldest[:-1]]
+            nexts[oldest[-1]] -= 1
+            if not nexts[oldest[-1]]:
+                del nexts[oldest[-1]]
+                if not nexts:
+                    del self.following[oldest[:-1]]
+            if self.start > 4 * self.window:
+                del self.recent[:self.start]
+                self.start = 0
 
     def banned(self) -> set[int]:
         """The ids that would complete an n-gram already in the window."""
-        if self.n == 1:
-            return set(self.recent)
-        context = tuple(list(self.recent)[-(self.n - 1):])
-        if len(context) < self.n - 1:
+        if len(self.recent) - self.start < self.n - 1:
             return set()
-        return {gram[-1] for gram in self.following if gram[:-1] == context}
+        context = tuple(self.recent[len(self.recent) - (self.n - 1):])
+        return set(self.following.get(context, ()))
