@@ -62,9 +62,9 @@ def check_options(temperature: float, top_k: int | None, top_p: float | None,
             raise UsageError(f"max-copy must be at least 1, not {max_copy}")
         if penalties is not None and penalties.no_repeat > max_copy:
             raise UsageError(f"max-copy {max_copy} is shorter than no-repeat "
-                             f"{penalties.no_repeat}: a copy of {max_copy + 1} characters is "
-                             "already ruled out before any n-gram could repeat; raise "
-                             "max-copy or lower no-repeat")
+                             f"{penalties.no_repeat}: that lets a sample repeat its own text "
+                             "for longer than it may copy the training text, most likely "
+                             "the two numbers swapped")
     if beam is not None:
         check_beam(beam, num_samples, length, temperature, top_k, top_p, penalties, max_copy)
 
