@@ -66,6 +66,7 @@ def test_the_matcher_follows_the_longest_copied_end(tmp_path):
             expected = {text[j + length] for j in range(len(text) - length)
                         if text[j:j + length] == grown[-length:]}
             assert set(matcher.followers().tolist()) == expected
+            assert set(matcher.followers(limit=0).tolist()) == expected  # token by token
 
 
 def folder_corpus(tmp_path):
