@@ -4,7 +4,7 @@
 C implementation of the suffix-sorting algorithm that is linear in practice and needs
 no memory beyond the array it returns, when it is installed; else with NumPy by prefix
 doubling (rank pairs sorted, ranks doubled in length each round: O(n log n) time, some
-40 bytes per token at its peak; fine for a few million tokens, slow beyond).
+60 bytes per token at its peak; fine for a few million tokens, slow beyond).
 
 `longest_matches` answers, for every position i of a query, how long the longest prefix
 of query[i:] that occurs somewhere in the tokens is, and where: the "matching
