@@ -9,14 +9,16 @@ one character at a time (`model(ids[:, None], state)`); the nn-cell step, `nn.LS
 (`GRUCell`, `RNNCell`) called once per layer per character between the model's embedding
 and output layer (see cell_speed); charlstm's `generate()` end to end (whichever step it
 chose at load time, picking each character at temperature 0.8, and turning ids into
-text); the bare `Stepper` alone; and a floor: only the matrix products of the layers and
+text); the same with a frequency and a presence penalty (0.1 and 0.3, applied in the
+stepper's TorchScript block; target: at least 0.8 of the speed without at batch 1); the
+bare `Stepper` alone; and a floor: only the matrix products of the layers and
 the output layer, nothing else (see matmul_floor). Models are random-init (speed does
 not depend on the weights), embedding 64, vocabulary --vocab.
 
 The issue's targets for generate(), as ratios in the same run: at batch 1, at least 0.70
 of the matrix-product floor; at every batch, at least as fast as the faster of the two nn
 steps. Each measure is timed in short slices (--seconds each; for generate() one whole call
-of about that long), the five in turn, round after round, so that a shared machine's
+of about that long), the six in turn, round after round, so that a shared machine's
 changes of pace hit all of them alike; the table shows the median of each measure's
 slices, and the ratios are ratios of those medians. (This script first took the best of
 three half-second rounds, which set one measure's luckiest moment against another's.) On
@@ -45,11 +47,15 @@ from charlstm.model.charrnn import CharRNN  # noqa: E402
 
 from charlstm.settings import ModelConfig  # noqa: E402
 from charlstm.infer.generate import generate  # noqa: E402
+from charlstm.infer.penalties import Penalties  # noqa: E402
 from charlstm.infer import step_choice as stepping_choice  # noqa: E402
 from charlstm.model.stepper import GATES, Stepper  # noqa: E402
 from charlstm.data.vocab import Vocabulary  # noqa: E402
 
 FLOOR_TARGET = 0.70  # generate() at batch 1 against the matrix products alone
+PENALTY_TARGET = 0.8  # generate() with penalties at batch 1 against without
+# penalties that the stepper applies in its TorchScript block (any values cost the same)
+PENALTIES = Penalties(frequency=0.1, presence=0.3)
 NN_TARGET = 1.0  # generate() at any batch against the faster nn step
 WARM_UP_STEPS = 5
 
@@ -137,7 +143,8 @@ def matmul_floor(model: CharRNN, batch: int, seconds: float) -> float:
     return chars_per_second(step, seconds)
 
 
-def generate_speed(model: CharRNN, vocab: Vocabulary, batch: int, seconds: float) -> float:
+def generate_speed(model: CharRNN, vocab: Vocabulary, batch: int, seconds: float,
+                   penalties: Penalties | None = None) -> float:
     """One whole generate() call of about `seconds`, timed from its first character to its
     last (a stream cut off at the end of a slice would have paid for a whole block of
     steps and counted only some of them). Before its first character a call builds its
@@ -145,7 +152,7 @@ def generate_speed(model: CharRNN, vocab: Vocabulary, batch: int, seconds: float
     (see stepping_choice): once per generation, not per character, so not timed here."""
     def after_first(steps: int) -> tuple[int, float]:
         stream = generate(model, vocab, "", steps, temperature=0.8, num_samples=batch,
-                          generator=torch.Generator().manual_seed(0))
+                          generator=torch.Generator().manual_seed(0), penalties=penalties)
         next(stream)
         started = time.perf_counter()
         rows = sum(1 for _ in stream)
@@ -164,6 +171,8 @@ def parse_shape(text: str) -> tuple[int, int]:
 MEASURES = {"module": lambda model, vocab, batch, seconds: module_speed(model, batch, seconds),
             "cell": lambda model, vocab, batch, seconds: cell_speed(model, batch, seconds),
             "generate": generate_speed,
+            "penalised": lambda model, vocab, batch, seconds: generate_speed(
+                model, vocab, batch, seconds, PENALTIES),
             "stepper": lambda model, vocab, batch, seconds: stepper_speed(model, batch, seconds),
             "floor": lambda model, vocab, batch, seconds: matmul_floor(model, batch, seconds)}
 
@@ -192,7 +201,10 @@ def row(kind: str, layers: int, hidden: int, batch: int, speeds: dict[str, float
                                                 "floor")),
             chosen,
             verdict(on_floor, FLOOR_TARGET) if batch == 1 else f"{on_floor:.2f}",
-            verdict(generated / nn_step, NN_TARGET)]
+            verdict(generated / nn_step, NN_TARGET),
+            f"{speeds['penalised']:,.0f}",
+            verdict(speeds["penalised"] / generated, PENALTY_TARGET) if batch == 1
+            else f"{speeds['penalised'] / generated:.2f}"]
 
 
 def main() -> None:
@@ -222,7 +234,9 @@ def main() -> None:
         ["model", "batch", "nn module step (chars/s)", "nn cell step (chars/s)",
          "generate() (chars/s)", "bare Stepper (chars/s)", "matrix products only (chars/s)",
          "generate() steps with", f"generate / floor (target {FLOOR_TARGET} at batch 1)",
-         "generate / faster nn step (target 1.0)"],
+         "generate / faster nn step (target 1.0)",
+         "generate() with frequency and presence penalties (chars/s)",
+         f"penalised / plain (target {PENALTY_TARGET} at batch 1)"],
         rows)
     publish("Sampling speed: generate() against its floor and the nn steps", table,
             not args.no_record)

@@ -19,12 +19,17 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import torch
 
 from . import checkpoint
-from .infer import generate as sampling, scoring
+from .data.copy_index import CopyIndex, open_index
+from .infer import char_probs, generate as sampling, scoring
+from .infer.char_probs import CharLogProbs
+from .infer.beam import beam_search
+from .infer.novelty import (DEFAULT_MIN_LENGTH, CopyGuard, check_min_length,
+                            report as novelty_report)
+from .infer.penalties import DEFAULT_WINDOW, Penalties
 from .device import choose_device
 from .errors import CheckpointError, UsageError
 from .model.charrnn import CharRNN
 from .settings import ModelConfig
-from .ranges import SEED
 from .data.vocab import Vocabulary
 
 if TYPE_CHECKING:  # loading a model to sample or score never imports the training stack
@@ -32,9 +37,8 @@ if TYPE_CHECKING:  # loading a model to sample or score never imports the traini
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
-    """A generator seeded with `seed`, or from fresh OS entropy when seed is None."""
-    if seed is not None and seed not in SEED:
-        raise UsageError(SEED.refusal("seed", seed))
+    """A generator seeded with `seed` (checked by sampling.check_options), or from fresh
+    OS entropy when seed is None."""
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()
@@ -47,9 +51,12 @@ class LanguageModel:
     """A trained model with its vocabulary, ready to generate text."""
 
     def __init__(self, model: CharRNN, vocab: Vocabulary,
-                 record: checkpoint.Checkpoint | None = None):
+                 record: checkpoint.Checkpoint | None = None,
+                 corpora_dir: str | Path = "corpora"):
         self.model, self.vocab = model.eval(), vocab
         self.checkpoint = record  # the checkpoint it was loaded from, None if built in memory
+        self.corpora_dir = Path(corpora_dir)  # where the training text's copy index is cached
+        self._copy_index: CopyIndex | None = None
 
     @property
     def config(self) -> ModelConfig:
@@ -63,7 +70,10 @@ class LanguageModel:
                  temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None, *,
                  num_samples: int = 1, stop_at: str | None = None,
-                 generator: torch.Generator | None = None
+                 generator: torch.Generator | None = None,
+                 repetition_penalty: float = 1.0, frequency_penalty: float = 0.0,
+                 presence_penalty: float = 0.0, penalty_window: int = DEFAULT_WINDOW,
+                 no_repeat: int = 0, max_copy: int | None = None, beam: int | None = None
                  ) -> Iterator[str] | Iterator[list[str]]:
         """Stream a continuation of `prime`, one character at a time (length 0: endless).
 
@@ -79,34 +89,82 @@ class LanguageModel:
         stream stops. `seed` makes the text reproducible; `generator`, given instead,
         draws from a torch.Generator the caller keeps, to continue one stream of
         randomness over several calls. Options are checked at the call, before any text.
+
+        Loops: `repetition_penalty`, `frequency_penalty` and `presence_penalty` lower the
+        logits of the characters of the last `penalty_window` (prime included), and
+        `no_repeat` n rules out repeating an n-gram of them (infer/penalties.py).
+        `max_copy` keeps every sample free of copies of the training text longer than
+        that many characters (infer/novelty.py; needs the corpus or its cached index).
+        `beam` K returns the likeliest continuations by beam search instead of sampling
+        (infer/beam.py): they come all at once, at the end.
         """
         batched = isinstance(prime, list) or num_samples != 1
         if isinstance(prime, list):
             num_samples = len(prime)
+        penalties = Penalties(repetition_penalty, frequency_penalty, presence_penalty,
+                              no_repeat, penalty_window)
         sampling.check_options(temperature, top_k, top_p, length, max(num_samples, 1)
-                               if isinstance(prime, list) else num_samples)
+                               if isinstance(prime, list) else num_samples,
+                               penalties=penalties, max_copy=max_copy, beam=beam,
+                               seed=seed, stop_at=stop_at)
         for text in prime if isinstance(prime, list) else [prime]:
             sampling.check_prime(text, self.vocab)
-        if stop_at == "":
-            raise UsageError("the stop string must not be empty")
+        if beam is not None:
+            steps = self._beam_steps(prime, length, beam, num_samples, stop_at)
+            return steps if batched else (chars[0] for chars in steps)
         if generator is None:
             generator = make_generator(seed, self.device)
+        guard = None
+        if max_copy is not None:
+            index = self.copy_index()  # before any text: a missing corpus fails here
+            guard = lambda samples: CopyGuard(index, self.vocab, max_copy, samples)  # noqa: E731
         steps = sampling.generate(self.model, self.vocab, prime, length, temperature, top_k,
-                                  top_p, num_samples, generator, stop_at)
+                                  top_p, num_samples, generator, stop_at,
+                                  penalties=penalties if penalties.active else None,
+                                  copy_guard=guard)
         return steps if batched else (chars[0] for chars in steps)
+
+    def _beam_steps(self, prime: str | list[str], length: int, beam: int,
+                    num_samples: int, stop_at: str | None) -> Iterator[list[str]]:
+        """Beam search's texts, as the steps `generate` yields: one list per character."""
+        primes = prime if isinstance(prime, list) else [prime]
+        texts = []
+        for text in primes:
+            found = beam_search(self.model, self.vocab, text, length, beam,
+                                1 if isinstance(prime, list) else num_samples, stop_at)
+            texts += [continuation for continuation, _ in found]
+        longest = max(map(len, texts), default=0)
+        for i in range(longest):
+            yield [text[i] if i < len(text) else "" for text in texts]
 
     def sample(self, prime: str | list[str] = "", length: int = 200, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None,
                seed: int | None = None, *, num_samples: int = 1, stop_at: str | None = None,
-               generator: torch.Generator | None = None) -> str | list[str]:
+               generator: torch.Generator | None = None, **controls) -> str | list[str]:
         """A whole continuation of `prime` as one string (the prime not included); with
         several samples (num_samples, or a list of primes: see `generate`), a list of
-        them, in order."""
+        them, in order. `controls`: generate's penalties, max_copy and beam."""
         steps = self.generate(prime, length, temperature, top_k, top_p, seed,
-                              num_samples=num_samples, stop_at=stop_at, generator=generator)
+                              num_samples=num_samples, stop_at=stop_at, generator=generator,
+                              **controls)
         if isinstance(prime, list) or num_samples != 1:
             return ["".join(chars) for chars in zip(*steps)]  # steps (length, N) -> N texts
         return "".join(steps)
+
+    def copy_index(self) -> CopyIndex:
+        """The index of the training text (data/copy_index.py), opened or built once,
+        cached in `corpora_dir`/cache."""
+        if self._copy_index is None:
+            corpus = getattr(self.checkpoint, "corpus", None)
+            self._copy_index = open_index(corpus, self.corpora_dir)
+        return self._copy_index
+
+    def novelty(self, text: str, min_length: int = DEFAULT_MIN_LENGTH) -> dict:
+        """How much of `text` is copied from the training text: the longest copy and
+        where it comes from, and the share in copies of at least `min_length`
+        characters (see `charlstm.infer.novelty.report`)."""
+        check_min_length(min_length)
+        return novelty_report(self.copy_index(), text, min_length)
 
     def score(self, text: str, *, exact: bool = False) -> dict:
         """How many bits the model needs for `text`: a dict with the keys text,
@@ -136,8 +194,19 @@ class LanguageModel:
         return scoring.char_bits(self.model, self.vocab, text).tolist()
 
 
-def load(path: str | Path, device: str = "auto") -> LanguageModel:
-    """Load a checkpoint file, or a run folder's best.pt (else last.pt)."""
+    def char_log_probs(self, text: str, top: int = 0) -> CharLogProbs:
+        """Each character's log-probability in nats (`.nats`, `.bits`), and with `top` K
+        the K likeliest characters at each place with theirs (`.top_chars`,
+        `.top_nats`); their sum is the exact score (see charlstm.infer.char_probs)."""
+        if top < 0:
+            raise UsageError(f"top must be 0 or more, not {top}")
+        return char_probs.char_log_probs(self.model, self.vocab, text, top)
+
+
+def load(path: str | Path, device: str = "auto",
+         corpora_dir: str | Path = "corpora") -> LanguageModel:
+    """Load a checkpoint file, or a run folder's best.pt (else last.pt). `corpora_dir`
+    is where the corpora and their caches are (for `novelty` and `max_copy`)."""
     record = checkpoint.read(Path(path))
     try:
         config = record.model_settings()
@@ -147,7 +216,7 @@ def load(path: str | Path, device: str = "auto") -> LanguageModel:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} has a damaged model or vocabulary: "
                               f"{str(exc).splitlines()[0]}") from exc
-    return LanguageModel(model.to(choose_device(device)), vocab, record)
+    return LanguageModel(model.to(choose_device(device)), vocab, record, corpora_dir)
 
 
 def train(corpus: str | list[str] | None = None, out: str | Path | None = None,

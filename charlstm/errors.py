@@ -35,6 +35,11 @@ class CharlstmError(Exception):
     def spelled(self, name_of: Callable[[str], str]) -> str:
         return spell(self.template, name_of) if self.template else str(self)
 
+    @property
+    def settings(self) -> list[str]:
+        """The settings the message names, in order (none if it names none)."""
+        return re.findall(r"\{(\w+)\}", self.template or "")
+
 
 class UsageError(CharlstmError, ValueError):
     """The request is invalid: a bad flag value, an unknown corpus name, a missing file."""

@@ -42,6 +42,10 @@ ZERO_ALLOWED = {
     "train --time": False, "train --save-every": True,
     "sample --length": True, "sample --temperature": True, "sample --top-k": False,
     "sample --top-p": False, "sample --seed": True, "sample --num-samples": False,
+    "sample --beam": False, "sample --max-copy": False, "sample --no-repeat": True,
+    "sample --novelty-min": False, "sample --penalty-window": False,
+    "sample --repetition-penalty": False, "sample --frequency-penalty": True,
+    "sample --presence-penalty": True, "novelty --novelty-min": False, "score --top": True,
     "serve --port": False, "serve --max-tokens": False, "serve --max-n": False,
     "serve --max-body": False,
     "corpus prepare --val-frac": True,
@@ -50,7 +54,11 @@ DURATION_FLAGS = {"train --time", "train --save-every"}
 # what each command needs besides the flag; the paths do not exist, so that a flag whose
 # check were missing would fail on them instead of running (and not name the flag)
 COMMAND_ARGS = {"train": ["absent-corpus.txt", "--out", "run"], "sample": ["absent-run"],
-                "serve": ["absent-run"], "corpus prepare": ["absent-corpus.txt"]}
+                "serve": ["absent-run"], "corpus prepare": ["absent-corpus.txt"],
+                "novelty": ["absent-run", "absent.txt"], "score": ["absent-run", "absent.txt"]}
+# flags and fields whose range holds -1 too (OpenAI's penalties run from -2 to 2)
+NEGATIVE_ALLOWED = {"sample --frequency-penalty", "sample --presence-penalty",
+                    "frequency_penalty", "presence_penalty"}
 
 
 def _walk(command, path=()):
@@ -79,7 +87,8 @@ def test_every_numeric_flag_is_in_the_table():
 
 
 CASES = [(flag, label) for flag in sorted(ZERO_ALLOWED) for label in HOSTILE
-         if not (label == "0" and ZERO_ALLOWED[flag])]
+         if not (label == "0" and ZERO_ALLOWED[flag])
+         and not (label == "-1" and flag in NEGATIVE_ALLOWED)]
 
 
 @pytest.mark.parametrize("flag, label", CASES)
@@ -113,10 +122,12 @@ def test_a_seed_out_of_range_in_the_library_is_a_usage_error():
 
     from charlstm.api import make_generator
     from charlstm.errors import UsageError
+    from charlstm.infer.generate import check_options
 
     for seed in (2**80, -1, 2**63):
         with pytest.raises(UsageError, match=r"seed must be in \[0, 2\*\*63\)"):
-            make_generator(seed, torch.device("cpu"))
+            check_options(1.0, None, None, 10, 1, seed=seed)
+    check_options(1.0, None, None, 10, 1, seed=2**63 - 1)
     assert make_generator(2**63 - 1, torch.device("cpu")).initial_seed() == 2**63 - 1
 
 
@@ -164,7 +175,10 @@ BODIES = {  # each endpoint's request model, and a valid body to change one fiel
     "/v1/score": (request_models.ScoreRequest, {"model": "run", "text": "the "}),
 }
 FIELD_ZERO_ALLOWED = {"max_tokens": False, "temperature": True, "top_p": False, "n": False,
-                      "seed": True}
+                      "seed": True, "best_of": False, "logprobs": True, "max_copy": False,
+                      "no_repeat": True, "novelty_min": False, "penalty_window": False,
+                      "repetition_penalty": False, "frequency_penalty": True,
+                      "presence_penalty": True}
 RAW_HOSTILE = {"2**80": HUGE, "-1": "-1", "0": "0", "NaN": "NaN", "Infinity": "Infinity",
                "-Infinity": "-Infinity", "1e400": "1e400", "digits": DIGITS,
                "a string of digits": json.dumps("12")}
@@ -208,7 +222,8 @@ def test_a_hostile_number_in_a_request_is_a_400_naming_the_field(client, path, f
     for label, raw in RAW_HOSTILE.items():
         text = json.dumps({**body, field: "PLACEHOLDER"}).replace('"PLACEHOLDER"', raw)
         answer = client.post(path, content=text)
-        if label == "0" and FIELD_ZERO_ALLOWED[field]:
+        if (label == "0" and FIELD_ZERO_ALLOWED[field]
+                or label == "-1" and field in NEGATIVE_ALLOWED):
             assert answer.status_code == 200, (label, answer.text)
             continue
         assert answer.status_code == 400, (label, answer.status_code, answer.text)

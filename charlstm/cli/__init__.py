@@ -10,6 +10,7 @@ diagnostics go to stderr.
     setting_options.py  train's options for the settings, made from settings.OPTIONS
     sample.py     charlstm sample
     score.py      charlstm score
+    novelty.py    charlstm novelty, and sample --novelty's report line
     info.py       charlstm info and charlstm plot
     corpus.py     charlstm corpus list | get | prepare
     serve.py      charlstm serve (the HTTP API and playground: charlstm.serve)
@@ -27,7 +28,7 @@ that use them, so that `charlstm corpus ...`, --help and --version start at once
 from .app import app, flag_for
 
 # each command registers itself on `app`; this order is the order of --help
-from . import train, sample, info, corpus, score, serve, export  # noqa: E402,F401  isort: skip
+from . import train, sample, info, corpus, score, novelty, serve, export  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "flag_for", "main"]
 

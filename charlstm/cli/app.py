@@ -87,7 +87,9 @@ def flag_for(setting: str) -> str:
     from ..settings import OPTION_OF
 
     option = OPTION_OF.get(setting)
-    return option.flag.split("/")[0] if option else "--" + setting.replace("_", "-")
+    if option:
+        return option.flag.split("/")[0]
+    return {"min_length": "--novelty-min"}.get(setting, "--" + setting.replace("_", "-"))
 
 
 app = typer.Typer(

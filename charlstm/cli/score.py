@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -9,11 +10,16 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
+from ..errors import UsageError
 from .app import CHECKPOINT_ARGUMENT, DEVICE_OPTION, HELP, app
 from .input import input_lines, open_score_input
 from .output import StdoutWriter, score_json
+
+MAX_TOP = 20  # alternatives per character at most
+ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"})
 
 
 @app.command(context_settings=HELP, epilog=(
@@ -22,7 +28,8 @@ from .output import StdoutWriter, score_json
     "  charlstm score RUN notes.txt                # the whole file: one number\n\n"
     "  charlstm score RUN -l < app.log | sort -rn | head   # the strangest lines\n\n"
     "  git log --format=%s | charlstm score RUN -l --json | jq .bits_per_char\n\n"
-    "  charlstm score RUN - --json < chapter.txt  # characters, bits, unknown too"))
+    "  charlstm score RUN - --json < chapter.txt  # characters, bits, unknown too\n\n"
+    "  charlstm score RUN notes.txt --per-char --top 3 | sort -t$'\\t' -k2 -rn | head"))
 def score(
     checkpoint_path: Path = CHECKPOINT_ARGUMENT,
     file: Optional[str] = typer.Argument(None, metavar="[FILE|-]",
@@ -43,6 +50,13 @@ def score(
                                     "streams each warmed on the text before it (within "
                                     "about 0.005 bits per character). --per-line "
                                     "reads each line exactly anyway."),
+    per_char: bool = typer.Option(False, "--per-char", "-c",
+                                  help="One 'char<TAB>bits' row per character of the "
+                                       "input, read exactly (\\n, \\t and \\\\ escaped); "
+                                       "with --json one record each (char, bits, top)."),
+    top: int = typer.Option(0, "--top",
+                            help="With --per-char: also the K likeliest characters at each "
+                                 "place, with their probabilities."),
     lossy: bool = typer.Option(False, "--lossy",
                                help="Replace invalid UTF-8 bytes with U+FFFD (an unknown "
                                     "character) instead of failing."),
@@ -54,11 +68,20 @@ def score(
     from ..data.utf8 import decode_blocks
 
     started = time.monotonic()
+    if per_char and per_line:
+        raise UsageError("--per-char scores one text; drop --per-line")
+    if top and not per_char:
+        raise UsageError("--top lists alternatives per character; add --per-char")
+    if not 0 <= top <= MAX_TOP:
+        raise UsageError(f"--top must be from 0 to {MAX_TOP}, not {top}")
     label, stream = open_score_input(file)
     out = StdoutWriter()
     try:
         lm = load(checkpoint_path, device)
-        if per_line:
+        if per_char:
+            text = "".join(decode_blocks(stream, label, lossy))
+            count, characters, bits, unknown = _per_char(lm, text, top, as_json, out)
+        elif per_line:
             count, characters, bits, unknown = 0, 0, 0.0, 0
             lines = input_lines(stream, label, lossy)
             for record in lm.score_lines(lines, before_waiting=out.flush):
@@ -86,3 +109,20 @@ def score(
         "" if count is None else f"{count:,} lines, ", f"{characters:,}",
         bits / characters if characters else math.nan, f"{unknown:,}",
         time.monotonic() - started)
+
+
+def _per_char(lm, text: str, top: int, as_json: bool, out: StdoutWriter):
+    """Write a row (or a JSON record) per character; the totals, as score's."""
+    found = lm.char_log_probs(text, top)
+    bits = found.bits
+    probs = np.exp(found.top_nats)
+    for i, char in enumerate(text):
+        alternatives = list(zip(found.top_chars[i], probs[i].tolist()))
+        if as_json:
+            out.write(json.dumps({"char": char, "bits": float(bits[i]), "top": [
+                {"char": c, "prob": p} for c, p in alternatives]}) + "\n")
+        else:
+            out.write("\t".join([char.translate(ESCAPES), f"{bits[i]:.4f}", *(
+                f"{c.translate(ESCAPES)}={p:.4f}" for c, p in alternatives)]) + "\n")
+    unknown = sum(text.count(c) for c in set(text) if c not in lm.vocab)
+    return None, len(text), float(bits.sum()), unknown

@@ -13,7 +13,7 @@ import typer
 from ..errors import CharlstmError, UsageError
 from ..ranges import PORT
 from ..serve.options import ServeOptions
-from .app import DEVICE_OPTION, HELP, app
+from .app import DEVICE_OPTION, HELP, app, corpora_dir
 
 DEFAULTS = ServeOptions()
 INSTALL_HINT = ("charlstm serve needs FastAPI and uvicorn, which are not installed: "
@@ -60,6 +60,8 @@ def serve(
     from ..serve import create_app, load_models
 
     models = load_models(runs, device)
+    for served in models.values():  # where their training texts' copy indexes are cached
+        served.lm.corpora_dir = corpora_dir()
     application = create_app(models, options)
     listening = _listen(host, port)  # bound here: a port in use is one line, exit 1
     if not api_key and not _is_loopback(host):

@@ -11,5 +11,7 @@ fraction and other settings are passed in. Files in the order the data flows thr
     folder_encoding.py  a folder encoded as one corpus, the validation split from every file
     batches.py          stateful TBPTT batches: B streams cut into seq_len slices
     split.py            where the validation split starts
+    suffix_array.py     a suffix array over token ids; a text's longest copies in it
+    copy_index.py       a model's training text indexed for copies, cached beside the tokens
     files.py            atomic file writes (a crash never leaves half a file)
 """

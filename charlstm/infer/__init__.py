@@ -5,7 +5,12 @@ the training stack. Files in the order a generation or a score runs through them
 
     step_choice.py  which way to step a model on this machine: the Stepper or the module
     picking.py      the choice of each next character: temperature, top-k, top-p
+    penalties.py    loop control settings: repetition, frequency, presence, no-repeat
+    penalty_state.py  those penalties applied to a batch's logits, window by window
+    novelty.py      copies of the training text: the report, and the --max-copy guard
     generate.py     generation: primes, stop strings, batches of samples
+    beam.py         beam search: the likeliest continuations, deterministic
     streams.py      a long text read as parallel warmed streams (whole-text scoring, evaluation)
     scoring.py      bits per character of a text, of each line
+    char_probs.py   each character's log-probability, and the likeliest alternatives
 """

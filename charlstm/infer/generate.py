@@ -16,13 +16,16 @@ chosen is `picking.py`'s.
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 
 from ..errors import UsageError
-from ..ranges import MAX_COUNT, SAMPLES, TEMPERATURE, TOP_K, TOP_P, Range
+from ..ranges import MAX_COUNT, SAMPLES, SEED, TEMPERATURE, TOP_K, TOP_P, Range
 from ..model.charrnn import CharRNN
+from .novelty import CopyGuard
+from .penalties import Penalties
+from .penalty_state import PenaltyState
 from .picking import Picker, pick  # noqa: F401  (pick: part of this module's API)
 from ..model.stepper import Stepper
 from .step_choice import StepFunction, fastest_step, module_step
@@ -31,21 +34,63 @@ from ..data.vocab import Vocabulary
 
 MAX_SAMPLE_CHARS = 10_000_000  # samples x length per call: beyond it, a loop is better
 LENGTH = Range(0, MAX_COUNT)  # characters per sample; 0 = endless
+MAX_BEAM = 64  # beams kept by beam search at most
+BEAM = Range(1, MAX_BEAM)
+MAX_COPY = Range(1, MAX_COUNT)
 
 
 def check_options(temperature: float, top_k: int | None, top_p: float | None,
-                  length: int, num_samples: int) -> None:
+                  length: int, num_samples: int, *, penalties: Penalties | None = None,
+                  max_copy: int | None = None, beam: int | None = None,
+                  seed: int | None = None, stop_at: str | None = None) -> None:
+    """Every generation option's range, and which go together, checked here and only here:
+    one UsageError each, naming the options as the Python API does ({temperature}); the
+    command line spells them as its flags, the server as its fields."""
     for name, value, allowed in (("temperature", temperature, TEMPERATURE),
                                  ("top_k", top_k, TOP_K), ("top_p", top_p, TOP_P),
                                  ("length", length, LENGTH),
-                                 ("num_samples", num_samples, SAMPLES)):
+                                 ("num_samples", num_samples, SAMPLES),
+                                 ("max_copy", max_copy, MAX_COPY), ("beam", beam, BEAM),
+                                 ("seed", seed, SEED)):
         if value is not None and value not in allowed:
-            raise UsageError(allowed.refusal(name, value))
+            raise UsageError.naming(allowed.refusal("{%s}" % name, value))
+    if stop_at == "":
+        raise UsageError.naming("{stop_at} must not be empty: a sample would end at once")
     if num_samples > 1 and num_samples * (length or 1) > MAX_SAMPLE_CHARS:
         raise UsageError.naming(
             f"{num_samples:,} samples of {length:,} characters is more than "
             f"{MAX_SAMPLE_CHARS:,} characters in one call; use fewer {{num_samples}} or a "
             "shorter {length}, and run it more than once")
+    if penalties is not None:
+        penalties.check()
+    if max_copy is not None and penalties is not None and penalties.no_repeat > max_copy:
+        raise UsageError.naming(
+            f"{{max_copy}} {max_copy} is shorter than {{no_repeat}} {penalties.no_repeat}: "
+            "that lets a sample repeat its own text for longer than it may copy the "
+            "training text, most likely the two numbers swapped")
+    if beam is not None:
+        check_beam(beam, num_samples, length, temperature, top_k, top_p, penalties, max_copy)
+
+
+def check_beam(beam: int, num_samples: int, length: int, temperature: float,
+               top_k: int | None, top_p: float | None, penalties: Penalties | None,
+               max_copy: int | None) -> None:
+    """Beam search keeps the likeliest texts: it draws nothing, so the options that
+    shape a draw (temperature, top-k, top-p), the penalties and max-copy are refused
+    with it, and so is an endless length."""
+    if num_samples > beam:
+        raise UsageError.naming(f"beam search of width {beam} returns at most {beam} "
+                                f"samples, not {num_samples} ({{num_samples}})")
+    if length == 0:
+        raise UsageError.naming("beam search needs a finite {length}")
+    ignored = [name for name, unused in (
+        ("{temperature}", temperature != 1.0), ("{top_k}", top_k is not None),
+        ("{top_p}", top_p is not None and top_p < 1),
+        ("penalties", penalties is not None and penalties.active),
+        ("{max_copy}", max_copy is not None)) if unused]
+    if ignored:
+        raise UsageError.naming(f"{{beam}} search does not sample, so it takes no "
+                                f"{', '.join(ignored)}")
 
 
 def check_prime(prime: str, vocab: Vocabulary) -> None:
@@ -64,7 +109,9 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
              length: int = 1000, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, num_samples: int = 1,
              generator: torch.Generator | None = None, stop_at: str | None = None,
-             fast: bool | None = None) -> Iterator[list[str]]:
+             fast: bool | None = None, penalties: Penalties | None = None,
+             copy_guard: Callable[[int], CopyGuard] | None = None
+             ) -> Iterator[list[str]]:
     """Yield one list of `num_samples` new characters per step; `length` 0 is endless.
 
     `prime` is one text for every sample, or a list with one prime per sample (then
@@ -75,6 +122,9 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
     all have ended, and then generation stops. `fast` steps the model with
     `stepping.Stepper` (True) or calls it (False); None, the default, takes the faster
     of the two on a CPU (measured once per model and batch size) and calls it on a GPU.
+    `penalties` (see penalties.py) lower the logits of characters used lately;
+    `copy_guard(num_samples)` makes the `novelty.CopyGuard` that keeps copies of the
+    training text short (a sample it can keep no further ends, as at a stop string).
 
     Steps are computed in short blocks (up to BLOCK_STEPS, or BLOCK_SECONDS), each in one
     trip into inference mode, and then yielded one by one: entering inference mode for
@@ -85,11 +135,10 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
     if primes is not None:
         num_samples = len(primes)
     check_options(temperature, top_k, top_p, length,
-                  max(num_samples, 1) if primes is not None else num_samples)
+                  max(num_samples, 1) if primes is not None else num_samples,
+                  penalties=penalties, stop_at=stop_at)
     for text in primes if primes is not None else [prime]:
         check_prime(text, vocab)
-    if stop_at == "":
-        raise UsageError("the stop string must not be empty")
     if num_samples == 0:
         return
     device = next(model.parameters()).device
@@ -106,8 +155,13 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
                 logits = torch.cat([lg for lg, _ in starts])
                 state = _stack([st for _, st in starts], model, device)
             step = _step_function(model, device, fast, num_samples)
+            recent = [vocab.encode(text) for text in (primes or [prime] * num_samples)]
+            controls = _Controls(
+                PenaltyState(penalties, len(vocab), recent, device)
+                if penalties is not None and penalties.active else None,
+                copy_guard(num_samples) if copy_guard is not None else None)
         blocks = _Blocks(step, Picker(temperature, top_k, top_p, generator, length),
-                         logits, state, vocab, length, stop_at, num_samples)
+                         logits, state, vocab, length, stop_at, num_samples, controls)
         finished = False
         while not finished:
             rows, finished = blocks.next()
@@ -116,19 +170,58 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
         model.train(was_training)
 
 
+class _Controls(NamedTuple):
+    """What a generation does to the logits besides the picker: penalties, copy limit."""
+
+    penalty: PenaltyState | None
+    guard: CopyGuard | None
+
+    def adjusted(self, logits: torch.Tensor, done: list[bool]) -> torch.Tensor:
+        """The logits with the penalties, and -inf where the copy guard rules a
+        character out; a sample with every character ruled out is marked done."""
+        if self.penalty is not None:
+            logits = self.penalty.apply(logits)
+        if self.guard is not None:
+            logits = logits.clone() if self.penalty is None else logits
+            for row in range(logits.size(0)):
+                banned = self.guard.banned(row)
+                if banned.size:
+                    logits[row, torch.from_numpy(banned).to(logits.device)] = float("-inf")
+                    if bool(torch.isneginf(logits[row]).all()):
+                        done[row] = True  # nothing may follow: the sample ends here
+        return logits
+
+    def record(self, ids: torch.Tensor, done: list[bool]) -> None:
+        if self.penalty is not None:
+            self.penalty.record(ids)
+        if self.guard is not None:
+            for row, i in enumerate(ids.tolist()):
+                if not done[row]:
+                    self.guard.push(row, i)
+
+
 class _Blocks:
     """The characters of one generation, a block of steps at a time, each block in one
     trip into inference mode: `rows, finished = blocks.next()`."""
 
     def __init__(self, step: StepFunction, picker: Picker, logits: torch.Tensor, state,
-                 vocab: Vocabulary, length: int, stop_at: str | None, num_samples: int):
+                 vocab: Vocabulary, length: int, stop_at: str | None, num_samples: int,
+                 controls: _Controls):
         self.step, self.picker, self.logits, self.state = step, picker, logits, state
         self.vocab, self.length, self.stop_at = vocab, length, stop_at
         self.tails = [""] * num_samples  # the last characters of each sample, for stop_at
         self.done = [False] * num_samples
         self.produced = 0
-        # a Stepper picks and steps whole blocks in one call when the pick allows it
-        self.run = getattr(step, "run", None) if picker.fast else None
+        self.controls = controls
+        # samples can end before the length: at a stop string, or by the copy guard
+        self.can_end = stop_at is not None or controls.guard is not None
+        # a Stepper picks and steps whole blocks in one call when the pick allows it;
+        # penalties go into that block, no-repeat and the copy guard need Python
+        fused = picker.fast and controls.guard is None and (
+            controls.penalty is None or not controls.penalty.ngrams)
+        self.run = getattr(step, "run", None) if fused else None
+        self.penalty = controls.penalty.tensors() if controls.penalty is not None and \
+            controls.penalty.penalties.scoring else None
         self.steps_per_run = 1  # grows while a block takes under BLOCK_SECONDS / 2
 
     def next(self) -> tuple[list[list[str]], bool]:
@@ -139,7 +232,11 @@ class _Blocks:
     def _one_by_one(self) -> tuple[list[list[str]], bool]:
         rows, started = [], time.perf_counter()
         while True:
-            next_ids = self.picker(self.logits)  # (N,)
+            logits = self.logits
+            if self.controls.penalty is not None or self.controls.guard is not None:
+                logits = self.controls.adjusted(logits, self.done)
+            next_ids = self.picker(logits)  # (N,)
+            self.controls.record(next_ids, self.done)
             rows.append(self._chars(next_ids.tolist()))
             if self._ended():
                 return rows, True
@@ -155,14 +252,19 @@ class _Blocks:
         if self.length:
             wanted = min(wanted, self.length - self.produced)
         noise = self.picker.take(self.logits, wanted)  # (k, N, V)
-        ids = self.run(noise, self.logits, self.state)  # (k, N)
+        if self.penalty is None:
+            ids = self.run(noise, self.logits, self.state)  # (k, N)
+        else:
+            position = self.controls.penalty.position
+            ids = self.run(noise, self.logits, self.state, self.penalty, position)
+            self.controls.penalty.position += ids.size(0)
         self.logits, self.state = self.step.logits, self.step.state
         took = time.perf_counter() - started
         if took < BLOCK_SECONDS / 2:
             self.steps_per_run = min(2 * self.steps_per_run, BLOCK_STEPS)
         elif took > BLOCK_SECONDS:
             self.steps_per_run = max(1, self.steps_per_run // 2)
-        if self.stop_at is None:  # the block ends where the length does: no check per step
+        if not self.can_end:  # the block ends where the length does: no check per step
             chars = self.vocab.chars
             rows = [[chars[i] for i in row] for row in ids.tolist()]
             self.produced += len(rows)
@@ -178,19 +280,20 @@ class _Blocks:
         """One step's characters, "" for the samples that have ended."""
         chars = [self.vocab.chars[i] for i in ids]
         stop_at = self.stop_at
-        if stop_at is not None:
+        if self.can_end:
             for n, char in enumerate(chars):
                 if self.done[n]:
                     chars[n] = ""
                     continue
-                self.tails[n] = (self.tails[n] + char)[-len(stop_at):]
-                self.done[n] = self.tails[n] == stop_at
+                if stop_at is not None:
+                    self.tails[n] = (self.tails[n] + char)[-len(stop_at):]
+                    self.done[n] = self.tails[n] == stop_at
         self.produced += 1
         return chars
 
     def _ended(self) -> bool:
         return bool((self.length and self.produced == self.length)
-                    or (self.stop_at is not None and all(self.done)))
+                    or (self.can_end and all(self.done)))
 
 
 def _step_function(model: CharRNN, device: torch.device, fast: bool | None,

@@ -141,27 +141,32 @@ class Stepper:
         self._fresh = True
         return self._logits, self._state
 
-    def run(self, noise: torch.Tensor, logits: torch.Tensor, state=None) -> torch.Tensor:
+    def run(self, noise: torch.Tensor, logits: torch.Tensor, state=None,
+            penalty: list[torch.Tensor] | None = None, position: int = 0) -> torch.Tensor:
         """Pick and step for each of noise's steps (K, N, V): the ids (K, N), each row
         argmax(noise[t] + logits) with the logits of the step before (noise is written
         to); the last step's logits and state are then the stepper's (`.logits`,
         `.state`). With `scripted` (the default) the whole block runs in TorchScript
-        when it can, else step by step from Python, with the same result."""
+        when it can, else step by step from Python, with the same result. `penalty`
+        (infer.penalties.PenaltyState.tensors(), its window at `position`) penalises
+        each step's logits before the pick and counts the pick, in place."""
         steps, batch_size = noise.shape[:2]
         if state is not self._state:
             self._load(state, batch_size)
         ids = torch.empty(steps, batch_size, dtype=torch.long, device=self.device)
         function = stepping_script.compiled(self.kind) if self.scripted else None
         if function is not None:
-            function(noise, logits, ids, self._fresh, *self._script_arguments)
+            function(noise, logits, ids, self._fresh, penalty or [], position,
+                     *self._script_arguments)
             self._fresh = True
             return ids
-        torch.argmax(noise[0].add_(logits), -1, out=ids[0])  # before the product overwrites
+        pick = stepping_script._pick  # plain Python here
+        pick(noise[0], logits, ids[0], penalty or [], position)  # before the product
         for t in range(steps):
             if t or not self._fresh:
                 self._recurrent_products()  # and the logits of the step before
             if t:
-                torch.argmax(noise[t].add_(self._logits), -1, out=ids[t])
+                pick(noise[t], self._logits, ids[t], penalty or [], position + t)
             self._layers(ids[t])
         self._recurrent_products()  # the last step's logits
         self._fresh = True

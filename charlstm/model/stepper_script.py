@@ -27,7 +27,33 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 
-def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
+def _pick(noise: Tensor, logits: Tensor, ids: Tensor, penalty: List[Tensor],
+          position: int) -> None:
+    """ids = argmax(noise + logits), the logits first penalised for the characters of
+    the window and the pick then counted in it, when `penalty` holds (counts (N, V + 1),
+    ring (N, W), ones and minus ones (N, 1), the additive table, and with repetition its
+    two factor tables; see infer/penalty_state.py, whose Python path does the same
+    arithmetic in the same order). Seven kernels more per step, none allocated twice."""
+    if len(penalty) == 0:
+        torch.argmax(noise.add_(logits), -1, out=ids)
+        return
+    counts, ring, ones, minus_ones = penalty[0], penalty[1], penalty[2], penalty[3]
+    vocab_size = logits.size(1)
+    scores = logits
+    if len(penalty) == 7:
+        factor = torch.where(logits > 0, torch.take(penalty[5], counts).narrow(1, 0, vocab_size),
+                             torch.take(penalty[6], counts).narrow(1, 0, vocab_size))
+        scores = logits * factor
+    scores = scores + torch.take(penalty[4], counts).narrow(1, 0, vocab_size)
+    torch.argmax(noise.add_(scores), -1, out=ids)
+    slot = ring.narrow(1, position % ring.size(1), 1)  # (N, 1): the oldest character
+    counts.scatter_add_(1, slot, minus_ones)
+    slot.copy_(ids.unsqueeze(1))
+    counts.scatter_add_(1, slot, ones)
+
+
+def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, penalty: List[Tensor],
+          position: int, table: Tensor,
           input_weight: List[Tensor], recurrent_weight: Tensor, recurrent_bias: Tensor,
           products: Tensor, out_logits: Tensor, h: List[Tensor], gates: Tensor,
           input_add: List[Tensor], below: List[Tensor], input_out: Tensor,
@@ -35,13 +61,13 @@ def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor
           gate_views: List[Tensor], state: Tensor) -> None:
     in_gate, forget_gate = gate_views[0], gate_views[1]
     out_gate, cell_gate = gate_views[2], gate_views[3]
-    torch.argmax(noise[0].add_(logits), -1, out=ids[0])
+    _pick(noise[0], logits, ids[0], penalty, position)
     for t in range(noise.size(0)):
         step_ids = ids[t]
         if t > 0 or not fresh:
             torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
         if t > 0:
-            torch.argmax(noise[t].add_(out_logits), -1, out=step_ids)
+            _pick(noise[t], out_logits, step_ids, penalty, position + t)
         for layer in range(len(h)):
             if layer == 0:
                 torch.index_select(table, 0, step_ids, out=gates)
@@ -57,20 +83,21 @@ def _lstm(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor
     torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
 
 
-def _gru(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
+def _gru(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, penalty: List[Tensor],
+         position: int, table: Tensor,
          input_weight: List[Tensor], recurrent_weight: Tensor, recurrent_bias: Tensor,
          products: Tensor, out_logits: Tensor, h: List[Tensor], gates: Tensor,
          input_add: List[Tensor], below: List[Tensor], input_out: Tensor,
          two_recurrent: List[Tensor], new_recurrent: List[Tensor],
          sigmoid_gates: Tensor, gate_views: List[Tensor], state: Tensor) -> None:
     reset_gate, update_gate, new_gate = gate_views[0], gate_views[1], gate_views[2]
-    torch.argmax(noise[0].add_(logits), -1, out=ids[0])
+    _pick(noise[0], logits, ids[0], penalty, position)
     for t in range(noise.size(0)):
         step_ids = ids[t]
         if t > 0 or not fresh:
             torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
         if t > 0:
-            torch.argmax(noise[t].add_(out_logits), -1, out=step_ids)
+            _pick(noise[t], out_logits, step_ids, penalty, position + t)
         for layer in range(len(h)):
             if layer == 0:
                 torch.index_select(table, 0, step_ids, out=gates)
@@ -83,18 +110,19 @@ def _gru(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
     torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
 
 
-def _rnn(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, table: Tensor,
+def _rnn(noise: Tensor, logits: Tensor, ids: Tensor, fresh: bool, penalty: List[Tensor],
+         position: int, table: Tensor,
          input_weight: List[Tensor], recurrent_weight: Tensor, recurrent_bias: Tensor,
          products: Tensor, out_logits: Tensor, h: List[Tensor], gates: Tensor,
          input_add: List[Tensor], below: List[Tensor], input_out: Tensor,
          recurrent: List[Tensor], state: Tensor) -> None:
-    torch.argmax(noise[0].add_(logits), -1, out=ids[0])
+    _pick(noise[0], logits, ids[0], penalty, position)
     for t in range(noise.size(0)):
         step_ids = ids[t]
         if t > 0 or not fresh:
             torch.baddbmm(recurrent_bias, state, recurrent_weight, out=products)
         if t > 0:
-            torch.argmax(noise[t].add_(out_logits), -1, out=step_ids)
+            _pick(noise[t], out_logits, step_ids, penalty, position + t)
         for layer in range(len(h)):
             if layer == 0:
                 torch.index_select(table, 0, step_ids, out=gates)

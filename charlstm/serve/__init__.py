@@ -9,6 +9,7 @@ FastAPI and uvicorn: pip install 'charlstm[serve]'.
     registry.py     the served models: names, model cards, a lock each
     requests.py     the request bodies, as pydantic models
     completion.py   one completion request's generation: stop strings, choices, slices
+    choices.py      OpenAI's extras on the choices: logprobs, echo, best_of; novelty
     errors.py       OpenAI-shaped JSON errors for every 4xx
     gate.py         the ASGI middleware: the API key and the request body size limit
     app.py          create_app: the routes

@@ -25,7 +25,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
-from . import errors
+from ..errors import UsageError
+from . import choices, errors
 from .completion import Completion, chunk_body, completion_body, completion_id
 from .errors import APIError
 from .gate import Gate
@@ -93,9 +94,13 @@ def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: Serv
         served = _find(models, body.model)
         prompts, stops = body.prompts(), body.stops()
         max_tokens = _check_completion(body, prompts, stops, options)
+        best_of = choices.check_extras(body, prompts, options)
         _check_characters(served, prompts)
-        completion = Completion(served.lm, prompts, body.n, max_tokens, body.temperature,
-                                body.top_p, stops, body.seed)
+        if body.max_copy is not None or body.novelty:
+            await choices.open_copy_index(served.lm, body)  # built once, off the event loop
+        # options out of range: the library's UsageError, a 400 naming the field (errors.py)
+        completion = Completion(served.lm, prompts, best_of, max_tokens, body.temperature,
+                                body.top_p, stops, body.seed, body.controls())
         counters.completions += 1
         chars = options.slice_chars * (1 if body.stream else NON_STREAMED_SLICE_FACTOR)
         slices = _slices(served, completion, request, chars, options.slice_seconds, counters)
@@ -108,7 +113,13 @@ def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: Serv
             pass
         if not completion.done:  # the client went away: nobody to answer
             return JSONResponse({}, status_code=499)
-        return completion_body(ident, served.name, completion, prompts, body.n)
+        answer = completion_body(ident, served.name, completion, prompts, body.n)
+        if choices.needs_finishing(body, best_of):
+            async with served.lock:
+                answer["choices"] = await run_in_threadpool(
+                    choices.finish, served.lm, completion, prompts, body, best_of)
+            return JSONResponse(_finite(answer))
+        return answer
 
     @app.post("/v1/score")
     async def score(body: ScoreRequest):

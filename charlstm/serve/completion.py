@@ -21,13 +21,14 @@ class Completion:
     """The generation of `n` samples for each prompt, choices in OpenAI's order."""
 
     def __init__(self, lm: LanguageModel, prompts: list[str], n: int, max_tokens: int,
-                 temperature: float, top_p: float, stops: list[str], seed: int | None):
+                 temperature: float, top_p: float, stops: list[str], seed: int | None,
+                 controls: dict | None = None):
         primes = [prompt for prompt in prompts for _ in range(n)]
         # a list of primes: a batch with one sample each, and a list of chars per step;
         # the call checks the options and the primes before any text (a UsageError)
         self._steps: Iterator[list[str]] = lm.generate(
             primes, length=max_tokens, temperature=temperature,
-            top_p=None if top_p >= 1 else top_p, seed=seed)
+            top_p=None if top_p >= 1 else top_p, seed=seed, **(controls or {}))
         self.stops = stops
         self.texts = [""] * len(primes)  # each choice's text so far, stop strings removed
         self.shown = [0] * len(primes)  # how much of it has been handed out

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import CharlstmError
-from .requests import RANGES
+from .requests import CHECKED_BY_THE_LIBRARY, RANGES
 
 log = logging.getLogger("charlstm.serve")
 
@@ -42,6 +42,10 @@ def error_response(status: int, message: str, param: str | None = None,
         "param": param, "code": code}})
 
 
+# the library's names of settings that a request gives under another (OpenAI's) name
+FIELD_OF = {"num_samples": "n", "length": "max_tokens", "min_length": "novelty_min"}
+
+
 def _validation_message(error: dict) -> tuple[str, str | None]:
     location = [str(part) for part in error.get("loc", ()) if part != "body"]
     field = ".".join(location) or None
@@ -50,9 +54,10 @@ def _validation_message(error: dict) -> tuple[str, str | None]:
     if error.get("type") == "missing":
         return f"'{field}' is required", field
     given = error.get("input")
-    if (field in RANGES and isinstance(given, (int, float)) and not isinstance(given, bool)
-            and given not in RANGES[field]):  # NaN too, and an infinity
-        return RANGES[field].refusal(f"'{field}'", given), field
+    allowed = RANGES.get(field) or CHECKED_BY_THE_LIBRARY.get(field)
+    if (allowed and isinstance(given, (int, float)) and not isinstance(given, bool)
+            and given not in allowed):  # NaN too, and an infinity
+        return allowed.refusal(f"'{field}'", given), field
     what = error.get("msg", "invalid value")
     return (f"'{field}': {what}" if field else f"the body: {what}"), field
 
@@ -79,7 +84,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(CharlstmError)
     async def refused(request: Request, exc: CharlstmError):
-        return error_response(400 if exc.exit_code == 2 else 500, str(exc))
+        # the library names settings as the Python API does; here they are the fields
+        named = [FIELD_OF.get(name, name) for name in exc.settings]
+        message = exc.spelled(lambda name: f"'{FIELD_OF.get(name, name)}'")
+        return error_response(400 if exc.exit_code == 2 else 500, message,
+                              named[0] if named else None)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):
