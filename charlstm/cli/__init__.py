@@ -1,4 +1,4 @@
-"""The `charlstm` command line: train, sample, score, info, plot, corpus and serve.
+"""The `charlstm` command line: train, sample, score, inspect, info, plot, corpus, serve.
 
 The only part of charlstm that reads the environment, prints and picks exit codes; each
 command goes through the library (charlstm.load and its LanguageModel, the trainer).
@@ -9,6 +9,7 @@ diagnostics go to stderr.
     train.py      charlstm train
     sample.py     charlstm sample
     score.py      charlstm score
+    inspect.py    charlstm inspect (inspect_view.py draws its views)
     info.py       charlstm info and charlstm plot
     corpus.py     charlstm corpus list | get | prepare
     serve.py      charlstm serve (the HTTP API and playground: charlstm.serve)
@@ -24,7 +25,7 @@ that use them, so that `charlstm corpus ...`, --help and --version start at once
 from .app import app, flag_for
 
 # each command registers itself on `app`; this order is the order of --help
-from . import train, sample, info, corpus, score, serve  # noqa: E402,F401  isort: skip
+from . import train, sample, score, inspect, info, corpus, serve  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "flag_for", "main"]
 
