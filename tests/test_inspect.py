@@ -86,6 +86,26 @@ def test_the_walk_follows_the_fused_module_at_every_layer(kind):
     np.testing.assert_allclose(walked["bits"], char_bits(model, vocab, CODE), atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_parallel_streams_give_nearly_the_exact_values(kind):
+    vocab = Vocabulary.from_text(CODE)
+    model = small_model(kind, vocab)
+    exact = list(StateWalk(model, vocab, gates=True).walk([CODE]))
+    streamed = list(StateWalk(model, vocab, gates=True, exact=False, streams=4, warmup=40,
+                              chunk_chars=300).walk([CODE[:100], CODE[100:]]))
+    assert [len(c.text) for c in streamed][:2] == [300, 300]
+    for n in range(2):
+        ours = np.concatenate([c.layers[n].hidden for c in streamed])
+        theirs = np.concatenate([c.layers[n].hidden for c in exact])
+        assert np.abs(ours - theirs).max() < 1e-3  # the warm-ups' memory has faded
+        if kind == "lstm":  # within every stream the equations still hold exactly
+            cell = np.concatenate([c.layers[n].cell for c in streamed])
+            output = np.concatenate([c.layers[n].gates["output"] for c in streamed])
+            np.testing.assert_allclose(output * np.tanh(cell), ours, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate([c.bits for c in streamed]),
+                               np.concatenate([c.bits for c in exact]), atol=1e-2)
+
+
 def test_unknown_characters_keep_the_state_and_cost_what_score_charges():
     vocab = Vocabulary.from_text(CODE)
     model = small_model("lstm", vocab)
@@ -136,13 +156,14 @@ def planted_bracket_model() -> tuple[CharRNN, Vocabulary, str]:
     return model, vocab, text
 
 
-def test_find_ranks_a_planted_bracket_unit_first_with_numpys_correlation(tmp_path):
+@pytest.mark.parametrize("exact", [False, True])
+def test_find_ranks_a_planted_bracket_unit_first_with_numpys_correlation(tmp_path, exact):
     model, vocab, text = planted_bracket_model()
     run = save_run(model, vocab, tmp_path / "planted.pt")
     (tmp_path / "text.txt").write_text(text)
     dump = tmp_path / "states.npz"
     result = invoke("inspect", run, tmp_path / "text.txt", "--find", "--json",
-                    "--dump", dump)
+                    "--dump", dump, *(["--exact"] if exact else []))
     assert result.exit_code == 0, result.output
     findings = {r["property"]: r for r in map(json.loads, result.stdout.splitlines())}
     best = findings["bracket_depth"]["units"][0]
@@ -151,7 +172,9 @@ def test_find_ranks_a_planted_bracket_unit_first_with_numpys_correlation(tmp_pat
     depth = text_properties(states["text"].item())[:, NAMES.index("bracket_depth")]
     expected = np.corrcoef(states["cell_l1"][:, 3], depth)[0, 1]
     assert best["correlation"] == pytest.approx(expected, abs=1e-6)
-    assert expected > 0.99
+    # read exactly, the unit is the bracket depth; as parallel streams, each stream's
+    # warm-up starts its count from 0, so a unit that never forgets follows it less well
+    assert expected > (0.99 if exact else 0.5)
 
 
 def test_gate_saturation_is_the_share_of_steps_in_the_dumped_gates(tmp_path, trained_run):
@@ -262,3 +285,14 @@ def test_unknown_characters_are_warned_about_in_a_real_process(trained_run, tmp_
     records = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert records[4] == {"char": "€", "bits": UNKNOWN_CHAR_BITS}
     assert b"1 character(s) the model never saw" in result.stderr
+
+
+def test_gates_plot_is_a_png_and_the_chart_a_table(trained_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "gates.png"
+    result = invoke("inspect", trained_run, CODE.replace("+", "a"), "--gates", "-o", target)
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes().startswith(b"\x89PNG")
+    lines = result.stdout.splitlines()
+    assert "left-saturated" in lines[0] and len(lines) == 1 + 3  # one layer, three gates
+    assert lines[2].split()[:2] == ["0", "forget"]

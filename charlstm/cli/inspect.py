@@ -66,6 +66,11 @@ def inspect(
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="With --gates: also write the saturation "
                                                "plot to this PNG (needs matplotlib)."),
+    exact: bool = typer.Option(False, "--exact",
+                               help="With --find or --gates: read the text as one stream, "
+                                    "character after character (slower), instead of as "
+                                    "parallel streams each warmed on the text before it "
+                                    "(nearly the same values)."),
     dump: Optional[Path] = typer.Option(None, "--dump", metavar="FILE.npz",
                                         help="Write every layer's states and gates (one row "
                                              "per character), the bits and the text to a "
@@ -96,7 +101,7 @@ def inspect(
 
         check_state_kind(kind, config)
         chosen = [parse_unit(spec, kind, config) for spec in units]
-        inspection = Inspection(lm, chosen, top, as_json, dump)
+        inspection = Inspection(lm, chosen, top, as_json, dump, exact)
         if find:
             characters, unknown = inspection.find(pieces, best)
         elif gates:
@@ -142,23 +147,26 @@ def _summary(characters: int, unknown: int, dump: Path | None, started: float) -
 class Inspection:
     """One inspect run: the walk over the text, with its dump, and the view asked for."""
 
-    def __init__(self, lm, units: list, top: int, as_json: bool, dump: Path | None):
+    def __init__(self, lm, units: list, top: int, as_json: bool, dump: Path | None,
+                 exact: bool):
         from ..infer.dump import StateDump
 
         self.lm, self.units, self.top, self.as_json = lm, units, top, as_json
+        self.exact = exact  # for the statistics views; the others always are
         self.dump = StateDump(dump) if dump is not None else None
         self.out = StdoutWriter()
         self.console = Console(highlight=False, soft_wrap=True)
         self.coloured = self.console.is_terminal and not self.console.no_color
         self.characters = self.unknown = 0
 
-    def _chunks(self, pieces, gates: bool = False, predictions: bool = False):
+    def _chunks(self, pieces, gates: bool = False, predictions: bool = False,
+                exact: bool = True):
         """The walk's chunks, each also dumped; an empty text is an error, and a dump
         is written only when the walk ends well."""
         from ..infer.scoring import UNKNOWN_CHAR_BITS
 
         walk = self.lm.walk(pieces, gates=gates or self.dump is not None,
-                            predictions=predictions)
+                            predictions=predictions, exact=exact)
         if self.dump is not None:
             self.dump.__enter__()
         try:
@@ -235,7 +243,7 @@ class Inspection:
 
         correlations = UnitCorrelations(self.lm.config)
         properties = TextProperties()
-        for chunk in self._chunks(pieces):
+        for chunk in self._chunks(pieces, exact=self.exact):
             correlations.add(chunk, properties.values(chunk.text))
         for finding in correlations.findings(best):
             if self.as_json:
@@ -271,7 +279,7 @@ class Inspection:
         from ..infer.inspect import GateSaturation
 
         saturation = GateSaturation(self.lm.config)
-        for chunk in self._chunks(pieces, gates=True):
+        for chunk in self._chunks(pieces, gates=True, exact=self.exact):
             saturation.add(chunk)
         rows = saturation.table()
         if self.as_json:

@@ -18,6 +18,15 @@ whole chunk, by torch's equations:
 The LSTM's cell state is the only value left that needs a step-by-step loop, and it is a
 cheap elementwise one. The model runs in eval mode (no dropout, no weight drop).
 
+Read exactly (the default), the text is one stream, the state carried from character to
+character: at batch 1 the fused module leaves a CPU mostly idle. With `exact=False`
+(what `inspect --find` and `--gates` use: their statistics need every character's
+values, not the exact ones) each chunk of STREAM_CHUNK_CHARS is cut into STREAMS
+contiguous streams read side by side as one batch, as whole-text scoring does
+(`streams`): the first goes on from the chunk before; each other starts from a state
+warmed up on the STREAM_WARMUP characters before it, which is nearly the state after
+all of them (a recurrent model's memory fades). The rows stay in text order.
+
 Characters the model never saw are treated as `score` treats them: they are not fed to
 the model and cost UNKNOWN_CHAR_BITS; the state (and the next-character guess) after one
 is the state after the known character before it (the zero state at the very start).
@@ -39,7 +48,10 @@ from ..data.vocab import Vocabulary
 from ..model.charrnn import CharRNN
 from .scoring import UNKNOWN_CHAR_BITS
 
-CHUNK_CHARS = 2048  # characters walked at a time
+CHUNK_CHARS = 2048  # characters walked at a time, as one stream
+STREAMS = 32  # streams side by side when a walk need not be exact
+STREAM_WARMUP = 256  # characters before each such stream that build its first state
+STREAM_CHUNK_CHARS = 1 << 14  # characters walked at a time as STREAMS streams
 LN2 = math.log(2.0)
 # the gates of each cell, by name, in torch's order of its weight blocks
 GATE_NAMES = {"lstm": ("input", "forget", "cell_input", "output"),
@@ -74,14 +86,20 @@ class StateWalk:
     """`for chunk in StateWalk(model, vocab).walk(pieces)`: the text given in consecutive
     pieces (any cut), walked in chunks of at most `chunk_chars` characters. `gates`
     keeps the gates too (the LSTM computes them anyway, for its cell); `predictions`
-    keeps the next-character log-probabilities (the bits are always computed)."""
+    keeps the next-character log-probabilities (the bits are always computed).
+    Without `exact`, each chunk is read as `streams` streams side by side (see the
+    module docstring)."""
 
     def __init__(self, model: CharRNN, vocab: Vocabulary, *, gates: bool = False,
-                 predictions: bool = False, chunk_chars: int = CHUNK_CHARS):
+                 predictions: bool = False, exact: bool = True,
+                 chunk_chars: int | None = None, streams: int = STREAMS,
+                 warmup: int = STREAM_WARMUP):
         self.model, self.vocab = model.eval(), vocab
         self.kind = model.config.model
         self.keep_gates, self.keep_predictions = gates, predictions
-        self.chunk_chars = max(1, chunk_chars)
+        self.streams, self.warmup = (0 if exact else streams), warmup
+        default = CHUNK_CHARS if exact else STREAM_CHUNK_CHARS
+        self.chunk_chars = max(1, chunk_chars or default)
         self.device = next(model.parameters()).device
         self.layers = [_single_layer(model.rnn, n) for n in range(model.config.num_layers)]
         self.code_points = np.frombuffer(vocab.chars.encode("utf-32-le"), dtype=np.uint32)
@@ -95,7 +113,8 @@ class StateWalk:
         hidden_size, count = self.model.config.hidden_size, self.model.config.num_layers
         zeros = torch.zeros(count, 1, 1, hidden_size, device=self.device)
         # the carried state per layer (h, c) as (1, 1, H), and the last rows seen
-        self._state = [(zeros[n], zeros[n].clone()) for n in range(count)]
+        self._state = [(zeros[n], zeros[n].clone() if self.kind == "lstm" else None)
+                       for n in range(count)]
         self._last_rows: list[LayerValues] | None = None
         self._last_log_probs = torch.from_numpy(self.first_log_probs).to(self.device)
         with torch.inference_mode():
@@ -144,26 +163,54 @@ class StateWalk:
 
     def _run_known(self, ids: torch.Tensor) -> tuple[list[LayerValues], torch.Tensor]:
         """Every layer's values at each of the known ids (K,), and the log-probabilities
-        of the character after each (K, V)."""
+        of the character after each (K, V): one stream carried on from the chunk before,
+        or with `streams`, side by side (see `_lay_out`)."""
         if ids.numel() == 0:
             return self._no_values(), self._last_log_probs.new_zeros(0, len(self.vocab))
-        x = self.model.embed(ids)[None]  # (1, K, E)
+        count = ids.numel()
+        x, states, last = self._lay_out(ids)  # x (S, L, E); the last real step (s, t)
         values = []
         for n, layer in enumerate(self.layers):
-            h0, c0 = self._state[n]
+            h0, c0 = states[n]  # (1, S, H) each
             if self.kind == "lstm":
-                out, (h, c) = layer(x, (h0, c0))
-                value = self._lstm_values(layer, x[0], h0[0], c0[0, 0], out[0])
-                self._state[n] = (h, c)
+                out, _ = layer(x, (h0, c0))  # (S, L, H)
+                value = self._lstm_values(layer, x, h0[0], c0[0], out)
             else:
-                out, h = layer(x, h0)
-                value = self._gru_values(layer, x[0], h0[0], out[0]) if (
-                    self.kind == "gru" and self.keep_gates) else LayerValues(out[0])
-                self._state[n] = (h, h)
-            values.append(value)
-            x = out  # the next layer's input: this one's hidden states (1, K, H)
-        log_probs = torch.log_softmax(self.model.head(x[0]).float(), dim=-1)  # (K, V)
+                out, _ = layer(x, h0)
+                value = self._gru_values(layer, x, h0[0], out) if (
+                    self.kind == "gru" and self.keep_gates) else LayerValues(out)
+            carried_c = value.cell[last][None, None] if self.kind == "lstm" else None
+            self._state[n] = (out[last][None, None], carried_c)
+            values.append(_flattened(value, count))
+            x = out  # the next layer's input: this one's hidden states (S, L, H)
+        top = x.reshape(-1, x.size(-1))[:count]  # (K, H)
+        log_probs = torch.log_softmax(self.model.head(top).float(), dim=-1)  # (K, V)
         return values, log_probs
+
+    def _lay_out(self, ids: torch.Tensor):
+        """The K ids as S streams of L side by side (S, L, E), the last one padded at its
+        end (padding after a stream's last character changes none of its values); each
+        layer's first state (1, S, H): stream 0 goes on from the chunk before, each
+        other one starts from a state warmed on the `warmup` ids before it. Also where
+        the last real id is: (stream, step). One stream (S = 1) when `streams` is 0
+        or the ids are too few for two streams of at least `warmup`."""
+        count, warm = ids.numel(), self.warmup
+        streams = min(self.streams, count // max(warm, 1)) if self.streams else 1
+        length = -(-count // max(streams, 1))
+        streams = -(-count // length)
+        padded = torch.cat([ids, ids.new_zeros(streams * length - count)])
+        x = self.model.embed(padded.view(streams, length))  # (S, L, E)
+        last = (streams - 1, count - 1 - (streams - 1) * length)
+        if streams == 1:
+            return x, self._state, last
+        starts = torch.arange(1, streams, device=ids.device) * length  # (S-1,)
+        warm_ids = ids[starts[:, None] - warm + torch.arange(warm, device=ids.device)]
+        warmed = self.model.advance(warm_ids)  # (layers, S-1, H), (h, c) for an LSTM
+        h_warm, c_warm = warmed if isinstance(warmed, tuple) else (warmed, warmed)
+        states = [(torch.cat([h0, h_warm[n][None]], dim=1),
+                   torch.cat([c0 if c0 is not None else h0, c_warm[n][None]], dim=1))
+                  for n, (h0, c0) in enumerate(self._state)]
+        return x, states, last
 
     def _no_values(self) -> list[LayerValues]:
         """Every layer's values over no known characters."""
@@ -175,35 +222,51 @@ class StateWalk:
 
     def _lstm_values(self, layer: nn.LSTM, x: torch.Tensor, h0: torch.Tensor,
                      c0: torch.Tensor, out: torch.Tensor) -> LayerValues:
-        """x (K, In), h0 (1, H), c0 (H,), out (K, H): the gates and the cell state."""
-        pre = _preactivations(layer, x, torch.cat([h0, out[:-1]]))  # (K, 4H)
-        i, f, g, o = pre.chunk(4, dim=1)
+        """x (S, L, In), h0 and c0 (S, H), out (S, L, H): the gates and the cell state."""
+        pre = _preactivations(layer, x, _before(h0, out))  # (S, L, 4H)
+        i, f, g, o = pre.chunk(4, dim=-1)
         i, f, o, g = i.sigmoid(), f.sigmoid(), o.sigmoid(), g.tanh()
-        written = i * g
+        written = (i * g).transpose(0, 1).contiguous()  # (L, S, H): time first
+        forget = f.transpose(0, 1).contiguous()
         cell = torch.empty_like(written)
         previous = c0
-        for t in range(cell.size(0)):  # c_t = f_t * c_{t-1} + i_t * g_t
-            previous = torch.addcmul(written[t], f[t], previous, out=cell[t])
+        for t in range(cell.size(0)):  # c_t = f_t * c_{t-1} + i_t * g_t, all streams
+            previous = torch.addcmul(written[t], forget[t], previous, out=cell[t])
         gates = {"input": i, "forget": f, "cell_input": g, "output": o}
-        return LayerValues(out, cell, gates if self.keep_gates else {})
+        return LayerValues(out, cell.transpose(0, 1), gates if self.keep_gates else {})
 
     def _gru_values(self, layer: nn.GRU, x: torch.Tensor, h0: torch.Tensor,
                     out: torch.Tensor) -> LayerValues:
-        """x (K, In), h0 (1, H), out (K, H): the GRU's reset, update and new gates."""
-        before = torch.cat([h0, out[:-1]])  # (K, H): h_{t-1}
-        from_input = x @ layer.weight_ih_l0.t() + layer.bias_ih_l0  # (K, 3H)
-        from_state = before @ layer.weight_hh_l0.t() + layer.bias_hh_l0
-        in_r, in_z, in_n = from_input.chunk(3, dim=1)
-        st_r, st_z, st_n = from_state.chunk(3, dim=1)
+        """x (S, L, In), h0 (S, H), out (S, L, H): the reset, update and new gates."""
+        from_input = x @ layer.weight_ih_l0.t() + layer.bias_ih_l0  # (S, L, 3H)
+        from_state = _before(h0, out) @ layer.weight_hh_l0.t() + layer.bias_hh_l0
+        in_r, in_z, in_n = from_input.chunk(3, dim=-1)
+        st_r, st_z, st_n = from_state.chunk(3, dim=-1)
         reset, update = (in_r + st_r).sigmoid(), (in_z + st_z).sigmoid()
         new = (in_n + reset * st_n).tanh()
         return LayerValues(out, None, {"reset": reset, "update": update, "new": new})
 
 
+def _before(h0: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """h_{t-1} at every step (S, L, H), from the first state h0 (S, H) and out."""
+    return torch.cat([h0[:, None], out[:, :-1]], dim=1)
+
+
+def _flattened(values: LayerValues, count: int) -> LayerValues:
+    """(S, L, ...) values as the first `count` rows of the streams end to end (K, ...)."""
+    def flat(tensor: torch.Tensor | None):
+        return None if tensor is None else tensor.reshape(-1, tensor.size(-1))[:count]
+
+    return LayerValues(flat(values.hidden), flat(values.cell),
+                       {name: flat(g) for name, g in values.gates.items()})
+
+
 def _preactivations(layer: nn.RNNBase, x: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
-    """W_ih x + b_ih + W_hh h_{t-1} + b_hh for every step: (K, G*H)."""
-    return torch.addmm(layer.bias_ih_l0 + layer.bias_hh_l0, x, layer.weight_ih_l0.t()) \
-        .addmm_(before, layer.weight_hh_l0.t())
+    """W_ih x + b_ih + W_hh h_{t-1} + b_hh for every step: (S, L, G*H)."""
+    flat = torch.addmm(layer.bias_ih_l0 + layer.bias_hh_l0, x.flatten(0, 1),
+                       layer.weight_ih_l0.t())
+    flat.addmm_(before.flatten(0, 1), layer.weight_hh_l0.t())
+    return flat.view(*x.shape[:2], -1)
 
 
 def _single_layer(rnn: nn.RNNBase, n: int) -> nn.RNNBase:
