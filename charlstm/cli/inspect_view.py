@@ -147,8 +147,8 @@ def guesses_line(char: str, bits: float, guesses: list[tuple[str, float]], colou
 def saturation_chart(rows: list[dict], width: int = 30) -> str:
     """The gate saturation table as text: per layer and gate, the mean fraction of steps
     left- (<0.1) and right-saturated (>0.9) as bars, and how many units are mostly so."""
-    lines = [f"{'layer':>5} {'gate':<8} {'left-saturated (< 0.1)':<{width + 8}} "
-             f"{'right-saturated (> 0.9)':<{width + 8}} units mostly left / right"]
+    lines = [f"{'layer':>5} {'gate':<8} {'left-saturated (< 0.1)':<{width + 7}} "
+             f"{'right-saturated (> 0.9)':<{width + 7}} units mostly left / right"]
     for row in rows:
         left, right = row["left"], row["right"]
         lines.append(
