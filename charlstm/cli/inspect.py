@@ -46,8 +46,8 @@ def inspect(
         help="The text to look at: a file if one has this name, '-' (or none, when stdin "
              "is not a terminal) for stdin, else the argument itself as text."),
     top: int = typer.Option(0, "--top", "-k", min=0,
-                            help="Under each character, the model's K likeliest next "
-                                 "characters with their probabilities."),
+                            help="One row per character: its bits and the model's K "
+                                 "likeliest next characters with their probabilities."),
     units: list[str] = typer.Option([], "--unit", "-u", metavar="LAYER:UNIT",
                                     help="Colour the text by this unit's value, blue "
                                          "(negative) to red (positive); repeatable."),
