@@ -216,10 +216,11 @@ def test_the_views_plain_and_json(trained_run):
 
 
 def test_colour_only_on_a_terminal_without_no_color(trained_run):
-    forced = invoke("inspect", trained_run, "the fox", env={"FORCE_COLOR": "1"})
+    terminal = {"FORCE_COLOR": "1", "NO_COLOR": None, "TERM": "xterm-256color"}
+    forced = invoke("inspect", trained_run, "the fox", env=terminal)
     assert "\x1b[" in forced.stdout
     assert "\x1b[" not in invoke("inspect", trained_run, "the fox",
-                                 env={"FORCE_COLOR": "1", "NO_COLOR": "1"}).stdout
+                                 env={**terminal, "NO_COLOR": "1"}).stdout
 
 
 @pytest.mark.parametrize("args, message", [
