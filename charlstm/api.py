@@ -6,6 +6,9 @@
         print(chunk, end="")
     text = lm.sample("import ", length=200, temperature=0.8, seed=1)
     lm.score("import os\n")["bits_per_char"]                # how surprising a text is
+    states = lm.states("def f(x):\n")                       # inside: per-character states
+    states["cell_l0"][:, 17]                                 # unit 17 of layer 0's cell
+    lm.next_char_probabilities("def f(x")[-1]               # the guess for what comes next
 
     result = charlstm.train("my.txt", preset="tiny", max_steps=100)
 """
@@ -16,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 
 from . import checkpoint
@@ -26,6 +30,9 @@ from .infer.beam import beam_search
 from .infer.novelty import (DEFAULT_MIN_LENGTH, CopyGuard, check_min_length,
                             report as novelty_report)
 from .infer.penalties import DEFAULT_WINDOW, Penalties
+from .infer.inspect import Finding, UnitCorrelations
+from .infer.properties import TextProperties
+from .infer.states import Chunk, StateWalk
 from .device import choose_device
 from .errors import CheckpointError, UsageError
 from .model.charrnn import CharRNN
@@ -192,6 +199,51 @@ class LanguageModel:
         """The bits the model spends on each character of `text`, in order (they add up
         to `score(text)["bits"]`): where in a text the model was surprised."""
         return scoring.char_bits(self.model, self.vocab, text).tolist()
+
+    def walk(self, pieces: str | Iterable[str], *, gates: bool = False,
+             predictions: bool = False, exact: bool = True) -> Iterator[Chunk]:
+        """What happens inside the model as it reads a text (a str, or consecutive
+        pieces of one), in chunks (`charlstm.infer.states.Chunk`): each character's
+        bits, every layer's hidden state (and cell state for an LSTM) after it, with
+        `gates` the gates, with `predictions` the next character's log-probabilities.
+        One row per character; memory bounded however long the text. Without `exact`
+        the text is read as parallel warmed streams: many times faster on a CPU, and
+        nearly the same values (see `charlstm.infer.states`)."""
+        walk = StateWalk(self.model, self.vocab, gates=gates, predictions=predictions,
+                         exact=exact)
+        return walk.walk([pieces] if isinstance(pieces, str) else pieces)
+
+    def states(self, text: str, *, gates: bool = False) -> dict:
+        """Every layer's states after each character of `text`, as NumPy arrays keyed
+        as `inspect --dump` writes them: "hidden_l0" (T, H), "cell_l0" (LSTM), with
+        `gates` "input_l0", "forget_l0", "cell_input_l0", "output_l0" (LSTM) or
+        "reset_l0", "update_l0", "new_l0" (GRU); and "bits" (T,)."""
+        parts: dict[str, list] = {"bits": []}
+        for chunk in self.walk(text, gates=gates):
+            parts["bits"].append(chunk.bits)
+            for n, layer in enumerate(chunk.layers):
+                named = {"hidden": layer.hidden, "cell": layer.cell, **layer.gates}
+                for name, values in named.items():
+                    if values is not None:
+                        parts.setdefault(f"{name}_l{n}", []).append(values)
+        return {name: np.concatenate(arrays) if arrays else np.zeros(0)
+                for name, arrays in parts.items()}
+
+    def next_char_probabilities(self, text: str) -> np.ndarray:
+        """(T, V): after each character of `text`, the probability of each character of
+        the vocabulary (`lm.vocab.chars`, in that order) coming next."""
+        rows = [np.exp(chunk.log_probs) for chunk in self.walk(text, predictions=True)]
+        return np.concatenate(rows) if rows else np.zeros((0, len(self.vocab)))
+
+    def find_units(self, pieces: str | Iterable[str], best: int = 5, *,
+                   exact: bool = False) -> list[Finding]:
+        """For each text property of `charlstm.infer.properties`, the `best` units whose
+        values follow it most closely over the text (Pearson's correlation), as
+        `inspect --find` ranks them (read as parallel warmed streams unless `exact`)."""
+        correlations, properties = UnitCorrelations(self.config), TextProperties()
+        for chunk in self.walk(pieces, exact=exact):
+            correlations.add(chunk, properties.values(chunk.text))
+        return correlations.findings(best)
 
 
     def char_log_probs(self, text: str, top: int = 0) -> CharLogProbs:

@@ -161,6 +161,7 @@ class Checkpoint:
     rollbacks: int = 0  # the divergence guard's rollbacks so far
     scaler: dict | None = None  # the fp16 loss scaler's state
     parent: dict | None = None  # a fine-tuning run's start: {path, sha256, step}
+    gradients: dict | None = None  # GradientWindow.state_dict(): norms since the evaluation
     format_version: int = FORMAT_VERSION
 
     @classmethod

@@ -46,6 +46,7 @@ ZERO_ALLOWED = {
     "sample --novelty-min": False, "sample --penalty-window": False,
     "sample --repetition-penalty": False, "sample --frequency-penalty": True,
     "sample --presence-penalty": True, "novelty --novelty-min": False, "score --top": True,
+    "inspect --top": True, "inspect --best": False,
     "serve --port": False, "serve --max-tokens": False, "serve --max-n": False,
     "serve --max-body": False,
     "corpus prepare --val-frac": True,
@@ -55,7 +56,8 @@ DURATION_FLAGS = {"train --time", "train --save-every"}
 # check were missing would fail on them instead of running (and not name the flag)
 COMMAND_ARGS = {"train": ["absent-corpus.txt", "--out", "run"], "sample": ["absent-run"],
                 "serve": ["absent-run"], "corpus prepare": ["absent-corpus.txt"],
-                "novelty": ["absent-run", "absent.txt"], "score": ["absent-run", "absent.txt"]}
+                "novelty": ["absent-run", "absent.txt"], "score": ["absent-run", "absent.txt"],
+                "inspect": ["absent-run", "some text"]}
 # flags and fields whose range holds -1 too (OpenAI's penalties run from -2 to 2)
 NEGATIVE_ALLOWED = {"sample --frequency-penalty", "sample --presence-penalty",
                     "frequency_penalty", "presence_penalty"}

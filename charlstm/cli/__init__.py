@@ -1,4 +1,5 @@
-"""The `charlstm` command line: train, sample, score, info, plot, corpus, serve and export.
+"""The `charlstm` command line: train, sample, score, novelty, inspect, info, plot, corpus,
+serve and export.
 
 The only part of charlstm that reads the environment, prints and picks exit codes; each
 command goes through the library (charlstm.load and its LanguageModel, the trainer).
@@ -11,6 +12,7 @@ diagnostics go to stderr.
     sample.py     charlstm sample
     score.py      charlstm score
     novelty.py    charlstm novelty, and sample --novelty's report line
+    inspect.py    charlstm inspect (inspect_view.py draws its views)
     info.py       charlstm info and charlstm plot
     corpus.py     charlstm corpus list | get | prepare
     serve.py      charlstm serve (the HTTP API and playground: charlstm.serve)
@@ -28,7 +30,7 @@ that use them, so that `charlstm corpus ...`, --help and --version start at once
 from .app import app, flag_for
 
 # each command registers itself on `app`; this order is the order of --help
-from . import train, sample, info, corpus, score, novelty, serve, export  # noqa: E402,F401  isort: skip
+from . import train, sample, score, novelty, inspect, info, corpus, serve, export  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "flag_for", "main"]
 

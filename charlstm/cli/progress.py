@@ -1,7 +1,8 @@
 """What a user watches while training: a progress bar, evaluations and milestone samples.
 
 Part of the command line: everything here goes to stderr, so stdout stays free for the
-product. On a terminal a tqdm bar shows step, loss, speed, learning rate and ETA; when
+product. On a terminal a tqdm bar shows step, loss, speed, learning rate, the gradient norm
+(and how many steps clipping acted on since the last report) and ETA; when
 stderr is not a terminal (a log file, CI) plain step lines are written instead. Quiet
 (`train -q`) shows only the start, the evaluations and warnings: no bar, step lines or
 samples (the command adds the final lines).
@@ -19,6 +20,15 @@ from .output import format_duration, format_loss
 from ..training.callbacks import StepStats, TrainingCallback, TrainResult
 
 PLAIN_REPORT_SECONDS = 10.0  # how often plain (non-terminal) output reports progress
+
+
+def _gradient_note(stats: StepStats) -> str:
+    """', grad 1.23 (clipped 4 of 10)': the mean gradient norm before clipping since the
+    last report, and how many of its steps clipping acted on ('' before any)."""
+    if not stats.grad_steps:
+        return ""
+    clipped = f" (clipped {stats.clipped} of {stats.grad_steps})" if stats.clipped else ""
+    return f", grad {stats.grad_norm:.3g}{clipped}"
 
 
 class TrainingDisplay(TrainingCallback):
@@ -77,9 +87,10 @@ class TrainingDisplay(TrainingCallback):
 
     def on_step(self, stats: StepStats) -> None:
         speed = f"{stats.chars_per_sec / 1000:.1f}k chars/s"
+        gradient = _gradient_note(stats)
         if self.bar is not None:
             self.bar.update(stats.step - self.bar.n)
-            postfix = f"loss {stats.loss:.3f}, {speed}, lr {stats.lr:.2e}"
+            postfix = f"loss {stats.loss:.3f}, {speed}, lr {stats.lr:.2e}{gradient}"
             if self.time_limit:
                 left = max(self.time_limit - stats.elapsed, 0)
                 postfix += f", {format_duration(left)} left"
@@ -92,8 +103,8 @@ class TrainingDisplay(TrainingCallback):
             self.last_plain_report = now
             of = f"/{self.total_steps:,}" if self.total_steps else ""
             self.write(f"step {stats.step:,}{of}  loss {stats.loss:.4f}  {speed}  "
-                       f"lr {stats.lr:.2e}  epoch {stats.epoch:.2f}  "
-                       f"{format_duration(stats.elapsed)}")
+                       f"lr {stats.lr:.2e}{gradient.replace(',', ' ')}  "
+                       f"epoch {stats.epoch:.2f}  {format_duration(stats.elapsed)}")
 
     def on_eval(self, record: dict) -> None:
         self.last_val_loss = record["val_loss"]

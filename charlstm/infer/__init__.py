@@ -1,4 +1,4 @@
-"""Using a trained model: generating text and scoring it.
+"""Using a trained model: generating text, scoring it, and looking inside it.
 
 Imports nothing from charlstm.training, so loading a model to sample or score never loads
 the training stack. Files in the order a generation or a score runs through them:
@@ -13,4 +13,12 @@ the training stack. Files in the order a generation or a score runs through them
     streams.py      a long text read as parallel warmed streams (whole-text scoring, evaluation)
     scoring.py      bits per character of a text, of each line
     char_probs.py   each character's log-probability, and the likeliest alternatives
+
+and looking inside a model as it reads a text (`charlstm inspect`):
+
+    states.py           the walk: every layer's states, gates and guesses per character
+    properties.py       properties of a text from the text alone (bracket depth, ...)
+    inspect.py          units against properties (correlations), gate saturation
+    dump.py             the walk's states to a .npz file as they are computed
+    saturation_plot.py  the gate saturation plot (matplotlib)
 """

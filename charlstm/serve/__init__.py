@@ -12,6 +12,7 @@ FastAPI and uvicorn: pip install 'charlstm[serve]'.
     choices.py      OpenAI's extras on the choices: logprobs, echo, best_of; novelty
     errors.py       OpenAI-shaped JSON errors for every 4xx
     gate.py         the ASGI middleware: the API key and the request body size limit
+    inspection.py   POST /v1/inspect: a unit's values, guesses, the --find ranking
     app.py          create_app: the routes
     playground.html the page at GET / (package data)
 """

@@ -30,6 +30,7 @@ from . import choices, errors
 from .completion import Completion, chunk_body, completion_body, completion_id
 from .errors import APIError
 from .gate import Gate
+from .inspection import add_inspect_route
 from .options import ServeOptions
 from .registry import ServedModel
 from .requests import CompletionRequest, ScoreRequest
@@ -75,6 +76,7 @@ def create_app(models: dict[str, ServedModel], options: ServeOptions):
         return vars(counters)
 
     _add_text_routes(app, models, options, counters)
+    add_inspect_route(app, models, lambda name: _find(models, name))
     return Gate(app, options.api_key, options.max_body_bytes)
 
 

@@ -15,8 +15,9 @@ Files in the order a run goes through them:
     guard.py        the divergence guard: skip, roll back, give up
     clock.py        the run's clock and its limits (time, steps, epochs)
     losses.py       the training-loss sums between reports
+    gradients.py    the gradient norms before clipping and the clips, between reports
     evaluation.py   validation loss and milestone samples
     state.py        a run's state into its checkpoint and back
     callbacks.py    what a run reports: TrainingCallback, StepStats, TrainResult
-    plot.py         the loss plot (loss.png)
+    plot.py         the loss plot (loss.png), the gradient norm under it
 """

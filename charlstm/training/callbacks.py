@@ -7,6 +7,7 @@ milestone samples, notices and its end (`TrainResult`); the trainer never prints
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,9 @@ class StepStats:
     lr: float
     chars_per_sec: float
     elapsed: float  # wall-clock seconds of the run so far, evaluations and resumes included
+    grad_norm: float = math.nan  # mean gradient norm before clipping since the last report
+    clipped: int = 0  # steps since the last report whose gradient was clipped
+    grad_steps: int = 0  # steps since the last report with a finite gradient norm
 
 
 @dataclass

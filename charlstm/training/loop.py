@@ -29,6 +29,7 @@ from ..device import choose_device, grad_scaler
 from ..errors import UsageError
 from .finetune import Start
 from .guard import DivergenceGuard
+from .gradients import GradientWindow
 from .losses import LOG_EVERY, LossTally, ReportWindow, curve_every
 from ..model.charrnn import CharRNN
 from ..settings import ModelConfig
@@ -85,6 +86,7 @@ class Trainer:
         self.best_val_loss: float | None = None
         self.time_spent: float | None = None  # the --time this run has used up, if it has
         self.losses = LossTally()
+        self.gradients = GradientWindow(self.device, config.grad_clip)  # norms, clips
         self.clock = clock.RunClock(config, self.val_end - self.val_start)
         self.guard = DivergenceGuard(self._notice, self.folder.last)
         self._stop_requested = False
@@ -166,6 +168,7 @@ class Trainer:
             if skipped is None:  # rolled back: the steps since the snapshot are undone
                 self._roll_back()
                 window = ReportWindow(self.device)
+                self.gradients.discard()
                 reason = None
                 continue  # the step rolled back to was evaluated and saved already
             if reports:
@@ -200,7 +203,7 @@ class Trainer:
     def _step_parts(self) -> training_step.StepParts:
         return training_step.StepParts(self.model, self.trained, self.optimizer, self.batches,
                                        self.device, self.precision, self.config.grad_clip,
-                                       self.scaler)
+                                       self.scaler, self.gradients)
 
     def _step_chars(self) -> int:
         return self.config.batch_size * self.config.seq_len
@@ -236,9 +239,11 @@ class Trainer:
         loss_sum, good = window.fold_into(self.losses, skipped)
         if self.step % curve_every(self.config.eval_every) == 0:
             self.losses.add_curve_point(self.step)
+        grad_norm, clipped, grad_steps = self.gradients.take_report(self.step)
         self.callback.on_step(StepStats(
             self.step, self.batches.epochs_done, loss_sum / good if good else math.nan,
-            optim.learning_rate_of(self.optimizer), speed, self.clock.elapsed))
+            optim.learning_rate_of(self.optimizer), speed, self.clock.elapsed,
+            grad_norm, clipped, grad_steps))
 
     def _save_now(self, window: ReportWindow, pending: list) -> None:
         """Save last.pt between evaluations, without evaluating (on a stop, and every
@@ -305,6 +310,7 @@ class Trainer:
         record = evaluation.record(self.step, self.batches.epochs_done, train_loss, val_loss,
                                    improved, optim.learning_rate_of(self.optimizer),
                                    self.losses.take_curve(), self.clock.elapsed, now)
+        record.update(self.gradients.take_eval(self.step))
         self.history.append(record)
         self._save(best=improved)
         distributed.run_on_main(lambda: self.folder.append_metrics(record))

@@ -3,7 +3,8 @@
 Training loss is drawn from the curve points each evaluation record carries (a mean over
 every few steps), validation loss from the evaluations themselves, with a marker at each
 evaluation (where a checkpoint and a milestone sample were written), a star at each new
-best, and a dotted line at each pass over the corpus. matplotlib is an optional extra
+best, and a dotted line at each pass over the corpus; below, the gradient norm before
+clipping and the clipping threshold (for runs that record them). matplotlib is an optional extra
 (`pip install matplotlib`, or the `[plot]` extra); it is imported only here, without
 pyplot's global state.
 """
@@ -100,9 +101,14 @@ def plot_history(history: list[dict], path: Path | BinaryIO, title: str = "") ->
         raise PlottingUnavailable(f"plotting needs matplotlib: {INSTALL_HINT}") from None
     if not history:
         raise CharlstmError("nothing to plot: the run has no evaluations yet")
-    figure = Figure(figsize=(8, 4.5), dpi=100)
+    gradients = _gradient_curve(history)
+    figure = Figure(figsize=(8, 6.5 if gradients else 4.5), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    if gradients:
+        axes, below = figure.subplots(2, 1, sharex=True, height_ratios=[2.2, 1])
+        _plot_gradients(below, gradients, history)
+    else:
+        axes = figure.add_subplot()
     train = _training_curve(history)
     if train:
         axes.plot(*zip(*train), color="tab:blue", linewidth=1.2, label="training")
@@ -121,7 +127,8 @@ def plot_history(history: list[dict], path: Path | BinaryIO, title: str = "") ->
                       textcoords="offset points", xytext=(4, 6), fontsize=8)
     for step in _epoch_starts(history):
         axes.axvline(step, color="grey", linestyle=":", linewidth=0.8)
-    axes.set_xlabel("step (dotted lines: passes over the training text)")
+    (below if gradients else axes).set_xlabel(
+        "step (dotted lines: passes over the training text)")
     axes.set_ylabel("loss, bits per character")
     axes.set_title(title, fontsize=10)
     axes.grid(True, alpha=0.3)
@@ -141,6 +148,33 @@ def _training_curve(history: list[dict]) -> list[tuple[int, float]]:
         elif record.get("train_loss") is not None:
             points.append((record["step"], record["train_loss"] / LN2))
     return points
+
+
+def _gradient_curve(history: list[dict]) -> list[tuple[int, float]]:
+    """(step, mean gradient norm before clipping) points, from each record's curve."""
+    return [(step, norm) for record in history
+            for step, norm in record.get("grad_curve") or []]
+
+
+def _plot_gradients(axes, points: list[tuple[int, float]], history: list[dict]) -> None:
+    """The gradient norm before clipping, and the clipping threshold where it was on."""
+    axes.plot(*zip(*points), color="tab:green", linewidth=1.0, label="gradient norm "
+              "(before clipping)")
+    thresholds = [(r["step"], r.get("grad_clip")) for r in history]
+    if any(clip for _, clip in thresholds):
+        steps = [0] + [step for step, _ in thresholds]
+        clips = [thresholds[0][1]] + [clip for _, clip in thresholds]
+        axes.step(steps, [c if c else float("nan") for c in clips], where="pre",
+                  color="tab:red", linestyle="--", linewidth=1.0,
+                  label="clipping threshold (--grad-clip)")
+    clipped = sum(r.get("grad_clipped") or 0 for r in history)
+    steps = sum(r.get("grad_steps") or 0 for r in history)
+    if steps:
+        axes.set_title(f"clipping acted on {clipped:,} of {steps:,} steps", fontsize=9)
+    axes.set_yscale("log")
+    axes.set_ylabel("gradient norm")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
 
 
 def _epoch_starts(history: list[dict]) -> list[float]:

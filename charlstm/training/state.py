@@ -35,7 +35,7 @@ SAVED = {
     "losses": ("eval_loss", "curve", "curve_window"), "history": ("history",),
     "best_val_loss": ("best_val_loss",), "time_spent": ("time_spent",),
     "guard": ("lr_scale", "rollbacks"), "scaler": ("scaler",), "parent": ("parent",),
-    "precision": ("precision",),
+    "precision": ("precision",), "gradients": ("gradients",),
 }
 # Built from the settings, the corpus and the machine, the same again on a resume
 SET_UP = {
@@ -68,7 +68,7 @@ def capture(trainer: Trainer) -> Checkpoint:
         time_spent=trainer.time_spent, lr_scale=trainer.guard.lr_scale,
         rollbacks=trainer.guard.rollbacks,
         scaler=trainer.scaler.state_dict() if trainer.scaler is not None else None,
-        parent=trainer.parent)
+        parent=trainer.parent, gradients=trainer.gradients.state_dict())
 
 
 def restore(trainer: Trainer, saved: Checkpoint, rolling_back: bool = False) -> None:
@@ -91,6 +91,8 @@ def restore(trainer: Trainer, saved: Checkpoint, rolling_back: bool = False) -> 
                                        trainer.batches.streams)
         trainer.hidden = state_from_list(mine, trainer.model_config.model, trainer.device)
         trainer.losses = LossTally(*saved.eval_loss, list(saved.curve), *saved.curve_window)
+        if saved.gradients is not None:  # absent from checkpoints before issue 29
+            trainer.gradients.load_state_dict(saved.gradients)
         distributed.restore_rng_states(saved.rng, trainer.config.seed, trainer.step,
                                        trainer.device)
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:

@@ -17,6 +17,7 @@ from . import distributed
 from ..data.batches import TrainBatches
 from ..device import autocast
 from ..model.charrnn import CharRNN, detach_state, keep_state_where
+from .gradients import GradientWindow
 from .optim import set_learning_rate
 
 
@@ -31,6 +32,7 @@ class StepParts:
     precision: str  # fp32, bf16 or fp16 (autocast)
     grad_clip: float  # 0: no clipping
     scaler: torch.amp.GradScaler | None = None  # fp16's loss scaler
+    gradients: GradientWindow | None = None  # gets each step's norm before clipping
 
 
 def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
@@ -60,6 +62,8 @@ def train_step(parts: StepParts, hidden, lr: float) -> tuple[torch.Tensor, torch
         parts.scaler.scale(loss).backward()
         parts.scaler.unscale_(parts.optimizer)  # clip the true gradients, not the scaled ones
     norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), parts.grad_clip or math.inf)
+    if parts.gradients is not None:
+        parts.gradients.add(norm)
     # with several processes, the mean over all of them: every process then decides
     # alike below (the gradients and so the norm were averaged in backward already)
     loss = distributed.mean(loss.detach())
