@@ -3,11 +3,9 @@ what `charlstm sample` writes. Slow: a browser starts."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
 
 import charlstm
 from charlstm.export import web

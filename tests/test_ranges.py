@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import typing
-from pathlib import Path
 
 import pytest
 import typer.main

@@ -6,7 +6,6 @@ Also the one-line novelty report `sample --novelty` writes to stderr.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Optional

@@ -29,7 +29,7 @@ from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
-from . import folders as collection, folder_encoding as collection_encoding, encoding
+from . import encoding, folder_encoding, folders
 from .encoding import Progress, encode_bytes, encode_file
 from ..errors import CorpusError, UsageError
 from .files import atomic_writer, file_sha256, write_atomically
@@ -255,17 +255,17 @@ def encode(spec: str | Sequence[str] | None, corpora_dir: Path, lossy: bool = Fa
     """Resolve a corpus argument and return it encoded, from the cache when it can.
 
     `spec` is one file, "-" or a known name, as always; or several paths or a folder, as
-    one collection (see collection; `globs` choose the files found in folders; the layout
+    one collection (see folders.py; `globs` choose the files found in folders; the layout
     depends on `val_frac`, the validation fraction training will use).
     """
     if val_frac not in FRACTION:
         raise SettingError(FRACTION.refusal("{val_frac}", val_frac))
     paths = [spec] if isinstance(spec, str) else list(spec or [])
-    folders = any(Path(p).expanduser().is_dir() for p in paths)
-    if globs and not folders:
-        raise UsageError.naming("{glob} chooses among the files found in folders, and no corpus "
-                         "path is a folder")
-    if len(paths) > 1 or folders:
+    has_folder = any(Path(p).expanduser().is_dir() for p in paths)
+    if globs and not has_folder:
+        raise UsageError.naming("{glob} chooses among the files found in folders, and no "
+                                "corpus path is a folder")
+    if len(paths) > 1 or has_folder:
         return _encode_collection(paths, corpora_dir, lossy, progress, globs, val_frac)
     spec = paths[0] if paths else None
     path = resolve(spec, corpora_dir)
@@ -323,12 +323,12 @@ def _encode_collection(paths: list[str], corpora_dir: Path, lossy: bool,
         if not Path(path).expanduser().exists() and path in known_names():
             raise UsageError(f"the known corpus {path!r} cannot be combined with other "
                              "corpus paths or a folder; train on it alone")
-    files = collection.collect(paths, globs)
+    files = folders.collect(paths, globs)
     name = collection_name(paths)
-    encoded, n_files, skipped = collection_encoding.encode_collection(
+    encoded, n_files, skipped = folder_encoding.encode_collection(
         files, corpora_dir / "cache", name, lossy, val_frac, progress)
     if skipped:
-        log.warning("warning: %s", collection.summary(skipped))
+        log.warning("warning: %s", folders.summary(skipped))
     return Corpus(name, list(paths), encoded.sha256, encoded.vocab, encoded.tokens,
                   {"files": n_files, "skipped": len(skipped), "globs": list(globs)})
 

@@ -8,7 +8,7 @@ characters as they come, so callers can stream them. All randomness comes from a
 
 The prime runs through the model's fused recurrent module in one call; the new characters,
 one at a time, go on a CPU through `stepping.Stepper` or the module, whichever a short
-measurement found faster for this model and batch size (`stepping_choice`), and
+measurement found faster for this model and batch size (`step_choice`), and
 through the module itself on GPUs, where cuDNN steps fast enough. How each character is
 chosen is `picking.py`'s.
 """

@@ -1,6 +1,6 @@
 """Which way sampling steps a model on a CPU: a `Stepper` or the model's own module.
 
-Whether the hand-written stepper (stepping.py) beats calling the fused `nn.LSTM` (GRU,
+Whether the hand-written stepper (model/stepper.py) beats calling the fused `nn.LSTM` (GRU,
 RNN) depends on the CPU at large batches (oneDNN's RNN kernel against the BLAS matrix
 product), and at batch 1 whether its input products in halves beat them whole depends on
 how the BLAS threads a small product. So `fastest_step` times the ways once per model and

@@ -20,7 +20,7 @@ for the fewest, largest calls:
 - at batch 1 a single product (1, H) x (H, G*H) may run on one thread (MKL's choice:
   on this project's Xeon it did for G*H = 768 and 1536), so with `split_inputs` each
   layer's input product is made as the two halves of its columns in one batched call,
-  which torch runs side by side; `stepping_choice` times it against the whole product;
+  which torch runs side by side; `infer/step_choice.py` times it against the whole product;
 - the weights are copied once, transposed to (in, out) and contiguous, the layout of
   the matrix-product floor in bench/sampling_speed.py;
 - the LSTM's gates are reordered i, f, o, g, so one sigmoid covers three of them.
@@ -31,7 +31,7 @@ for the RNN), in eval mode (no dropout). The state goes in and out in the module
 shape: (num_layers, B, H) tensors, `(h, c)` for an LSTM.
 
 Whether this beats calling the module depends on the CPU at large batches (oneDNN's RNN
-kernel against the BLAS matrix product), so `stepping_choice.fastest_step` measures both
+kernel against the BLAS matrix product), so `infer.step_choice.fastest_step` measures both
 once per model and batch size and keeps the faster.
 """
 
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import torch
 
-from . import stepper_script as stepping_script
+from . import stepper_script
 from .charrnn import CharRNN
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gate blocks of H per layer
@@ -154,13 +154,13 @@ class Stepper:
         if state is not self._state:
             self._load(state, batch_size)
         ids = torch.empty(steps, batch_size, dtype=torch.long, device=self.device)
-        function = stepping_script.compiled(self.kind) if self.scripted else None
+        function = stepper_script.compiled(self.kind) if self.scripted else None
         if function is not None:
             function(noise, logits, ids, self._fresh, penalty or [], position,
                      *self._script_arguments)
             self._fresh = True
             return ids
-        pick = stepping_script._pick  # plain Python here
+        pick = stepper_script._pick  # plain Python here
         pick(noise[0], logits, ids[0], penalty or [], position)  # before the product
         for t in range(steps):
             if t or not self._fresh:

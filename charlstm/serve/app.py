@@ -25,7 +25,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
-from ..errors import UsageError
 from . import choices, errors
 from .completion import Completion, chunk_body, completion_body, completion_id
 from .errors import APIError

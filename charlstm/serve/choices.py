@@ -18,7 +18,7 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 
 from ..api import LanguageModel
-from ..errors import CharlstmError, UsageError
+from ..errors import CharlstmError
 from .completion import Completion
 from .errors import APIError
 from .options import ServeOptions

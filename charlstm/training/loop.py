@@ -1,12 +1,12 @@
 """Training: the loop that runs one training run from its first step to its last save.
 
-`Trainer` owns one run. Each step (training_step) is followed by the clock (clock), the
+`Trainer` owns one run. Each step (step) is followed by the clock (clock), the
 budget's refit (budget), and every LOG_EVERY steps a report: the bad-step flags are read
 (guard), the loss is reported, and at each evaluation the model is evaluated (evaluation)
-and saved (run_state, checkpoint, rundir). Between evaluations last.pt is also saved every
+and saved (state, checkpoint, rundir). Between evaluations last.pt is also saved every
 `save_every` seconds of wall-clock time, and on a stop. It reports through a
 `TrainingCallback` and logs through `logging`; it never prints. Everything that decides
-what the next step does goes into the checkpoint (run_state), so a resumed run
+what the next step does goes into the checkpoint (state), so a resumed run
 continues exactly where the saved one stopped.
 """
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import budget, clock, distributed, evaluation, optim, state as run_state, step as training_step
+from . import budget, clock, distributed, evaluation, optim, state, step
 from .budget import BudgetPlan
 from .callbacks import Quiet, StepStats, TrainingCallback, TrainResult
 from ..checkpoint import Checkpoint
@@ -95,7 +95,7 @@ class Trainer:
         # budget has trained at the real speed, the settings it decided are fitted again
         self._refit_pending = bool(plan and plan.refit and config.time_limit)
         if resume_from is not None:
-            run_state.restore(self, resume_from)
+            state.restore(self, resume_from)
             self._refit_pending = False
         self._set_up_step(resume_from, plan)
 
@@ -148,7 +148,7 @@ class Trainer:
         self.clock.start(self.launched_at)
         window = ReportWindow(self.device)
         pending: list[tuple[int, torch.Tensor]] = []  # bad-step flags, still on the device
-        self.guard.keep(run_state.capture(self))
+        self.guard.keep(state.capture(self))
         reason = None
         while reason is None:
             if self._should_stop():
@@ -188,7 +188,7 @@ class Trainer:
                    pending: list[tuple[int, torch.Tensor]]) -> tuple[str | None, float]:
         """One step, its clock and the budget's refit: the limit reached, and the time."""
         started = clock.now()
-        loss, bad, self.hidden = training_step.train_step(self._step_parts(), self.hidden,
+        loss, bad, self.hidden = step.train_step(self._step_parts(), self.hidden,
                                                           self.learning_rate())
         self.step += 1
         window.add(loss, bad)
@@ -200,8 +200,8 @@ class Trainer:
             self._refit()
         return self._limit_reached(), ended
 
-    def _step_parts(self) -> training_step.StepParts:
-        return training_step.StepParts(self.model, self.trained, self.optimizer, self.batches,
+    def _step_parts(self) -> step.StepParts:
+        return step.StepParts(self.model, self.trained, self.optimizer, self.batches,
                                        self.device, self.precision, self.config.grad_clip,
                                        self.scaler, self.gradients)
 
@@ -277,7 +277,7 @@ class Trainer:
                                                  self.device)
 
     def _roll_back(self) -> None:
-        run_state.restore(self, self.guard.kept(), rolling_back=True)
+        state.restore(self, self.guard.kept(), rolling_back=True)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -325,7 +325,7 @@ class Trainer:
 
     def _save(self, best: bool) -> None:
         paths = [self.folder.last] + ([self.folder.best] if best else [])
-        record = run_state.capture(self)  # every process takes part; the main one writes
+        record = state.capture(self)  # every process takes part; the main one writes
         distributed.run_on_main(lambda: record.save(*paths))
         self.guard.keep(record)
         self.clock.saved()
