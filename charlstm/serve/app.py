@@ -16,19 +16,23 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from ..api import make_generator
 from . import errors
+from .batcher import Batcher, Job, stream
 from .completion import Completion, chunk_body, completion_body, completion_id
 from .errors import APIError
 from .gate import Gate
+from .metrics import Metered, Metrics
 from .options import ServeOptions
 from .registry import ServedModel
 from .requests import CompletionRequest, ScoreRequest
@@ -49,7 +53,10 @@ class Counters:
 
 def create_app(models: dict[str, ServedModel], options: ServeOptions):
     """The ASGI application serving `models` (see `registry.load_models`)."""
-    counters = Counters()
+    counters, metrics = Counters(), Metrics()
+    batchers = {name: Batcher(name, served.lm, options, metrics, counters)
+                for name, served in models.items()} if options.max_batch else {}
+    _add_gauges(metrics, batchers, counters)
     app = FastAPI(title="charlstm", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
     errors.install(app)
@@ -73,8 +80,26 @@ def create_app(models: dict[str, ServedModel], options: ServeOptions):
     async def stats():
         return vars(counters)
 
-    _add_text_routes(app, models, options, counters)
-    return Gate(app, options.api_key, options.max_body_bytes)
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": list(models)}
+
+    @app.get("/metrics")
+    async def exposition():
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    _add_text_routes(app, models, options, counters, batchers)
+    return Metered(Gate(app, options.api_key, options.max_body_bytes), metrics)
+
+
+def _add_gauges(metrics: Metrics, batchers: dict[str, Batcher], counters: Counters) -> None:
+    metrics.gauges.update({
+        "batch_size": ("Samples being stepped together now, over all models",
+                       lambda: sum(b.rows for b in batchers.values())),
+        "queue_depth": ("Requests waiting for room in a batch (--max-batch)",
+                        lambda: sum(b.queue_depth for b in batchers.values())),
+        "active_generations": ("Completions being generated or waiting",
+                               lambda: counters.active_generations)})
 
 
 def _find(models: dict[str, ServedModel], name: str) -> ServedModel:
@@ -85,7 +110,7 @@ def _find(models: dict[str, ServedModel], name: str) -> ServedModel:
 
 
 def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: ServeOptions,
-                     counters: Counters) -> None:
+                     counters: Counters, batchers: dict[str, Batcher]) -> None:
     """POST /v1/completions and /v1/score."""
 
     @app.post("/v1/completions")
@@ -98,7 +123,14 @@ def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: Serv
                                 body.top_p, stops, body.seed)
         counters.completions += 1
         chars = options.slice_chars * (1 if body.stream else NON_STREAMED_SLICE_FACTOR)
-        slices = _slices(served, completion, request, chars, options.slice_seconds, counters)
+        if served.name in batchers:
+            batcher = batchers[served.name]
+            job = _job(served, completion, prompts, body, max_tokens, options)
+            batcher.submit(job)
+            slices = stream(job, request, chars, batcher.metrics, counters)
+        else:
+            slices = _slices(served, completion, request, chars, options.slice_seconds,
+                             counters)
         ident = completion_id()
         if body.stream:
             return StreamingResponse(
@@ -121,6 +153,16 @@ def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: Serv
         async with served.lock:
             result = await run_in_threadpool(_score, served, body)
         return JSONResponse(_finite(result))
+
+
+def _job(served: ServedModel, completion: Completion, prompts: list[str],
+         body: CompletionRequest, max_tokens: int, options: ServeOptions) -> Job:
+    """The completion as a job for its model's batch (see batcher.py)."""
+    completion.close()  # its own generator (which checked the options) is not used
+    return Job(completion, [p for p in prompts for _ in range(body.n)], max_tokens,
+               body.temperature, None if body.top_p >= 1 else body.top_p,
+               make_generator(body.seed, served.lm.device), body.seed is not None,
+               time.monotonic() + options.request_seconds, asyncio.get_running_loop())
 
 
 def _check_completion(body: CompletionRequest, prompts: list[str], stops: list[str],
