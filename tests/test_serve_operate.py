@@ -9,8 +9,10 @@ import json
 import random
 import re
 import signal
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +194,20 @@ def test_32_clients_at_once_get_the_texts_they_get_alone(server):
     assert max(batch_sizes) > 1  # they were stepped together
     page = server.get("/metrics")[1]
     assert metric(page, "batch_size") == 0 and metric(page, "disconnects_total") >= 8
+
+
+@pytest.mark.slow
+def test_resident_memory_stays_flat_over_many_mixed_requests(server):
+    """A short form of bench/serve_memory.py (10,000 requests there, 1,000 here)."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        from serve_memory import resident_mb, send
+    finally:
+        sys.path.remove(str(bench))
+    send(server, "run", 300, clients=8, seed=1)
+    before = resident_mb(server.process.pid)
+    send(server, "run", 1000, clients=8, seed=2)
+    growth = resident_mb(server.process.pid) - before
+    assert growth < 25, f"resident memory grew by {growth:.1f} MB over 1,000 requests"
+    assert server.get("/health")[0] == 200

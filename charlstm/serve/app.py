@@ -32,6 +32,7 @@ from .batcher import Batcher, Job, stream
 from .completion import Completion, chunk_body, completion_body, completion_id
 from .errors import APIError
 from .gate import Gate
+from .memory import Trimmer
 from .metrics import Metered, Metrics
 from .options import ServeOptions
 from .registry import ServedModel
@@ -53,8 +54,8 @@ class Counters:
 
 def create_app(models: dict[str, ServedModel], options: ServeOptions):
     """The ASGI application serving `models` (see `registry.load_models`)."""
-    counters, metrics = Counters(), Metrics()
-    batchers = {name: Batcher(name, served.lm, options, metrics, counters)
+    counters, metrics, trimmer = Counters(), Metrics(), Trimmer()
+    batchers = {name: Batcher(name, served.lm, options, metrics, counters, trimmer)
                 for name, served in models.items()} if options.max_batch else {}
     _add_gauges(metrics, batchers, counters)
     app = FastAPI(title="charlstm", version=__version__, docs_url=None, redoc_url=None,
@@ -88,7 +89,7 @@ def create_app(models: dict[str, ServedModel], options: ServeOptions):
     async def exposition():
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    _add_text_routes(app, models, options, counters, batchers)
+    _add_text_routes(app, models, options, counters, batchers, trimmer)
     return Metered(Gate(app, options.api_key, options.max_body_bytes), metrics)
 
 
@@ -110,7 +111,8 @@ def _find(models: dict[str, ServedModel], name: str) -> ServedModel:
 
 
 def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: ServeOptions,
-                     counters: Counters, batchers: dict[str, Batcher]) -> None:
+                     counters: Counters, batchers: dict[str, Batcher], trimmer: Trimmer
+                     ) -> None:
     """POST /v1/completions and /v1/score."""
 
     @app.post("/v1/completions")
@@ -152,6 +154,7 @@ def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: Serv
             raise APIError(400, "'per_char' needs 'text' (one text), not 'lines'", "per_char")
         async with served.lock:
             result = await run_in_threadpool(_score, served, body)
+        trimmer()
         return JSONResponse(_finite(result))
 
 

@@ -33,6 +33,7 @@ from ..infer.batch_step import BatchStepper, Generation
 from ..infer.generate import BLOCK_SECONDS, BLOCK_STEPS
 from .completion import Completion
 from .errors import APIError
+from .memory import Trimmer
 from .metrics import Metrics
 from .options import ServeOptions
 
@@ -76,8 +77,9 @@ class Batcher:
     """The batch thread of one model (started at once; a daemon thread)."""
 
     def __init__(self, name: str, lm: LanguageModel, options: ServeOptions, metrics: Metrics,
-                 counters):
+                 counters, trimmer: Trimmer):
         self.name, self.options, self.metrics, self.counters = name, options, metrics, counters
+        self.trimmer = trimmer
         self.chars = lm.vocab.chars
         self.stepper = BatchStepper(lm.model, lm.vocab, options.max_batch)
         self._condition = threading.Condition()
@@ -124,6 +126,8 @@ class Batcher:
 
     def _run(self) -> None:
         while True:
+            if not self._jobs:
+                self.trimmer()  # idle: what the last batches freed goes back
             with self._condition:
                 while not (self._joining or self._jobs):
                     self._condition.wait()
