@@ -132,6 +132,8 @@ class Batcher:
                 while not (self._joining or self._jobs):
                     self._condition.wait()
                 joining, self._joining = self._joining, []
+            if joining:
+                self._steps = 1  # the newcomers' first text comes after one step
             try:
                 for job in joining:
                     self._admit(job)
