@@ -9,7 +9,10 @@ FastAPI and uvicorn: pip install 'charlstm[serve]'.
     registry.py     the served models: names, model cards, a lock each
     requests.py     the request bodies, as pydantic models
     completion.py   one completion request's generation: stop strings, choices, slices
-    errors.py       OpenAI-shaped JSON errors for every 4xx
+    batcher.py      continuous batching: a thread per model steps its completions together
+    memory.py       freed memory handed back to the system (malloc_trim), so it stays flat
+    metrics.py      GET /metrics in Prometheus's text format, and the middleware counting
+    errors.py       OpenAI-shaped JSON errors for every 4xx (and 503 when busy)
     gate.py         the ASGI middleware: the API key and the request body size limit
     app.py          create_app: the routes
     playground.html the page at GET / (package data)

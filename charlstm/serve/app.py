@@ -1,14 +1,16 @@
 """The FastAPI application: the routes, over the served models.
 
-Concurrency: the event loop never computes. A completion is advanced in time slices (up
-to `slice_chars` characters per choice, or `slice_seconds`), each run in a worker thread
-while holding its model's asyncio lock, which hands the model to waiting requests in
-arrival order (FIFO); so streams on one model interleave slice by slice, and the loop
-stays free to accept requests, answer others and notice clients that went away (a
-watcher waits for the disconnect, looked at between slices; a closed stream also cancels
-its generator). A non-streamed completion takes bigger slices (fewer trips to a thread). Different models work in
-parallel (torch releases the GIL in its ops). A request's own samples (n, several
-prompts) are one batch.
+Concurrency: the event loop never computes. Completions join their model's batch
+(batcher.py: a thread steps every admitted completion together). With batching off
+(`max_batch` 0) a completion is advanced in time slices (up to `slice_chars` characters
+per choice, or `slice_seconds`), each run in a worker thread while holding its model's
+asyncio lock, which hands the model to waiting requests in arrival order (FIFO); so
+streams on one model interleave slice by slice, and the loop stays free to accept
+requests, answer others and notice clients that went away (a watcher waits for the
+disconnect, looked at between slices; a closed stream also cancels its generator). A
+non-streamed completion takes bigger slices (fewer trips to a thread). Scores take
+turns at the lock the same way. Different models work in parallel (torch releases the
+GIL in its ops). A request's own samples (n, several prompts) are one batch.
 """
 
 from __future__ import annotations
