@@ -110,9 +110,10 @@ def test_a_full_queue_gets_503_with_retry_after(trained_run, tmp_path):
         small.stop()
 
 
-def test_the_time_limit_ends_a_completion_with_its_text(trained_run, tmp_path):
+@pytest.mark.parametrize("batch", ["16", "0"])
+def test_the_time_limit_ends_a_completion_with_its_text(trained_run, tmp_path, batch):
     limited = Server(str(trained_run), "--max-tokens", "1000000", "--timeout", "1",
-                     cwd=tmp_path)
+                     "--max-batch", batch, cwd=tmp_path)
     try:
         started = time.monotonic()
         answer = complete(limited, prompt="the ", max_tokens=1000000)

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..api import make_generator
 from . import errors
-from .batcher import Batcher, Job, stream
+from .batcher import TIME_LIMIT, Batcher, Job, stream
 from .completion import Completion, chunk_body, completion_body, completion_id
 from .errors import APIError
 from .gate import Gate
@@ -91,7 +91,7 @@ def create_app(models: dict[str, ServedModel], options: ServeOptions):
     async def exposition():
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    _add_text_routes(app, models, options, counters, batchers, trimmer)
+    _add_text_routes(app, models, options, counters, batchers, trimmer, metrics)
     return Metered(Gate(app, options.api_key, options.max_body_bytes), metrics)
 
 
@@ -113,8 +113,8 @@ def _find(models: dict[str, ServedModel], name: str) -> ServedModel:
 
 
 def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: ServeOptions,
-                     counters: Counters, batchers: dict[str, Batcher], trimmer: Trimmer
-                     ) -> None:
+                     counters: Counters, batchers: dict[str, Batcher], trimmer: Trimmer,
+                     metrics: Metrics) -> None:
     """POST /v1/completions and /v1/score."""
 
     @app.post("/v1/completions")
@@ -131,10 +131,10 @@ def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: Serv
             batcher = batchers[served.name]
             job = _job(served, completion, prompts, body, max_tokens, options)
             batcher.submit(job)
-            slices = stream(job, request, chars, batcher.metrics, counters)
+            slices = stream(job, request, chars, metrics, counters)
         else:
             slices = _slices(served, completion, request, chars, options.slice_seconds,
-                             counters)
+                             counters, time.monotonic() + options.request_seconds, metrics)
         ident = completion_id()
         if body.stream:
             return StreamingResponse(
@@ -200,9 +200,12 @@ def _check_characters(served: ServedModel, prompts: list[str]) -> None:
 
 
 async def _slices(served: ServedModel, completion: Completion, request: Request,
-                  slice_chars: int, slice_seconds: float, counters: Counters) -> AsyncIterator[list[str]]:
+                  slice_chars: int, slice_seconds: float, counters: Counters,
+                  deadline: float = math.inf, metrics: Metrics | None = None
+                  ) -> AsyncIterator[list[str]]:
     """Advance `completion` slice by slice, taking turns at the model's lock; yield each
-    slice's new text per choice. Ends early when the client has gone."""
+    slice's new text per choice. Ends early when the client has gone, and ends its
+    choices with "time_limit" past `deadline` (time.monotonic())."""
     counters.active_generations += 1
     gone = asyncio.Event()
     watcher = asyncio.ensure_future(_watch_disconnect(request, gone))
@@ -216,6 +219,10 @@ async def _slices(served: ServedModel, completion: Completion, request: Request,
                 pieces = await run_in_threadpool(completion.advance, slice_chars,
                                                  slice_seconds)
             counters.characters_generated += completion.generated - before
+            if time.monotonic() > deadline and not completion.done:
+                pieces = [a + b for a, b in zip(pieces, completion.end(TIME_LIMIT))]
+                if metrics is not None:
+                    metrics.timeouts += 1
             yield pieces
     finally:
         watcher.cancel()

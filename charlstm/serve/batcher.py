@@ -179,6 +179,8 @@ class Batcher:
             self._steps = max(1, self._steps // 2)
         chars = self.chars
         for job, steps in zip(self._jobs, ids):
+            if job.cancelled:  # its client left during the block: nobody to tell
+                continue
             completion = job.completion
             before = completion.generated
             pieces = completion.add_steps([[chars[i] for i in row] for row in steps])
