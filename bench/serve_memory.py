@@ -37,7 +37,11 @@ def resident_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS in /proc: Linux only")
 
 
-def one_request(server: Server, model: str, rng: random.Random) -> None:
+PROMPTS = ("The ", "a", "", "def f(x):\n")
+
+
+def one_request(server: Server, model: str, rng: random.Random,
+                prompts: tuple[str, ...] = PROMPTS) -> None:
     """One request of the mix, its answer read (or hung up on)."""
     kind = rng.random()
     if kind < 0.1:
@@ -48,7 +52,7 @@ def one_request(server: Server, model: str, rng: random.Random) -> None:
     elif kind < 0.2:
         body, path = {"model": model, "prompt": "x", "temperature": -1}, "/v1/completions"
     else:
-        body = {"model": model, "prompt": rng.choice(["The ", "a", "", "def f(x):\n"]),
+        body = {"model": model, "prompt": rng.choice(prompts),
                 "max_tokens": rng.choice([1, 20, 100, 300]), "n": rng.choice([1, 1, 1, 2, 4]),
                 "temperature": rng.choice([0, 0.7, 1.0]), "stream": rng.random() < 0.5}
         if rng.random() < 0.3:
@@ -69,7 +73,8 @@ def one_request(server: Server, model: str, rng: random.Random) -> None:
     connection.close()
 
 
-def send(server: Server, model: str, count: int, clients: int, seed: int) -> None:
+def send(server: Server, model: str, count: int, clients: int, seed: int,
+         prompts: tuple[str, ...] = PROMPTS) -> None:
     """`count` requests of the mix from `clients` threads at once."""
     left = iter(range(count))
     lock = threading.Lock()
@@ -80,7 +85,7 @@ def send(server: Server, model: str, count: int, clients: int, seed: int) -> Non
             with lock:
                 if next(left, None) is None:
                     return
-            one_request(server, model, rng)
+            one_request(server, model, rng, prompts)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     for thread in threads:
