@@ -1,14 +1,20 @@
 """charlstm serve under concurrent clients: throughput, time to first text, correctness.
 
-    python bench/serve_clients.py [--shape 2x512] [--clients 1,8] [--chars 2000] [--no-record]
+    python bench/serve_clients.py [--shape 2x512] [--clients 1,8,32] [--chars 2000]
+                                  [--no-record]
 
 Starts a real `charlstm serve` (a subprocess on a free port) on a random-init LSTM of the
 given shape (speed does not depend on the weights), then for each client count streams
-that many completions at once, each of --chars characters with its own seed, and
-reports the total characters per second, the median and worst time to the first text,
-and each client's characters per second. Every client's text must equal what its seed
-gives when it runs alone (checked; a mismatch fails the benchmark). Prints the table and
-appends it to bench/RESULTS.md.
+that many completions at once, each of --chars characters, unseeded (as most clients
+ask), and reports the total characters per second, its ratio to one client's, the
+median and worst time to the first text, and each client's characters per second. A
+second server with `--max-batch 0` (each request on its own, in turns: serving as it was
+before continuous batching) gives the one-client baseline. Then the largest count runs
+once more with a seed per client, and every client's text must equal what its seed
+gives when it runs alone (a mismatch fails the benchmark). Prints the table and the
+targets of issue 30 (8 clients >= 3.5x one client, 32 >= 5x, the first text's median at
+8 clients <= 150 ms, one client >= 0.95x the unbatched one) and appends the table to
+bench/RESULTS.md unless --no-record.
 """
 
 from __future__ import annotations
@@ -50,14 +56,17 @@ def random_run(folder: Path, layers: int, hidden: int) -> Path:
     return run
 
 
-def stream(server: Server, seed: int, chars: int, started: float) -> dict:
+def stream(server: Server, seed: int | None, chars: int, started: float) -> dict:
     """One streamed completion: its text, when its first text came and when it ended."""
     import http.client
 
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
-    connection.request("POST", "/v1/completions", json.dumps(
-        {"model": server.model, "prompt": "The ", "max_tokens": chars, "seed": seed,
-         "temperature": 0.8, "stream": True}), {"Content-Type": "application/json"})
+    body = {"model": server.model, "prompt": "The ", "max_tokens": chars,
+            "temperature": 0.8, "stream": True}
+    if seed is not None:
+        body["seed"] = seed
+    connection.request("POST", "/v1/completions", json.dumps(body),
+                       {"Content-Type": "application/json"})
     response = connection.getresponse()
     text, first, buffer = [], None, b""
     while True:
@@ -77,12 +86,13 @@ def stream(server: Server, seed: int, chars: int, started: float) -> dict:
     return {"text": "".join(text), "first": first, "end": time.perf_counter() - started}
 
 
-def run_clients(server: Server, count: int, chars: int) -> list[dict]:
+def run_clients(server: Server, count: int, chars: int, seeded: bool) -> list[dict]:
     results: list[dict] = [{}] * count
     started = time.perf_counter()
 
     def client(i: int) -> None:
-        results[i] = stream(server, seed=i, chars=chars, started=started)
+        results[i] = stream(server, seed=i if seeded else None, chars=chars,
+                            started=started)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(count)]
     for thread in threads:
@@ -92,43 +102,71 @@ def run_clients(server: Server, count: int, chars: int) -> list[dict]:
     return results
 
 
+def measured(results: list[dict]) -> dict:
+    total = sum(len(r["text"]) for r in results)
+    firsts = [r["first"] for r in results]
+    return {"chars_per_second": total / max(r["end"] for r in results),
+            "first_median": statistics.median(firsts), "first_worst": max(firsts),
+            "per_client": statistics.median(len(r["text"]) / r["end"] for r in results)}
+
+
+def serve(run: Path, folder: Path, chars: int, *flags: str) -> Server:
+    server = Server(str(run), "--max-tokens", str(chars), "--max-n", "1", *flags, cwd=folder)
+    server.model = run.name
+    return server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="2x512", help="layers x hidden units")
-    parser.add_argument("--clients", default="1,8", help="client counts, comma-separated")
+    parser.add_argument("--clients", default="1,8,32", help="client counts, comma-separated")
     parser.add_argument("--chars", type=int, default=2000, help="characters per client")
     parser.add_argument("--no-record", action="store_true", help="only print")
     args = parser.parse_args()
     layers, hidden = (int(x) for x in args.shape.split("x"))
-    counts = [int(c) for c in args.clients.split(",")]
+    counts = sorted({1, *(int(c) for c in args.clients.split(","))})
     folder = Path(tempfile.mkdtemp(prefix="charlstm-bench-serve-"))
     run = random_run(folder, layers, hidden)
-    server = Server(str(run), "--max-tokens", str(args.chars), "--max-n", "1", cwd=folder)
-    server.model = run.name
+    unbatched = serve(run, folder, args.chars, "--max-batch", "0")
     try:
+        run_clients(unbatched, 1, args.chars, seeded=False)  # warm-up
+        before = measured(run_clients(unbatched, 1, args.chars, seeded=False))
+    finally:
+        unbatched.stop()
+    server = serve(run, folder, args.chars, "--max-batch", str(max(64, max(counts))))
+    try:
+        run_clients(server, 1, args.chars, seeded=False)  # warm-up
+        results = {count: measured(run_clients(server, count, args.chars, seeded=False))
+                   for count in counts}
         alone = {seed: stream(server, seed, args.chars, time.perf_counter())["text"]
                  for seed in range(max(counts))}  # what each seed gives on its own
-        rows = []
-        for count in counts:
-            results = run_clients(server, count, args.chars)
-            for seed, result in enumerate(results):
-                if result["text"] != alone[seed]:
-                    sys.exit(f"client {seed} of {count} got other text than alone")
-            total = sum(len(r["text"]) for r in results)
-            wall = max(r["end"] for r in results)
-            firsts = [r["first"] for r in results]
-            rows.append([str(count), f"{total / wall:,.0f}",
-                         f"{statistics.median(firsts) * 1000:,.0f}",
-                         f"{max(firsts) * 1000:,.0f}",
-                         f"{statistics.median(len(r['text']) / r['end'] for r in results):,.0f}",
-                         "yes"])
+        together = run_clients(server, max(counts), args.chars, seeded=True)
+        same = all(r["text"] == alone[seed] for seed, r in enumerate(together))
     finally:
         server.stop()
-    table = markdown_table(["clients", "total chars/s", "first text, median ms",
-                            "first text, worst ms", "chars/s per client, median",
-                            "texts as alone"], rows)
+    if not same:
+        sys.exit(f"a seeded client of {max(counts)} got other text than alone")
+    one = results[1]["chars_per_second"]
+    rows = [["1, unbatched (--max-batch 0)", f"{before['chars_per_second']:,.0f}", "",
+             f"{before['first_median'] * 1000:,.0f}", f"{before['first_worst'] * 1000:,.0f}",
+             f"{before['per_client']:,.0f}"]]
+    rows += [[str(count), f"{r['chars_per_second']:,.0f}", f"{r['chars_per_second'] / one:.2f}",
+              f"{r['first_median'] * 1000:,.0f}", f"{r['first_worst'] * 1000:,.0f}",
+              f"{r['per_client']:,.0f}"] for count, r in results.items()]
+    table = markdown_table(["clients", "total chars/s", "x one client",
+                            "first text, median ms", "first text, worst ms",
+                            "chars/s per client, median"], rows)
+    targets = [f"one client {one / before['chars_per_second']:.2f}x the unbatched (>= 0.95)"]
+    if 8 in results:
+        targets += [f"8 clients {results[8]['chars_per_second'] / one:.2f}x (>= 3.5)",
+                    f"first text at 8 clients {results[8]['first_median'] * 1000:.0f} ms "
+                    "median (<= 150)"]
+    if 32 in results:
+        targets.append(f"32 clients {results[32]['chars_per_second'] / one:.2f}x (>= 5)")
     publish(f"charlstm serve: concurrent streamed clients, LSTM {args.shape}, "
-            f"{args.chars:,} characters each", table, record=not args.no_record)
+            f"{args.chars:,} characters each", table + "\n\nTargets: " + "; ".join(targets)
+            + f"; {max(counts)} seeded clients at once got their texts alone: yes",
+            record=not args.no_record)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ ZERO_ALLOWED = {
     "sample --presence-penalty": True, "novelty --novelty-min": False, "score --top": True,
     "inspect --top": True, "inspect --best": False,
     "serve --port": False, "serve --max-tokens": False, "serve --max-n": False,
-    "serve --max-body": False,
+    "serve --max-body": False, "serve --max-batch": True, "serve --max-queue": True,
+    "serve --timeout": False, "serve --grace": True,
     "corpus prepare --val-frac": True,
 }
 DURATION_FLAGS = {"train --time", "train --save-every"}

@@ -45,13 +45,29 @@ def serve(
                                    "the number of prompts)."),
     max_body: int = typer.Option(DEFAULTS.max_body_bytes, "--max-body",
                                  help="The largest request body, in bytes."),
+    max_batch: int = typer.Option(DEFAULTS.max_batch, "--max-batch",
+                                  help="The most samples stepped together as one batch on "
+                                       "a model; 0 generates each request on its own, in "
+                                       "turns."),
+    max_queue: int = typer.Option(DEFAULTS.max_queue, "--max-queue",
+                                  help="The most requests waiting for room in a full batch; "
+                                       "more get 503 with Retry-After."),
+    timeout: float = typer.Option(DEFAULTS.request_seconds, "--timeout",
+                                  help="Seconds a completion may take, waiting included; "
+                                       "then its choices end with finish_reason "
+                                       "\"time_limit\"."),
+    grace: float = typer.Option(DEFAULTS.grace_seconds, "--grace",
+                                help="On SIGTERM or Ctrl-C, seconds running streams may go "
+                                     "on before the server exits."),
     device: str = DEVICE_OPTION,
 ) -> None:
     """Serve models over HTTP: an OpenAI-compatible API and a playground page."""
     if port not in PORT:
         raise UsageError(PORT.refusal("--port", port))
     options = ServeOptions(max_tokens=max_tokens, max_samples=max_n,
-                           max_body_bytes=max_body, api_key=api_key)
+                           max_body_bytes=max_body, api_key=api_key, max_batch=max_batch,
+                           max_queue=max_queue, request_seconds=timeout,
+                           grace_seconds=grace)  # checked before fastapi is imported
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -71,7 +87,7 @@ def serve(
     print(f"charlstm: serving {', '.join(models)} at http://{shown}:{port}/ "
           "(Ctrl-C stops)", file=sys.stderr, flush=True)
     server = uvicorn.Server(uvicorn.Config(application, log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=2))
+                                           timeout_graceful_shutdown=grace))
     server.run(sockets=[listening])
     raise typer.Exit(130)  # only Ctrl-C or a signal ends a server
 

@@ -151,9 +151,7 @@ def generate(model: CharRNN, vocab: Vocabulary, prime: str | list[str] = "",
                 logits = logits.expand(num_samples, -1)
                 state = _expand(state, num_samples)
             else:
-                starts = [_start(model, vocab, text, device) for text in primes]
-                logits = torch.cat([lg for lg, _ in starts])
-                state = _stack([st for _, st in starts], model, device)
+                logits, state = prime_each(model, vocab, primes)
             step = _step_function(model, device, fast, num_samples)
             recent = [vocab.encode(text) for text in (primes or [prime] * num_samples)]
             controls = _Controls(
@@ -304,6 +302,16 @@ def _step_function(model: CharRNN, device: torch.device, fast: bool | None,
             return module_step(model)
         return fastest_step(model, batch_size)
     return Stepper(model) if fast else module_step(model)
+
+
+def prime_each(model: CharRNN, vocab: Vocabulary, primes: list[str]):
+    """Each of `primes` through the model on its own: the logits (N, V) of the first new
+    character of each, and the state, (layers, N, hidden) per tensor (None: all empty).
+    Call it under `torch.inference_mode`."""
+    device = next(model.parameters()).device
+    starts = [_start(model, vocab, text, device) for text in primes]
+    logits = torch.cat([lg for lg, _ in starts])
+    return logits, _stack([st for _, st in starts], model, device)
 
 
 def _start(model: CharRNN, vocab: Vocabulary, prime: str, device):

@@ -88,6 +88,14 @@ class Picker:
         self.used += taken.size(0)
         return taken
 
+    def ready(self, logits: torch.Tensor) -> int:
+        """How many steps' noise `take` can give now without drawing (it draws the next
+        chunk first when this one is used up): a batch of generations takes the same
+        number of steps from each (see batch_step.py)."""
+        if self.used == len(self.noise):
+            self._draw(logits)
+        return len(self.noise) - self.used
+
     def _draw(self, logits: torch.Tensor) -> None:
         temperature, _, _, generator = self.options
         rows, vocab_size = logits.shape

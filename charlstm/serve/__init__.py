@@ -10,7 +10,10 @@ FastAPI and uvicorn: pip install 'charlstm[serve]'.
     requests.py     the request bodies, as pydantic models
     completion.py   one completion request's generation: stop strings, choices, slices
     choices.py      OpenAI's extras on the choices: logprobs, echo, best_of; novelty
-    errors.py       OpenAI-shaped JSON errors for every 4xx
+    batcher.py      continuous batching: a thread per model steps its completions together
+    memory.py       freed memory handed back to the system (malloc_trim), so it stays flat
+    metrics.py      GET /metrics in Prometheus's text format, and the middleware counting
+    errors.py       OpenAI-shaped JSON errors for every 4xx (and 503 when busy)
     gate.py         the ASGI middleware: the API key and the request body size limit
     inspection.py   POST /v1/inspect: a unit's values, guesses, the --find ranking
     app.py          create_app: the routes

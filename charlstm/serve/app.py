@@ -1,14 +1,16 @@
 """The FastAPI application: the routes, over the served models.
 
-Concurrency: the event loop never computes. A completion is advanced in time slices (up
-to `slice_chars` characters per choice, or `slice_seconds`), each run in a worker thread
-while holding its model's asyncio lock, which hands the model to waiting requests in
-arrival order (FIFO); so streams on one model interleave slice by slice, and the loop
-stays free to accept requests, answer others and notice clients that went away (a
-watcher waits for the disconnect, looked at between slices; a closed stream also cancels
-its generator). A non-streamed completion takes bigger slices (fewer trips to a thread). Different models work in
-parallel (torch releases the GIL in its ops). A request's own samples (n, several
-prompts) are one batch.
+Concurrency: the event loop never computes. Completions join their model's batch
+(batcher.py: a thread steps every admitted completion together). With batching off
+(`max_batch` 0) a completion is advanced in time slices (up to `slice_chars` characters
+per choice, or `slice_seconds`), each run in a worker thread while holding its model's
+asyncio lock, which hands the model to waiting requests in arrival order (FIFO); so
+streams on one model interleave slice by slice, and the loop stays free to accept
+requests, answer others and notice clients that went away (a watcher waits for the
+disconnect, looked at between slices; a closed stream also cancels its generator). A
+non-streamed completion takes bigger slices (fewer trips to a thread). Scores take
+turns at the lock the same way. Different models work in parallel (torch releases the
+GIL in its ops). A request's own samples (n, several prompts) are one batch.
 """
 
 from __future__ import annotations
@@ -16,20 +18,25 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
+from ..api import make_generator
 from . import choices, errors
+from .batcher import TIME_LIMIT, Batcher, Job, stream
 from .completion import Completion, chunk_body, completion_body, completion_id
 from .errors import APIError
 from .gate import Gate
 from .inspection import add_inspect_route
+from .memory import Trimmer
+from .metrics import Metered, Metrics
 from .options import ServeOptions
 from .registry import ServedModel
 from .requests import CompletionRequest, ScoreRequest
@@ -50,7 +57,10 @@ class Counters:
 
 def create_app(models: dict[str, ServedModel], options: ServeOptions):
     """The ASGI application serving `models` (see `registry.load_models`)."""
-    counters = Counters()
+    counters, metrics, trimmer = Counters(), Metrics(), Trimmer()
+    batchers = {name: Batcher(name, served.lm, options, metrics, counters, trimmer)
+                for name, served in models.items()} if options.max_batch else {}
+    _add_gauges(metrics, batchers, counters)
     app = FastAPI(title="charlstm", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
     errors.install(app)
@@ -74,9 +84,27 @@ def create_app(models: dict[str, ServedModel], options: ServeOptions):
     async def stats():
         return vars(counters)
 
-    _add_text_routes(app, models, options, counters)
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": list(models)}
+
+    @app.get("/metrics")
+    async def exposition():
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    _add_text_routes(app, models, options, counters, batchers, trimmer, metrics)
     add_inspect_route(app, models, lambda name: _find(models, name))
-    return Gate(app, options.api_key, options.max_body_bytes)
+    return Metered(Gate(app, options.api_key, options.max_body_bytes), metrics)
+
+
+def _add_gauges(metrics: Metrics, batchers: dict[str, Batcher], counters: Counters) -> None:
+    metrics.gauges.update({
+        "batch_size": ("Samples being stepped together now, over all models",
+                       lambda: sum(b.rows for b in batchers.values())),
+        "queue_depth": ("Requests waiting for room in a batch (--max-batch)",
+                        lambda: sum(b.queue_depth for b in batchers.values())),
+        "active_generations": ("Completions being generated or waiting",
+                               lambda: counters.active_generations)})
 
 
 def _find(models: dict[str, ServedModel], name: str) -> ServedModel:
@@ -87,7 +115,8 @@ def _find(models: dict[str, ServedModel], name: str) -> ServedModel:
 
 
 def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: ServeOptions,
-                     counters: Counters) -> None:
+                     counters: Counters, batchers: dict[str, Batcher], trimmer: Trimmer,
+                     metrics: Metrics) -> None:
     """POST /v1/completions and /v1/score."""
 
     @app.post("/v1/completions")
@@ -104,7 +133,14 @@ def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: Serv
                                 body.top_p, stops, body.seed, body.controls())
         counters.completions += 1
         chars = options.slice_chars * (1 if body.stream else NON_STREAMED_SLICE_FACTOR)
-        slices = _slices(served, completion, request, chars, options.slice_seconds, counters)
+        if served.name in batchers and _batchable(body, best_of):
+            batcher = batchers[served.name]
+            job = _job(served, completion, prompts, body, max_tokens, options)
+            batcher.submit(job)
+            slices = stream(job, request, chars, metrics, counters)
+        else:
+            slices = _slices(served, completion, request, chars, options.slice_seconds,
+                             counters, time.monotonic() + options.request_seconds, metrics)
         ident = completion_id()
         if body.stream:
             return StreamingResponse(
@@ -132,7 +168,27 @@ def _add_text_routes(app: FastAPI, models: dict[str, ServedModel], options: Serv
             raise APIError(400, "'per_char' needs 'text' (one text), not 'lines'", "per_char")
         async with served.lock:
             result = await run_in_threadpool(_score, served, body)
+        trimmer()
         return JSONResponse(_finite(result))
+
+
+def _batchable(body: CompletionRequest, best_of: int) -> bool:
+    """Whether the batch step can generate this request: it picks with temperature and
+    top-p alone, so loop penalties, max_copy and best_of's extra candidates are generated
+    on their own (see _slices); logprobs, echo and novelty are read after either way."""
+    penalised = (body.repetition_penalty != 1 or body.frequency_penalty != 0
+                 or body.presence_penalty != 0 or body.no_repeat != 0)
+    return not penalised and body.max_copy is None and best_of == body.n
+
+
+def _job(served: ServedModel, completion: Completion, prompts: list[str],
+         body: CompletionRequest, max_tokens: int, options: ServeOptions) -> Job:
+    """The completion as a job for its model's batch (see batcher.py)."""
+    completion.close()  # its own generator (which checked the options) is not used
+    return Job(completion, [p for p in prompts for _ in range(body.n)], max_tokens,
+               body.temperature, None if body.top_p >= 1 else body.top_p,
+               make_generator(body.seed, served.lm.device), body.seed is not None,
+               time.monotonic() + options.request_seconds, asyncio.get_running_loop())
 
 
 def _check_completion(body: CompletionRequest, prompts: list[str], stops: list[str],
@@ -165,9 +221,12 @@ def _check_characters(served: ServedModel, prompts: list[str]) -> None:
 
 
 async def _slices(served: ServedModel, completion: Completion, request: Request,
-                  slice_chars: int, slice_seconds: float, counters: Counters) -> AsyncIterator[list[str]]:
+                  slice_chars: int, slice_seconds: float, counters: Counters,
+                  deadline: float = math.inf, metrics: Metrics | None = None
+                  ) -> AsyncIterator[list[str]]:
     """Advance `completion` slice by slice, taking turns at the model's lock; yield each
-    slice's new text per choice. Ends early when the client has gone."""
+    slice's new text per choice. Ends early when the client has gone, and ends its
+    choices with "time_limit" past `deadline` (time.monotonic())."""
     counters.active_generations += 1
     gone = asyncio.Event()
     watcher = asyncio.ensure_future(_watch_disconnect(request, gone))
@@ -181,6 +240,10 @@ async def _slices(served: ServedModel, completion: Completion, request: Request,
                 pieces = await run_in_threadpool(completion.advance, slice_chars,
                                                  slice_seconds)
             counters.characters_generated += completion.generated - before
+            if time.monotonic() > deadline and not completion.done:
+                pieces = [a + b for a, b in zip(pieces, completion.end(TIME_LIMIT))]
+                if metrics is not None:
+                    metrics.timeouts += 1
             yield pieces
     finally:
         watcher.cancel()

@@ -56,6 +56,22 @@ class Completion:
                 break
         return [self._showable(i) for i in range(len(self.texts))]
 
+    def add_steps(self, steps: list[list[str]]) -> list[str]:
+        """Take in steps made elsewhere (a batch of many requests, see batcher.py), one
+        list of chars per step with one per choice, and return each choice's newly
+        showable text; steps after every choice has ended are ignored."""
+        for chars in steps:
+            if self.done:
+                break
+            self._add(chars)
+        return [self._showable(i) for i in range(len(self.texts))]
+
+    def end(self, reason: str) -> list[str]:
+        """End the choices still going with `reason` ("length": max_tokens is reached);
+        what they may show now."""
+        self.finish_reasons = [r or reason for r in self.finish_reasons]
+        return [self._showable(i) for i in range(len(self.texts))]
+
     def _add(self, chars: list[str]) -> None:
         for i, char in enumerate(chars):
             if self.finish_reasons[i]:

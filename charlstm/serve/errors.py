@@ -23,16 +23,18 @@ log = logging.getLogger("charlstm.serve")
 
 TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
          404: "invalid_request_error", 405: "invalid_request_error",
-         413: "invalid_request_error", 500: "server_error"}
+         413: "invalid_request_error", 500: "server_error", 503: "server_error",
+         504: "server_error"}
 
 
 class APIError(Exception):
     """A request the server refuses, with its status and OpenAI's error fields."""
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers  # e.g. Retry-After with a 503
 
 
 def error_response(status: int, message: str, param: str | None = None,
@@ -65,7 +67,7 @@ def _validation_message(error: dict) -> tuple[str, str | None]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError):
-        return error_response(exc.status, exc.message, exc.param, exc.code)
+        return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

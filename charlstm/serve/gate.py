@@ -2,7 +2,8 @@
 
 The key is compared in constant time (hmac.compare_digest) with the one in
 `Authorization: Bearer KEY`, as OpenAI clients send it; the playground page itself
-(GET /, static, holding no model data) is served without one, and sends the key the
+(GET /, static, holding no model data) and GET /health (for load balancers and
+orchestrators, which send no key) are served without one, and sends the key the
 user types with each of its requests. The body is read here, up to the limit: a larger
 one (by its Content-Length, or as it arrives) gets a 413 before any parsing; the body
 read is then handed on, followed by the client's later messages (a disconnect). Bodies
@@ -15,7 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 
-OPEN_PATHS = {("GET", "/"), ("HEAD", "/")}
+OPEN_PATHS = {("GET", "/"), ("HEAD", "/"), ("GET", "/health"), ("HEAD", "/health")}
 
 
 class Gate:

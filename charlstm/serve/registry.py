@@ -3,7 +3,8 @@
 A request names a model by `id`: the run folder's name (`checkpoints/shakespeare-lstm`
 serves as "shakespeare-lstm"), or a checkpoint file's stem when the file is not a run's
 best.pt / last.pt; a second model of the same name gets "-2", and so on. Each model has
-an asyncio lock: requests take turns at it, one time slice each (see `app`).
+an asyncio lock: scores (and completions, with batching off) take turns at it, one time
+slice each (see `app`); completions are otherwise stepped together (see `batcher`).
 """
 
 from __future__ import annotations
