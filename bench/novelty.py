@@ -30,7 +30,6 @@ Prints the tables and appends them to bench/RESULTS.md unless --no-record.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import random
 import resource
 import statistics
@@ -47,6 +46,7 @@ from runner import markdown_table  # noqa: E402
 import charlstm  # noqa: E402
 from charlstm.data import corpus as corpora  # noqa: E402
 from charlstm.data.copy_index import open_index  # noqa: E402
+from charlstm.data.files import file_sha256  # noqa: E402
 from charlstm.infer.novelty import report  # noqa: E402
 from charlstm.infer.penalties import RECOMMENDED  # noqa: E402
 
@@ -68,14 +68,6 @@ def synthetic_corpus(source: Path, megabytes: float, target: Path) -> None:
                     break
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(1 << 22):
-            digest.update(data)
-    return digest.hexdigest()
-
-
 def build_in_child(corpus: Path, cache: Path) -> tuple[float, float]:
     """(seconds, peak MB) of building the index of `corpus` in a fresh process."""
     code = ("import sys, hashlib; from pathlib import Path; "
@@ -85,7 +77,7 @@ def build_in_child(corpus: Path, cache: Path) -> tuple[float, float]:
             "Path(sys.argv[2]))")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, str(corpus), str(cache), sha256_of(corpus)],
+    subprocess.run([sys.executable, "-c", code, str(corpus), str(cache), file_sha256(corpus)],
                    check=True)
     took = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -106,7 +98,7 @@ def index_table(default: Path, megabytes: float) -> str:
 
 
 def check_table(default: Path, corpora_dir: Path, lm) -> str:
-    record = {"name": default.stem, "source": str(default), "sha256": sha256_of(default)}
+    record = {"name": default.stem, "source": str(default), "sha256": file_sha256(default)}
     index = open_index(record, corpora_dir)
     corpus_text = default.read_text("utf-8")
     rng = random.Random(1)

@@ -4,44 +4,19 @@ git) for a person to look at. Slow: a browser and a server start."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
+from browser import chromium, screenshot, wait_for  # noqa: F401  (used by test_playground_inside)
 from serving import Server
-
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("needs Debian's chromium and chromium-driver "
-                    "(apt-get install chromium chromium-driver)")
     pytest.importorskip("fastapi")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never download a driver
-    profile = tempfile.mkdtemp(prefix="charlstm-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                 "--window-size=1280,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
-                              options=options)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with chromium() as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +27,6 @@ def page(browser, trained_run, tmp_path_factory):
     browser.charlstm_server = server  # to read its /v1/stats
     yield browser
     server.stop()
-
-
-def screenshot(browser, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    browser.save_screenshot(str(path))
-    print(f"screenshot: {path}")
-    return path
-
-
-def wait_for(browser, condition, seconds: float = 60):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(browser, seconds, poll_frequency=0.05).until(condition)
 
 
 def test_typing_a_prime_and_generating_streams_text_in(page):

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import suffix_array
 from ..errors import CorpusError
-from .files import atomic_writer, write_atomically
+from .files import atomic_writer, file_sha256, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -206,20 +206,12 @@ def _build(members: list[str], named: bool, corpus: dict, meta_path: Path) -> Co
                 "chars": chars, "dtype": np.dtype(dtype).name,
                 "sa_dtype": suffixes.dtype.name, "files": files,
                 "ids_file": ids_path.name, "sa_file": sa_path.name,
-                "ids_digest": _digest(ids_path), "sa_digest": _digest(sa_path)}
+                "ids_digest": file_sha256(ids_path), "sa_digest": file_sha256(sa_path)}
         write_atomically(meta_path, json.dumps(meta).encode("utf-8"))
     except OSError as exc:
         raise CorpusError(f"cannot build the copy index in {meta_path.parent}: "
                           f"{exc.strerror or exc}") from exc
     return CopyIndex(tokens, suffixes, chars, files, sha256)
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while data := f.read(1 << 22):
-            digest.update(data)
-    return digest.hexdigest()
 
 
 def _load(meta_path: Path) -> CopyIndex | None:
@@ -234,8 +226,8 @@ def _load(meta_path: Path) -> CopyIndex | None:
         n = meta["characters"]
         if (ids_path.stat().st_size != n * dtype.itemsize
                 or sa_path.stat().st_size != n * sa_dtype.itemsize
-                or _digest(ids_path) != meta["ids_digest"]
-                or _digest(sa_path) != meta["sa_digest"]):
+                or file_sha256(ids_path) != meta["ids_digest"]
+                or file_sha256(sa_path) != meta["sa_digest"]):
             log.warning("the copy index %s is damaged; building it again", meta_path.name)
             return None
         tokens = np.memmap(ids_path, dtype=dtype, mode="r", shape=(n,)) if n else \
