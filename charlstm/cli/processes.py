@@ -72,3 +72,7 @@ def stopping_on_signals(trainer, display, main: bool):
         for s, handler in previous.items():
             # once asked to stop, further presses while exiting are ignored, not tracebacks
             signal.signal(s, signal.SIG_IGN if received else handler)
+        if len(received) >= 3 and main:
+            # the third press can land inside a save, between the atomic writer making its
+            # temporary file and the handler that removes it: no half-written file stays
+            trainer.folder.tidy()

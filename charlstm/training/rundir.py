@@ -213,10 +213,15 @@ class RunFolder:
         check_owned(self.path)
         with self._writing():
             self.path.mkdir(parents=True, exist_ok=True)
-            for leftover in remove_leftovers(self.path, RUN_FILES):
+            for leftover in self.tidy():
                 log.info("removed %s, left by a writer that was killed", leftover)
             self.write_config(info)
             self.rewrite_metrics(history)
+
+    def tidy(self) -> list[Path]:
+        """Remove the temporary files that a write cut short left for the run's own files
+        (a killed process, or a third Ctrl-C landing inside a save), and nothing else."""
+        return remove_leftovers(self.path, RUN_FILES)
 
     def write_config(self, info: dict) -> None:
         with self._writing():
