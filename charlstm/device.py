@@ -102,24 +102,46 @@ def measured_cpu_precision(seconds_of: Callable[[str], float], rounds: int = PRE
     and the allocator settle first.
 
     CPUs without AVX-512 or SVE have no native bf16 arithmetic, so bf16 is not tried there;
-    elsewhere, after warming up each, `rounds` rounds time one run of each in turn and the
-    fastest of each counts. One run of each once is not enough: on a
-    shared machine a single run can come out twice as slow, and a run that trained in
-    fp32 on an AMX CPU for that reason made 40% fewer steps in its budget.
+    elsewhere the fastest of `rounds` runs of each, timed in turn, counts (`fastest_times`).
     """
+    missing = missing_bf16()
+    if missing:
+        return "fp32", missing
+    best = fastest_times(seconds_of, ["fp32", "bf16"], rounds, warm_up)
+    return bf16_if_faster(best["fp32"], best["bf16"])
+
+
+def missing_bf16() -> str | None:
+    """Why this CPU is not worth trying bf16 on (no AVX-512 or SVE), or None."""
     capability = torch.backends.cpu.get_cpu_capability()
-    if not capability.startswith(("AVX512", "SVE")):
-        return "fp32", f"fp32 (this CPU, {capability}, has no native bf16)"
-    best = {"fp32": math.inf, "bf16": math.inf}
-    for precision in best:
+    if capability.startswith(("AVX512", "SVE")):
+        return None
+    return f"fp32 (this CPU, {capability}, has no native bf16)"
+
+
+def fastest_times(seconds_of: Callable, options: list, rounds: int = PRECISION_ROUNDS,
+                  warm_up: Callable | None = None) -> dict:
+    """The fastest of `rounds` runs of each option, `seconds_of(option)` timing one run,
+    after warming each up (`warm_up(option)`, by default two untimed runs). The options
+    are timed in turn, round after round: one run of each once is not enough, for on a
+    shared machine a single run can come out twice as slow (a run that trained in fp32
+    on an AMX CPU for that reason made 40% fewer steps in its budget), and in turn a
+    slow spell slows them all."""
+    for option in options:
         if warm_up is None:
-            seconds_of(precision), seconds_of(precision)
+            seconds_of(option), seconds_of(option)
         else:
-            warm_up(precision)
-    for _ in range(rounds):  # in turn, so that a slow spell slows both
-        for precision in best:
-            best[precision] = min(best[precision], seconds_of(precision))
-    speedup = best["fp32"] / best["bf16"]
+            warm_up(option)
+    best = {option: math.inf for option in options}
+    for _ in range(rounds):
+        for option in options:
+            best[option] = min(best[option], seconds_of(option))
+    return best
+
+
+def bf16_if_faster(fp32_seconds: float, bf16_seconds: float) -> tuple[str, str]:
+    """bf16 if it took at most 1 / BF16_MIN_SPEEDUP of fp32's time, and a note why."""
+    speedup = fp32_seconds / bf16_seconds
     if speedup >= BF16_MIN_SPEEDUP:
         return "bf16", f"bf16 (measured {speedup:.1f}x faster than fp32 on this CPU)"
     return "fp32", f"fp32 (bf16 measured {speedup:.1f}x the speed of fp32 on this CPU)"

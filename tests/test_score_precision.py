@@ -37,14 +37,15 @@ def lm(trained_run) -> charlstm.LanguageModel:
 
 @pytest.fixture
 def measured(monkeypatch):
-    """Make auto's measurement choose `answer["precision"]` and count the measurements."""
-    answer = {"precision": "bf16", "calls": 0}
+    """Make auto's measurement choose `answer["precision"]` on `answer["threads"]` and
+    count the measurements."""
+    answer = {"precision": "bf16", "threads": None, "calls": 0}
 
-    def fake_measurement(seconds_of, rounds, warm_up=None):
+    def fake_measurement(model):
         answer["calls"] += 1
-        return answer["precision"], f"{answer['precision']} (faked)"
+        return precision.Choice(answer["precision"], answer["threads"], "faked")
 
-    monkeypatch.setattr(precision, "measured_cpu_precision", fake_measurement)
+    monkeypatch.setattr(precision, "measured_choice", fake_measurement)
     return answer
 
 
@@ -162,3 +163,28 @@ def test_command_line_precision(trained_run, lm):
         result = invoke("score", trained_run, "-", *args, input=text)
         assert result.exit_code == 2, (args, result.stdout)
         assert "precision" in one_line_error(result.stderr)
+
+
+def test_the_measured_thread_count_runs_the_passes_and_is_restored(lm, measured):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # so that one thread is a change
+    everyone = torch.get_num_threads()
+    measured["threads"] = 1
+    seen: list[int] = []
+    handle = lm.model.head.register_forward_hook(
+        lambda m, i, out: seen.append(torch.get_num_threads()))
+    try:
+        list(lm.score_lines(["the lazy dog.", "all that glitters"]))
+    finally:
+        handle.remove()
+        after = torch.get_num_threads()
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
+    assert after == everyone
+
+
+def test_the_real_measurement_chooses_a_precision_and_threads_it_tried(lm):
+    choice = precision.measured_choice(lm.model)  # a few tiny passes
+    assert choice.precision in ("fp32", "bf16")
+    assert choice.threads in (1, torch.get_num_threads())
+    assert "fp32" in choice.note or "bf16" in choice.note

@@ -1,14 +1,20 @@
-"""The precision scoring runs in: fp32, or bf16 autocast where it is measured faster.
+"""The precision scoring runs in, fp32 or bf16 autocast, and on how many CPU threads.
 
 As training does (device.measured_cpu_precision), precision `auto` on a CPU times the
 work itself, here a few forward passes (output layer and loss included) at whole-text
-scoring's layout, SCORE_STREAMS streams side by side, once in bf16 and once in fp32 in
-turn, and takes bf16 only if it is clearly faster. The choice is made once per model
-shape and device (and torch thread count) in a process and kept: a model of the same
-shape on the same device runs at the same speed, whatever its weights. On a CUDA GPU
-`auto` is bf16 (fp16 on GPUs without bf16), on Apple MPS fp32, without measuring.
+scoring's layout, MEASURE_STREAMS streams side by side, in fp32 and in bf16, each on
+one thread and on all of torch's threads, in turn; bf16 is taken only if it is clearly
+faster (device.BF16_MIN_SPEEDUP), and then the faster thread count for it. Threads
+matter: an LSTM step is a barrier for every thread, and a small model's step is so
+short that a second thread, or one that another process holds up, can cost more than
+it gives (on a loaded 2-core machine, a 1x64 model scored 8x faster on one thread).
+The choice is made once per model shape and device (and torch thread count) in a
+process and kept: a model of the same shape on the same device runs at the same speed,
+whatever its weights. On a CUDA GPU `auto` is bf16 (fp16 on GPUs without bf16), on
+Apple MPS fp32, without measuring; a precision asked for is used on the threads as
+they are, measuring nothing.
 
-`auto` leaves short work in fp32, where a measurement would cost more than bf16 saves:
+`auto` leaves short work in fp32, where a measurement would cost more than it saves:
 a whole text with fewer than AUTO_MIN_CHARS predictions is read in fp32 and measures
 nothing. Per-line scoring (`score_texts`) cannot know how many lines will come, so it
 takes the measured choice for every line: a line's score then depends only on the
@@ -16,27 +22,45 @@ line and the machine, not on what was read with it. Reading exactly (`exact`) is
 always fp32.
 
 bf16 rounds the model's activations to 8 bits of mantissa, so its score differs a
-little from fp32's: docs/sampling.md has the measured difference.
+little from fp32's: docs/sampling.md has the measured difference (tests hold it within
+0.01 bits per character of the exact score on a small trained model).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from dataclasses import dataclass
 
 import torch
 
-from ..device import autocast, measured_cpu_precision, precision_without_measuring
+from ..device import (PRECISION_ROUNDS, autocast, bf16_if_faster, fastest_times,
+                      missing_bf16, precision_without_measuring)
 from ..errors import UsageError
 from ..model.charrnn import CharRNN
 
 AUTO_MIN_CHARS = 1 << 18  # a whole text shorter than this is read in fp32 under auto
 MEASURE_STREAMS = 128  # the streams of the timed passes: whole-text scoring's batch
 MEASURE_STEPS = 32  # characters per stream of each timed pass
-MEASURE_ROUNDS = 3  # timed passes of each precision, in turn
+MEASURE_ROUNDS = PRECISION_ROUNDS  # timed passes of each precision and threads, in turn
 
 logger = logging.getLogger(__name__)
-_chosen: dict[tuple, tuple[str, str]] = {}  # (model shape, device, threads) -> choice
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How to run scoring's passes through the model."""
+    precision: str  # fp32, bf16 or fp16 (autocast)
+    threads: int | None = None  # torch's CPU threads meanwhile; None: as they are
+    note: str = ""  # what was chosen and why
+
+    def running(self, device: torch.device):
+        """The context to run the passes in: autocast on `device`, and the thread count."""
+        return _Running(self, device)
+
+
+_chosen: dict[tuple, Choice] = {}  # (model shape, device, threads) -> the choice
 
 
 def check_precision(precision: str, exact: bool) -> None:
@@ -49,44 +73,86 @@ def check_precision(precision: str, exact: bool) -> None:
         raise UsageError.naming(f"{{exact}} reads in fp32; drop {{precision}} {precision}")
 
 
-def scoring_precision(model: CharRNN, requested: str = "auto") -> str:
-    """The precision to score in on the model's device: as asked, or for auto, by the
+def scoring_choice(model: CharRNN, requested: str = "auto") -> Choice:
+    """How to score on the model's device: the precision as asked, or for auto, by the
     device, or on a CPU by a measurement made once per model shape and device."""
     device = next(model.parameters()).device
     decided = precision_without_measuring(requested, device)
     if decided is not None:
-        return decided
+        return Choice(decided, note=f"{decided} (as asked)" if requested != "auto"
+                      else f"{decided} (auto, on {device.type})")
     key = (*_shape(model), str(device), torch.get_num_threads())
     if key not in _chosen:
-        _chosen[key] = measured_cpu_precision(lambda p: forward_seconds(model, p),
-                                              MEASURE_ROUNDS)
-        logger.info("scoring in %s", _chosen[key][1])
-    return _chosen[key][0]
+        _chosen[key] = measured_choice(model)
+        logger.info("scoring in %s", _chosen[key].note)
+    return _chosen[key]
 
 
-def text_precision(model: CharRNN, requested: str, predictions: int) -> str:
-    """The precision of a whole text with (at least) `predictions` predictions: under
-    auto, fp32 for fewer than AUTO_MIN_CHARS, else `scoring_precision`."""
+def measured_choice(model: CharRNN) -> Choice:
+    """fp32 or bf16, on one thread or all, as forward passes measure them here."""
+    everyone = torch.get_num_threads()
+    precisions = ["fp32"] if missing_bf16() else ["fp32", "bf16"]
+    options = [(p, t) for p in precisions for t in sorted({1, everyone})]
+    best = fastest_times(lambda option: forward_seconds(model, *option), options,
+                         MEASURE_ROUNDS)
+    fastest = {p: min((best[(p, t)], t) for t in sorted({1, everyone})) for p in precisions}
+    if "bf16" in fastest:
+        precision, note = bf16_if_faster(fastest["fp32"][0], fastest["bf16"][0])
+    else:
+        precision, note = "fp32", missing_bf16()
+    threads = fastest[precision][1]
+    return Choice(precision, threads,
+                  f"{note}, on {threads} of {everyone} thread{'s' * (everyone > 1)}")
+
+
+def measured_note(model: CharRNN) -> str | None:
+    """What auto's measurement chose for this model here and why, if it has measured."""
+    device = next(model.parameters()).device
+    kept = _chosen.get((*_shape(model), str(device), torch.get_num_threads()))
+    return kept.note if kept else None
+
+
+def text_choice(model: CharRNN, requested: str, predictions: int) -> Choice:
+    """How to read a whole text with (at least) `predictions` predictions: under auto,
+    fp32 for fewer than AUTO_MIN_CHARS, else `scoring_choice`."""
     if requested == "auto" and predictions < AUTO_MIN_CHARS:
-        return "fp32"
-    return scoring_precision(model, requested)
+        return Choice("fp32", note="fp32 (auto, a short text)")
+    return scoring_choice(model, requested)
 
 
-def forward_seconds(model: CharRNN, precision: str, streams: int = MEASURE_STREAMS,
-                    steps: int = MEASURE_STEPS) -> float:
+class _Running(contextlib.AbstractContextManager):
+    """Autocast in the choice's precision, on its thread count (restored after)."""
+
+    def __init__(self, choice: Choice, device: torch.device):
+        self.choice, self.device, self.stack = choice, device, contextlib.ExitStack()
+
+    def __enter__(self):
+        threads = self.choice.threads
+        if threads is not None and threads != torch.get_num_threads():
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            self.stack.callback(torch.set_num_threads, before)
+        return self.stack.enter_context(autocast(self.device, self.choice.precision))
+
+    def __exit__(self, *exc):
+        return self.stack.__exit__(*exc)
+
+
+def forward_seconds(model: CharRNN, precision: str, threads: int | None = None,
+                    streams: int = MEASURE_STREAMS, steps: int = MEASURE_STEPS) -> float:
     """Seconds of one forward pass with the loss over (streams, steps) random ids, in
-    `precision`; the caller's random numbers are left as they were."""
+    `precision` on `threads`; the caller's random numbers are left as they were."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(), \
+                Choice(precision, threads).running(device):
             ids = torch.randint(model.config.vocab_size, (streams, steps + 1), device=device)
             started = time.perf_counter()
-            with autocast(device, precision):
-                logits, _, _ = model(ids[:, :-1])  # (S, T, V)
-                torch.nn.functional.cross_entropy(logits.float().flatten(0, 1),
-                                                  ids[:, 1:].flatten(), reduction="sum")
+            logits, _, _ = model(ids[:, :-1])  # (S, T, V)
+            torch.nn.functional.cross_entropy(logits.float().flatten(0, 1),
+                                              ids[:, 1:].flatten(), reduction="sum")
             return time.perf_counter() - started
     finally:
         model.train(was_training)

@@ -46,9 +46,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..device import autocast
 from ..model.charrnn import IGNORE_INDEX, CharRNN
-from .precision import check_precision, scoring_precision
+from .precision import Choice, check_precision, scoring_choice
 from .streams import MAX_ELEMENTS, text_loss
 from ..data.vocab import MAX_CODE_POINT, Vocabulary
 
@@ -221,7 +220,7 @@ class _Scorer:
         if max_elements < 1:
             raise ValueError(f"max_elements must be at least 1, not {max_elements}")
         self.model, self.vocab, self.max_elements = model, vocab, max_elements
-        self.requested, self._precision = precision, None  # the latter when first needed
+        self.requested, self._choice = precision, None  # the latter when first needed
         self.device = next(model.parameters()).device
         self.code_points = np.frombuffer(vocab.chars.encode("utf-32-le"), dtype=np.uint32)
         counts = np.asarray(vocab.counts or [1] * len(vocab), dtype=np.float64)
@@ -229,11 +228,12 @@ class _Scorer:
             self.first_char_bits = -np.log2(counts / counts.sum())  # (V,)
 
     @property
-    def precision(self) -> str:
-        """The precision of the passes through the model, decided at the first."""
-        if self._precision is None:
-            self._precision = scoring_precision(self.model, self.requested)
-        return self._precision
+    def choice(self) -> Choice:
+        """How the passes through the model run (precision, threads), decided at the
+        first."""
+        if self._choice is None:
+            self._choice = scoring_choice(self.model, self.requested)
+        return self._choice
 
     def encode(self, text: str) -> tuple[np.ndarray, int]:
         """The ids of the known characters of `text` (int64), and how many were unknown."""
@@ -304,7 +304,7 @@ class _Scorer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with autocast(self.device, self.precision):
+            with self.choice.running(self.device):
                 for start in range(0, width, step):
                     piece = slice(start, start + step)
                     logits, _, state = self.model(inputs[:, piece], state)  # (B, t, V)

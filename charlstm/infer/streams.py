@@ -33,7 +33,7 @@ import torch
 from ..device import autocast
 from ..model.charrnn import IGNORE_INDEX, CharRNN
 from ..data.vocab import ids_tensor
-from .precision import text_precision
+from .precision import text_choice
 
 SCORE_STREAMS = 128  # parallel streams when scoring a whole text: a big batch
 SCORE_WARMUP = 256  # characters before each scoring stream that build its state
@@ -121,7 +121,7 @@ def text_loss(model: CharRNN, id_blocks: Iterable[np.ndarray],
     and how many were predicted. The result does not depend on where the blocks are cut:
     the text is read in windows of `window` predictions, each as up to `num_streams`
     streams of at least `min_stream` characters, each warmed on `warmup` characters.
-    `precision` auto is decided at the first window (precision.text_precision) from the
+    `precision` auto is decided at the first window (precision.text_choice) from the
     predictions arrived by then: all of them, unless there are more than a window's."""
     reader = _Windows(model, num_streams, warmup, min_stream, max_elements, precision)
     held = np.empty(0, dtype=np.int64)  # the context (ids before `first`) and pending ids
@@ -155,14 +155,14 @@ class _Windows:
             raise ValueError("streams, stream length and slices must be positive")
         self.model, self.num_streams, self.warmup = model, num_streams, warmup
         self.min_stream, self.max_elements = min_stream, max_elements
-        self.requested, self.precision = precision, None  # the latter at the first read
+        self.requested, self.choice = precision, None  # the latter at the first read
         self.total, self.count = 0.0, 0
 
     def read(self, ids: np.ndarray, start: int, end: int, arrived: int) -> None:
         """Add the predictions of ids[start:end]; ids[:start] is their context. `arrived`:
         the predictions of the text arrived so far from `start` on."""
-        if self.precision is None:
-            self.precision = text_precision(self.model, self.requested, arrived)
+        if self.choice is None:
+            self.choice = text_choice(self.model, self.requested, arrived)
         if start - 1 < self.warmup:
             # the text's start (`ids` begins with its first character): read as one
             # stream warmed on all of ids[:start], which is the exact reading, up to
@@ -180,7 +180,9 @@ class _Windows:
         config = self.model.config
         seq_len = max(1, self.max_elements // (streams * max(config.hidden_size,
                                                              config.vocab_size)))
-        total, count = span_loss(self.model, ids, start, end, streams, seq_len, self.warmup,
-                                 self.precision)
+        device = next(self.model.parameters()).device
+        with self.choice.running(device):  # its thread count (span_loss autocasts)
+            total, count = span_loss(self.model, ids, start, end, streams, seq_len,
+                                     self.warmup, self.choice.precision)
         self.total += total.item()
         self.count += count
