@@ -35,15 +35,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..device import (PRECISION_ROUNDS, autocast, bf16_if_faster, fastest_times,
-                      missing_bf16, precision_without_measuring)
+from ..device import (autocast, bf16_if_faster, fastest_times, missing_bf16,
+                      precision_without_measuring)
 from ..errors import UsageError
 from ..model.charrnn import CharRNN
 
-AUTO_MIN_CHARS = 1 << 18  # a whole text shorter than this is read in fp32 under auto
+AUTO_MIN_CHARS = 1 << 19  # a whole text shorter than this is read in fp32 under auto
 MEASURE_STREAMS = 128  # the streams of the timed passes: whole-text scoring's batch
 MEASURE_STEPS = 32  # characters per stream of each timed pass
-MEASURE_ROUNDS = PRECISION_ROUNDS  # timed passes of each precision and threads, in turn
+MEASURE_ROUNDS = 3  # timed passes of each precision and thread count, in turn, after one
+# untimed pass of each: 16 passes of 4,096 characters, about 1/8 of the shortest text
+# that auto measures for
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ def measured_choice(model: CharRNN) -> Choice:
     precisions = ["fp32"] if missing_bf16() else ["fp32", "bf16"]
     options = [(p, t) for p in precisions for t in sorted({1, everyone})]
     best = fastest_times(lambda option: forward_seconds(model, *option), options,
-                         MEASURE_ROUNDS)
+                         MEASURE_ROUNDS, warm_up=lambda option: forward_seconds(model, *option))
     fastest = {p: min((best[(p, t)], t) for t in sorted({1, everyone})) for p in precisions}
     if "bf16" in fastest:
         precision, note = bf16_if_faster(fastest["fp32"][0], fastest["bf16"][0])
