@@ -188,3 +188,20 @@ def test_the_real_measurement_chooses_a_precision_and_threads_it_tried(lm):
     assert choice.precision in ("fp32", "bf16")
     assert choice.threads in (1, torch.get_num_threads())
     assert "fp32" in choice.note or "bf16" in choice.note
+
+
+def test_overlapping_passes_share_one_thread_change_and_the_last_restores_it():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    one = precision.Choice("fp32", threads=1)
+    try:
+        first, second = one.running(torch.device("cpu")), one.running(torch.device("cpu"))
+        first.__enter__()
+        second.__enter__()  # as serve's second request would, while the first runs
+        assert torch.get_num_threads() == 1
+        first.__exit__(None, None, None)  # the first leaves: the second still runs on 1
+        assert torch.get_num_threads() == 1
+        second.__exit__(None, None, None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

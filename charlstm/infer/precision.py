@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -83,7 +84,7 @@ def scoring_choice(model: CharRNN, requested: str = "auto") -> Choice:
     if decided is not None:
         return Choice(decided, note=f"{decided} (as asked)" if requested != "auto"
                       else f"{decided} (auto, on {device.type})")
-    key = (*_shape(model), str(device), torch.get_num_threads())
+    key = (*_shape(model), str(device), _process_threads())
     if key not in _chosen:
         _chosen[key] = measured_choice(model)
         logger.info("scoring in %s", _chosen[key].note)
@@ -92,7 +93,7 @@ def scoring_choice(model: CharRNN, requested: str = "auto") -> Choice:
 
 def measured_choice(model: CharRNN) -> Choice:
     """fp32 or bf16, on one thread or all, as forward passes measure them here."""
-    everyone = torch.get_num_threads()
+    everyone = _process_threads()
     precisions = ["fp32"] if missing_bf16() else ["fp32", "bf16"]
     options = [(p, t) for p in precisions for t in sorted({1, everyone})]
     best = fastest_times(lambda option: forward_seconds(model, *option), options,
@@ -110,7 +111,7 @@ def measured_choice(model: CharRNN) -> Choice:
 def measured_note(model: CharRNN) -> str | None:
     """What auto's measurement chose for this model here and why, if it has measured."""
     device = next(model.parameters()).device
-    kept = _chosen.get((*_shape(model), str(device), torch.get_num_threads()))
+    kept = _chosen.get((*_shape(model), str(device), _process_threads()))
     return kept.note if kept else None
 
 
@@ -123,18 +124,34 @@ def text_choice(model: CharRNN, requested: str, predictions: int) -> Choice:
 
 
 class _Running(contextlib.AbstractContextManager):
-    """Autocast in the choice's precision, on its thread count (restored after)."""
+    """Autocast in the choice's precision, on its thread count: torch's thread count is
+    the process's, so passes that overlap (serve's threads) share one change, and the
+    last to leave puts the count back."""
+
+    lock = threading.Lock()
+    inside = 0  # passes running on a changed thread count
+    restore_to: int | None = None  # the count before the first of them
 
     def __init__(self, choice: Choice, device: torch.device):
         self.choice, self.device, self.stack = choice, device, contextlib.ExitStack()
 
     def __enter__(self):
-        threads = self.choice.threads
-        if threads is not None and threads != torch.get_num_threads():
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            self.stack.callback(torch.set_num_threads, before)
+        if self.choice.threads is not None:
+            with _Running.lock:
+                if _Running.inside == 0:
+                    _Running.restore_to = torch.get_num_threads()
+                if self.choice.threads != torch.get_num_threads():
+                    torch.set_num_threads(self.choice.threads)
+                _Running.inside += 1
+            self.stack.callback(self._leave)
         return self.stack.enter_context(autocast(self.device, self.choice.precision))
+
+    @staticmethod
+    def _leave() -> None:
+        with _Running.lock:
+            _Running.inside -= 1
+            if _Running.inside == 0 and _Running.restore_to != torch.get_num_threads():
+                torch.set_num_threads(_Running.restore_to)
 
     def __exit__(self, *exc):
         return self.stack.__exit__(*exc)
@@ -163,6 +180,12 @@ def forward_seconds(model: CharRNN, precision: str, threads: int | None = None,
 def forget_choices() -> None:
     """Drop the kept choices, so that the next score measures again (for tests)."""
     _chosen.clear()
+
+
+def _process_threads() -> int:
+    """torch's thread count, as it is outside scoring's passes."""
+    with _Running.lock:
+        return _Running.restore_to if _Running.inside else torch.get_num_threads()
 
 
 def _shape(model: CharRNN) -> tuple:
