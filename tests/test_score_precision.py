@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -205,3 +206,37 @@ def test_overlapping_passes_share_one_thread_change_and_the_last_restores_it():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@torch.no_grad()
+def span_loss_as_before(model, tokens, start, end, streams, seq_len, warmup):
+    """streams.span_loss as it was before precisions: fp32, no_grad, the predictions
+    counted from the targets."""
+    from charlstm.infer.streams import eval_batches
+    from charlstm.model.charrnn import IGNORE_INDEX
+
+    warm, chunks = eval_batches(tokens, start, end, streams, seq_len, warmup)
+    model.eval()
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    state = model.advance(warm) if warm is not None else None
+    for inputs, targets in chunks:
+        logits, _, state = model(inputs, state)
+        total += torch.nn.functional.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
+            reduction="sum")
+        count += int((targets != IGNORE_INDEX).sum())
+    return total, count
+
+
+def test_evaluation_in_fp32_is_as_before_and_in_bf16_close(lm):
+    from charlstm.infer.streams import span_loss
+
+    tokens = np.array(lm.vocab.encode(TINY_TEXT * 2), dtype=np.int64)
+    start, end = 3000, len(tokens) - 5
+    before = span_loss_as_before(lm.model, tokens, start, end, 8, 64, 128)
+    fp32 = span_loss(lm.model, tokens, start, end, 8, 64, 128, "fp32")
+    assert fp32[1] == before[1] == end - start
+    assert fp32[0].item() == before[0].item()
+    bf16 = span_loss(lm.model, tokens, start, end, 8, 64, 128, "bf16")
+    per_char = abs(bf16[0].item() - fp32[0].item()) / fp32[1] / math.log(2)
+    assert 0 < per_char < BF16_TOLERANCE
