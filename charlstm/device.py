@@ -121,7 +121,15 @@ def missing_bf16() -> str | None:
 
 def fastest_times(seconds_of: Callable, options: list, rounds: int = PRECISION_ROUNDS,
                   warm_up: Callable | None = None) -> dict:
-    """The fastest of `rounds` runs of each option, `seconds_of(option)` timing one run,
+    """The fastest of `rounds` runs of each option (see `timed_rounds`): on a shared
+    machine a run is only ever slowed down, by whatever else runs."""
+    times = timed_rounds(seconds_of, options, rounds, warm_up)
+    return {option: min(seconds) for option, seconds in times.items()}
+
+
+def timed_rounds(seconds_of: Callable, options: list, rounds: int = PRECISION_ROUNDS,
+                 warm_up: Callable | None = None) -> dict[object, list[float]]:
+    """The seconds of `rounds` runs of each option, `seconds_of(option)` timing one run,
     after warming each up (`warm_up(option)`, by default two untimed runs). The options
     are timed in turn, round after round: one run of each once is not enough, for on a
     shared machine a single run can come out twice as slow (a run that trained in fp32
@@ -132,11 +140,11 @@ def fastest_times(seconds_of: Callable, options: list, rounds: int = PRECISION_R
             seconds_of(option), seconds_of(option)
         else:
             warm_up(option)
-    best = {option: math.inf for option in options}
+    times: dict[object, list[float]] = {option: [] for option in options}
     for _ in range(rounds):
         for option in options:
-            best[option] = min(best[option], seconds_of(option))
-    return best
+            times[option].append(seconds_of(option))
+    return times
 
 
 def bf16_if_faster(fp32_seconds: float, bf16_seconds: float) -> tuple[str, str]:

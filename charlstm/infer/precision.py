@@ -3,8 +3,9 @@
 As training does (device.measured_cpu_precision), precision `auto` on a CPU times the
 work itself, here a few forward passes (output layer and loss included) at whole-text
 scoring's layout, MEASURE_STREAMS streams side by side, in fp32 and in bf16, each on
-one thread and on all of torch's threads, in turn; bf16 is taken only if it is clearly
-faster (device.BF16_MIN_SPEEDUP), and then the faster thread count for it. Threads
+one thread and on all of torch's threads, in turn, and compares their median passes;
+bf16 is taken only if it is clearly faster (device.BF16_MIN_SPEEDUP), and then the
+faster thread count for it. Threads
 matter: an LSTM step is a barrier for every thread, and a small model's step is so
 short that a second thread, or one that another process holds up, can cost more than
 it gives (on a loaded 2-core machine, a 1x64 model scored 8x faster on one thread).
@@ -30,23 +31,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import statistics
 import threading
 import time
 from dataclasses import dataclass
 
 import torch
 
-from ..device import (autocast, bf16_if_faster, fastest_times, missing_bf16,
-                      precision_without_measuring)
+from ..device import (autocast, bf16_if_faster, missing_bf16, precision_without_measuring,
+                      timed_rounds)
 from ..errors import UsageError
 from ..model.charrnn import CharRNN
 
-AUTO_MIN_CHARS = 1 << 19  # a whole text shorter than this is read in fp32 under auto
+AUTO_MIN_CHARS = 1 << 20  # a whole text shorter than this is read in fp32 under auto
 MEASURE_STREAMS = 128  # the streams of the timed passes: whole-text scoring's batch
-MEASURE_STEPS = 32  # characters per stream of each timed pass
+MEASURE_STEPS = 64  # characters per stream of each timed pass
 MEASURE_ROUNDS = 3  # timed passes of each precision and thread count, in turn, after one
-# untimed pass of each: 16 passes of 4,096 characters, about 1/8 of the shortest text
-# that auto measures for
+# untimed pass of each: 16 passes of 8,192 characters, 1/8 of the shortest text that
+# auto measures for
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +98,12 @@ def measured_choice(model: CharRNN) -> Choice:
     everyone = _process_threads()
     precisions = ["fp32"] if missing_bf16() else ["fp32", "bf16"]
     options = [(p, t) for p in precisions for t in sorted({1, everyone})]
-    best = fastest_times(lambda option: forward_seconds(model, *option), options,
+    # the median pass, not the fastest: another process that holds a core up now and
+    # then slows a second thread's passes only now and then, and the fastest of a few
+    # short passes would miss what it costs a long text
+    times = timed_rounds(lambda option: forward_seconds(model, *option), options,
                          MEASURE_ROUNDS, warm_up=lambda option: forward_seconds(model, *option))
+    best = {option: statistics.median(seconds) for option, seconds in times.items()}
     fastest = {p: min((best[(p, t)], t) for t in sorted({1, everyone})) for p in precisions}
     if "bf16" in fastest:
         precision, note = bf16_if_faster(fastest["fp32"][0], fastest["bf16"][0])
