@@ -53,10 +53,11 @@ def score(
     precision: str = typer.Option("auto", "--precision",
                                   help="auto, fp32, bf16 (or fp16 on CUDA): the "
                                        "arithmetic of the passes through the model. auto "
-                                       "takes bf16 where it is measured faster here (once, "
-                                       "a fraction of a second), except for a short "
-                                       "whole input; fp32 gives the same scores on any "
-                                       "machine."),
+                                       "takes bf16 where it is measured faster here, and "
+                                       "one thread or all (measured once, about as long "
+                                       "as scoring 130,000 characters), except for a "
+                                       "whole input under 1M characters; fp32 gives the "
+                                       "same scores on any machine."),
     per_char: bool = typer.Option(False, "--per-char", "-c",
                                   help="One 'char<TAB>bits' row per character of the "
                                        "input, read exactly (\\n, \\t and \\\\ escaped); "
