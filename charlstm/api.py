@@ -173,27 +173,34 @@ class LanguageModel:
         check_min_length(min_length)
         return novelty_report(self.copy_index(), text, min_length)
 
-    def score(self, text: str, *, exact: bool = False) -> dict:
+    def score(self, text: str, *, exact: bool = False, precision: str = "auto") -> dict:
         """How many bits the model needs for `text`: a dict with the keys text,
         characters, bits, bits_per_char and unknown (see `charlstm.infer.scoring`). A long
         text is read as parallel warmed streams, within about 0.005 bits per character
-        of the exact score; `exact` reads it one character after another."""
-        return scoring.score(self.model, self.vocab, text, exact=exact)
+        of the exact score; `exact` reads it one character after another, in fp32.
+        `precision` auto reads a long text in bf16 where that is measured faster here
+        (charlstm.infer.precision); fp32 or bf16 as asked."""
+        return scoring.score(self.model, self.vocab, text, exact=exact, precision=precision)
 
     def score_lines(self, lines: Iterable[str],
-                    before_waiting: Callable[[], None] | None = None) -> Iterator[dict]:
+                    before_waiting: Callable[[], None] | None = None, *,
+                    precision: str = "auto") -> Iterator[dict]:
         """The score of each of many texts (such as a file's lines), each on its own,
         in order; scored in batches, so 100,000 short lines take seconds.
         `before_waiting` is called when all lines read so far are scored and the next
-        has not arrived yet (to flush output for a slow stream)."""
+        has not arrived yet (to flush output for a slow stream). `precision` auto: bf16
+        where measured faster here (once per model and device), else fp32."""
         return scoring.score_texts(self.model, self.vocab, lines,
-                                   before_waiting=before_waiting)
+                                   before_waiting=before_waiting, precision=precision)
 
-    def score_stream(self, pieces: Iterable[str], *, exact: bool = False) -> dict:
+    def score_stream(self, pieces: Iterable[str], *, exact: bool = False,
+                     precision: str = "auto") -> dict:
         """The score of one long text given in consecutive pieces (a file read block by
         block), in bounded memory; its "text" is None. Read as parallel warmed streams
-        at the speed of batches, or with `exact`, one character after another."""
-        return scoring.score_stream(self.model, self.vocab, pieces, exact=exact)
+        at the speed of batches, or with `exact`, one character after another (fp32);
+        `precision` as for `score`."""
+        return scoring.score_stream(self.model, self.vocab, pieces, exact=exact,
+                                    precision=precision)
 
     def char_bits(self, text: str) -> list[float]:
         """The bits the model spends on each character of `text`, in order (they add up

@@ -5,11 +5,16 @@ CUDA GPUs that support it and fp16 (with a gradient scaler, see training) on old
 CPU it is decided by measuring (see training), because only CPUs with native bf16 matrix
 units (AMX, for example) run bf16 faster than fp32. fp16 is for CUDA only: oneDNN has no
 fp16 LSTM on CPUs, and MPS runs fp32.
+
+The measurement itself (`measured_cpu_precision`) is shared: training times a few training
+steps with it, scoring a few forward passes (infer/precision.py); each passes what to time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+from typing import Callable
 
 import torch
 
@@ -18,6 +23,8 @@ from .errors import UsageError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+BF16_MIN_SPEEDUP = 1.3  # bf16 must be this much faster than fp32 to be chosen
+PRECISION_ROUNDS = 5  # ... in the fastest of this many runs of each, timed in turn
 
 
 def choose_device(requested: str = "auto") -> torch.device:
@@ -85,3 +92,64 @@ def grad_scaler(precision: str, device: torch.device,
     if state:
         scaler.load_state_dict(state)
     return scaler
+
+
+def measured_cpu_precision(seconds_of: Callable[[str], float], rounds: int = PRECISION_ROUNDS,
+                           warm_up: Callable[[str], object] | None = None) -> tuple[str, str]:
+    """On a CPU, bf16 autocast only if it measures clearly faster than fp32 here, and a
+    note saying why. `seconds_of(precision)` runs the work once in that precision and
+    returns its seconds; `warm_up(precision)` (by default two untimed runs) lets oneDNN
+    and the allocator settle first.
+
+    CPUs without AVX-512 or SVE have no native bf16 arithmetic, so bf16 is not tried there;
+    elsewhere the fastest of `rounds` runs of each, timed in turn, counts (`fastest_times`).
+    """
+    missing = missing_bf16()
+    if missing:
+        return "fp32", missing
+    best = fastest_times(seconds_of, ["fp32", "bf16"], rounds, warm_up)
+    return bf16_if_faster(best["fp32"], best["bf16"])
+
+
+def missing_bf16() -> str | None:
+    """Why this CPU is not worth trying bf16 on (no AVX-512 or SVE), or None."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith(("AVX512", "SVE")):
+        return None
+    return f"fp32 (this CPU, {capability}, has no native bf16)"
+
+
+def fastest_times(seconds_of: Callable, options: list, rounds: int = PRECISION_ROUNDS,
+                  warm_up: Callable | None = None) -> dict:
+    """The fastest of `rounds` runs of each option (see `timed_rounds`): on a shared
+    machine a run is only ever slowed down, by whatever else runs."""
+    times = timed_rounds(seconds_of, options, rounds, warm_up)
+    return {option: min(seconds) for option, seconds in times.items()}
+
+
+def timed_rounds(seconds_of: Callable, options: list, rounds: int = PRECISION_ROUNDS,
+                 warm_up: Callable | None = None) -> dict[object, list[float]]:
+    """The seconds of `rounds` runs of each option, `seconds_of(option)` timing one run,
+    after warming each up (`warm_up(option)`, by default two untimed runs). The options
+    are timed in turn, round after round: one run of each once is not enough, for on a
+    shared machine a single run can come out twice as slow (a run that trained in fp32
+    on an AMX CPU for that reason made 40% fewer steps in its budget), and in turn a
+    slow spell slows them all."""
+    for option in options:
+        if warm_up is None:
+            seconds_of(option), seconds_of(option)
+        else:
+            warm_up(option)
+    times: dict[object, list[float]] = {option: [] for option in options}
+    for _ in range(rounds):
+        for option in options:
+            times[option].append(seconds_of(option))
+    return times
+
+
+def bf16_if_faster(fp32_seconds: float, bf16_seconds: float) -> tuple[str, str]:
+    """bf16 if it took at most 1 / BF16_MIN_SPEEDUP of fp32's time, and a note why."""
+    speedup = fp32_seconds / bf16_seconds
+    if speedup >= BF16_MIN_SPEEDUP:
+        return "bf16", f"bf16 (measured {speedup:.1f}x faster than fp32 on this CPU)"
+    return "fp32", f"fp32 (bf16 measured {speedup:.1f}x the speed of fp32 on this CPU)"

@@ -11,6 +11,7 @@ the training stack. Files in the order a generation or a score runs through them
     generate.py     generation: primes, stop strings, batches of samples
     beam.py         beam search: the likeliest continuations, deterministic
     batch_step.py   many generations joining and leaving one batch, each with its own picks
+    precision.py    scoring's precision: bf16 where measured faster, once per model and device
     streams.py      a long text read as parallel warmed streams (whole-text scoring, evaluation)
     scoring.py      bits per character of a text, of each line
     char_probs.py   each character's log-probability, and the likeliest alternatives

@@ -28,6 +28,10 @@ parallel streams, each warmed up on the characters before it (see `streams`): as
 as batches of lines, and within about 0.005 bits per character of reading it exactly.
 `exact=True` reads it exactly instead, as one stream carried from piece to piece.
 
+Each reads in a `precision`: `auto` (the default) runs bf16 autocast where it is
+measured faster on the machine and fp32 elsewhere, leaving short whole texts in fp32
+(see precision.py); `fp32` gives exactly the scores of before; exact reading is fp32.
+
 Every pass goes through the model in time slices of at most about `max_elements`
 activations, as `CharRNN.advance` does, so memory stays bounded however long a text is.
 """
@@ -42,7 +46,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from ..model.charrnn import CharRNN
+from ..model.charrnn import IGNORE_INDEX, CharRNN
+from .precision import Choice, check_precision, scoring_choice
 from .streams import MAX_ELEMENTS, text_loss
 from ..data.vocab import MAX_CODE_POINT, Vocabulary
 
@@ -55,28 +60,35 @@ LN2 = math.log(2.0)
 
 
 def score(model: CharRNN, vocab: Vocabulary, text: str,
-          max_elements: int = MAX_ELEMENTS, exact: bool = False) -> dict:
+          max_elements: int = MAX_ELEMENTS, exact: bool = False,
+          precision: str = "auto") -> dict:
     """The score of one text (see the module docstring for its keys); a long one read
     as warmed parallel streams unless `exact` (see `score_stream`)."""
+    check_precision(precision, exact)
     if exact:
-        return next(score_texts(model, vocab, [text], max_elements=max_elements))
-    return {**score_stream(model, vocab, [text], max_elements), "text": text}
+        return next(score_texts(model, vocab, [text], max_elements=max_elements,
+                                precision="fp32"))
+    return {**score_stream(model, vocab, [text], max_elements, precision=precision),
+            "text": text}
 
 
 def score_texts(model: CharRNN, vocab: Vocabulary, texts: Iterable[str],
                 max_elements: int = MAX_ELEMENTS, batch_positions: int = BATCH_POSITIONS,
                 max_batch_rows: int = MAX_BATCH_ROWS,
-                before_waiting: Callable[[], None] | None = None) -> Iterator[dict]:
+                before_waiting: Callable[[], None] | None = None,
+                precision: str = "auto") -> Iterator[dict]:
     """Score each text on its own (a fresh state for each), yielding scores in input order.
 
     Texts are scored in groups of whatever has arrived, up to GROUP_TEXTS texts or
     GROUP_CHARS characters: a file is scored in big, efficient groups, while a slow
     stream (`tail -f app.log | charlstm score -l`) gets each line's score as it comes.
-    `before_waiting` is called whenever the next text has not arrived yet.
+    `before_waiting` is called whenever the next text has not arrived yet. `precision`
+    auto is measured (once per model and device) when the first text needs the model.
     """
-    scorer = _Scorer(model, vocab, max_elements)
-    for group in _arrived_groups(texts, before_waiting):
-        yield from scorer.score_group(group, batch_positions, max_batch_rows)
+    check_precision(precision, exact=False)  # at the call, before any text is read
+    scorer = _Scorer(model, vocab, max_elements, precision)
+    return (record for group in _arrived_groups(texts, before_waiting)
+            for record in scorer.score_group(group, batch_positions, max_batch_rows))
 
 
 _END = object()
@@ -139,16 +151,20 @@ def _arrived_groups(texts: Iterable[str], before_waiting: Callable[[], None] | N
 
 
 def score_stream(model: CharRNN, vocab: Vocabulary, pieces: Iterable[str],
-                 max_elements: int = MAX_ELEMENTS, exact: bool = False) -> dict:
+                 max_elements: int = MAX_ELEMENTS, exact: bool = False,
+                 precision: str = "auto") -> dict:
     """The score of one text given as consecutive pieces (a file read block by block),
     in bounded memory; the result is that of their concatenation, however it is cut.
 
     The text is read as parallel streams, each warmed on the characters before it
     (`streams.text_loss`): within about 0.005 bits per character of the exact score
     (docs/sampling.md), at the speed of batched passes. `exact` reads it as one stream
-    instead, one character after another, the state carried across pieces.
+    instead, one character after another, the state carried across pieces, in fp32.
+    `precision` auto leaves a text of fewer than precision.AUTO_MIN_CHARS characters in
+    fp32 and measures nothing.
     """
-    scorer = _Scorer(model, vocab, max_elements)
+    check_precision(precision, exact)
+    scorer = _Scorer(model, vocab, max_elements, "fp32" if exact else precision)
     if exact:
         return _exact_stream(scorer, pieces)
     tally = {"characters": 0, "unknown": 0, "first_bits": 0.0}
@@ -162,7 +178,7 @@ def score_stream(model: CharRNN, vocab: Vocabulary, pieces: Iterable[str],
             tally["unknown"] += unknown
             yield known
 
-    nats, _ = text_loss(model, known_ids(), max_elements=max_elements)
+    nats, _ = text_loss(model, known_ids(), max_elements=max_elements, precision=precision)
     bits = tally["first_bits"] + nats / LN2 + tally["unknown"] * UNKNOWN_CHAR_BITS
     return _record(None, tally["characters"], bits, tally["unknown"])
 
@@ -199,15 +215,25 @@ class _Scorer:
     """The pieces shared by the scoring functions: encoding, the first-character
     distribution, and the batched pass through the model."""
 
-    def __init__(self, model: CharRNN, vocab: Vocabulary, max_elements: int):
+    def __init__(self, model: CharRNN, vocab: Vocabulary, max_elements: int,
+                 precision: str = "fp32"):
         if max_elements < 1:
             raise ValueError(f"max_elements must be at least 1, not {max_elements}")
         self.model, self.vocab, self.max_elements = model, vocab, max_elements
+        self.requested, self._choice = precision, None  # the latter when first needed
         self.device = next(model.parameters()).device
         self.code_points = np.frombuffer(vocab.chars.encode("utf-32-le"), dtype=np.uint32)
         counts = np.asarray(vocab.counts or [1] * len(vocab), dtype=np.float64)
         with np.errstate(divide="ignore"):  # a zero count costs infinitely many bits
             self.first_char_bits = -np.log2(counts / counts.sum())  # (V,)
+
+    @property
+    def choice(self) -> Choice:
+        """How the passes through the model run (precision, threads), decided at the
+        first."""
+        if self._choice is None:
+            self._choice = scoring_choice(self.model, self.requested)
+        return self._choice
 
     def encode(self, text: str) -> tuple[np.ndarray, int]:
         """The ids of the known characters of `text` (int64), and how many were unknown."""
@@ -266,14 +292,11 @@ class _Scorer:
         the rows are of equal length). `state` continues a previous call's."""
         count, width = len(rows), max(row.size for row in rows) - 1
         inputs = np.zeros((count, width), dtype=np.int64)  # (B, T), right-padded
-        targets = np.zeros((count, width), dtype=np.int64)
-        mask = np.zeros((count, width), dtype=bool)
+        targets = np.full((count, width), IGNORE_INDEX, dtype=np.int64)  # padding: no loss
         for r, row in enumerate(rows):
             inputs[r, :row.size - 1] = row[:-1]
             targets[r, :row.size - 1] = row[1:]
-            mask[r, :row.size - 1] = True
-        inputs, targets, mask = (torch.from_numpy(a).to(self.device)
-                                 for a in (inputs, targets, mask))
+        inputs, targets = (torch.from_numpy(a).to(self.device) for a in (inputs, targets))
         config = self.model.config
         step = max(1, self.max_elements // (count * max(config.hidden_size,
                                                         config.vocab_size)))
@@ -281,13 +304,14 @@ class _Scorer:
         was_training = self.model.training
         self.model.eval()
         try:
-            for start in range(0, width, step):
-                piece = slice(start, start + step)
-                logits, _, state = self.model(inputs[:, piece], state)  # (B, t, V)
-                log_probs = torch.log_softmax(logits.float(), dim=-1)
-                picked = log_probs.gather(-1, targets[:, piece, None]).squeeze(-1)  # (B, t)
-                picked = torch.where(mask[:, piece], picked, 0.0)  # padding scores nothing
-                total -= picked.double().sum(dim=1)
+            with self.choice.running(self.device):
+                for start in range(0, width, step):
+                    piece = slice(start, start + step)
+                    logits, _, state = self.model(inputs[:, piece], state)  # (B, t, V)
+                    nats = torch.nn.functional.cross_entropy(  # (B x t,), 0 at padding
+                        logits.float().flatten(0, 1), targets[:, piece].flatten(),
+                        ignore_index=IGNORE_INDEX, reduction="none")
+                    total += nats.view(count, -1).double().sum(dim=1)
         finally:
             self.model.train(was_training)
         return (total / LN2).cpu().numpy(), state

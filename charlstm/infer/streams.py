@@ -18,6 +18,9 @@ the window being read and the W + 1 characters before it: memory stays bounded h
 long the input is. At the very start of a text, where no W characters precede it, the
 first W characters are read as one exact stream, so a text shorter than two streams'
 worth is read exactly.
+
+Both run in the precision they are given (fp32, or bf16 autocast where measured faster:
+see precision.py); whole-text scoring decides it once per text, at its first window.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 from ..device import autocast
 from ..model.charrnn import IGNORE_INDEX, CharRNN
 from ..data.vocab import ids_tensor
+from .precision import text_choice
 
 SCORE_STREAMS = 128  # parallel streams when scoring a whole text: a big batch
 SCORE_WARMUP = 256  # characters before each scoring stream that build its state
@@ -78,20 +82,19 @@ def eval_batches(tokens: np.ndarray, start: int, end: int, num_streams: int,
     return context, chunks()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def span_loss(model: CharRNN, tokens: np.ndarray, start: int, end: int, num_streams: int,
               seq_len: int, warmup: int, precision: str = "fp32"
               ) -> tuple[torch.Tensor, int]:
     """The summed cross-entropy in nats (a 0-d tensor on the model's device) of
     predicting each of tokens[start:end] from the text before it, read as `eval_batches`
-    lays it out, and how many were predicted; the model in eval mode, and back in its
-    mode after."""
+    lays it out, and how many were predicted (end - start); the model in eval mode, and
+    back in its mode after."""
     device = next(model.parameters()).device
     warm, chunks = eval_batches(tokens, start, end, num_streams, seq_len, warmup)
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=sum_dtype(device), device=device)
-    count = 0
     try:
         with autocast(device, precision):
             state = None
@@ -103,22 +106,24 @@ def span_loss(model: CharRNN, tokens: np.ndarray, start: int, end: int, num_stre
                 total += torch.nn.functional.cross_entropy(
                     logits.float().flatten(0, 1), targets.flatten(),
                     ignore_index=IGNORE_INDEX, reduction="sum")
-                count += int((targets != IGNORE_INDEX).sum())
     finally:
         model.train(was_training)
-    return total, count
+    return total, end - start
 
 
 def text_loss(model: CharRNN, id_blocks: Iterable[np.ndarray],
               num_streams: int = SCORE_STREAMS, warmup: int = SCORE_WARMUP,
               min_stream: int = MIN_STREAM, window: int = SCORE_WINDOW,
-              max_elements: int = MAX_ELEMENTS) -> tuple[float, int]:
+              max_elements: int = MAX_ELEMENTS, precision: str = "auto"
+              ) -> tuple[float, int]:
     """The summed cross-entropy in nats of predicting characters 1.. of one text, given
     as consecutive blocks of ids, each from the text before it (character 0 has none),
     and how many were predicted. The result does not depend on where the blocks are cut:
     the text is read in windows of `window` predictions, each as up to `num_streams`
-    streams of at least `min_stream` characters, each warmed on `warmup` characters."""
-    reader = _Windows(model, num_streams, warmup, min_stream, max_elements)
+    streams of at least `min_stream` characters, each warmed on `warmup` characters.
+    `precision` auto is decided at the first window (precision.text_choice) from the
+    predictions arrived by then: all of them, unless there are more than a window's."""
+    reader = _Windows(model, num_streams, warmup, min_stream, max_elements, precision)
     held = np.empty(0, dtype=np.int64)  # the context (ids before `first`) and pending ids
     arrived: list[np.ndarray] = []
     size, first = 0, 1  # ids held and arrived; the index in `held` of the next prediction
@@ -129,7 +134,7 @@ def text_loss(model: CharRNN, id_blocks: Iterable[np.ndarray],
             continue
         held, arrived = np.concatenate([held, *arrived]), []
         while held.size - first >= window:
-            reader.read(held, first, first + window)
+            reader.read(held, first, first + window, arrived=held.size - first)
             # keep the next window's warm-up and first input (all from the text's start,
             # while it is shorter than that)
             keep = max(0, first + window - 1 - warmup)
@@ -137,7 +142,7 @@ def text_loss(model: CharRNN, id_blocks: Iterable[np.ndarray],
         size = held.size
     held = np.concatenate([held, *arrived])
     if held.size > first:
-        reader.read(held, first, held.size)
+        reader.read(held, first, held.size, arrived=held.size - first)
     return reader.total, reader.count
 
 
@@ -145,15 +150,19 @@ class _Windows:
     """Reads windows of a text as parallel warmed streams and keeps the running sums."""
 
     def __init__(self, model: CharRNN, num_streams: int, warmup: int, min_stream: int,
-                 max_elements: int):
+                 max_elements: int, precision: str):
         if min(num_streams, min_stream, max_elements) < 1 or warmup < 0:
             raise ValueError("streams, stream length and slices must be positive")
         self.model, self.num_streams, self.warmup = model, num_streams, warmup
         self.min_stream, self.max_elements = min_stream, max_elements
+        self.requested, self.choice = precision, None  # the latter at the first read
         self.total, self.count = 0.0, 0
 
-    def read(self, ids: np.ndarray, start: int, end: int) -> None:
-        """Add the predictions of ids[start:end]; ids[:start] is their context."""
+    def read(self, ids: np.ndarray, start: int, end: int, arrived: int) -> None:
+        """Add the predictions of ids[start:end]; ids[:start] is their context. `arrived`:
+        the predictions of the text arrived so far from `start` on."""
+        if self.choice is None:
+            self.choice = text_choice(self.model, self.requested, arrived)
         if start - 1 < self.warmup:
             # the text's start (`ids` begins with its first character): read as one
             # stream warmed on all of ids[:start], which is the exact reading, up to
@@ -171,6 +180,9 @@ class _Windows:
         config = self.model.config
         seq_len = max(1, self.max_elements // (streams * max(config.hidden_size,
                                                              config.vocab_size)))
-        total, count = span_loss(self.model, ids, start, end, streams, seq_len, self.warmup)
+        device = next(self.model.parameters()).device
+        with self.choice.running(device):  # its thread count (span_loss autocasts)
+            total, count = span_loss(self.model, ids, start, end, streams, seq_len,
+                                     self.warmup, self.choice.precision)
         self.total += total.item()
         self.count += count

@@ -22,15 +22,14 @@ from typing import Callable
 
 import torch
 
-from ..device import autocast, precision_without_measuring
+from ..device import (PRECISION_ROUNDS, autocast, measured_cpu_precision,
+                      precision_without_measuring)
 from ..model.charrnn import CharRNN
 from ..settings import ModelConfig
 from .optim import make_optimizer
 from .presets import PRESETS, regularisation_for
 from ..settings import TrainConfig
 
-BF16_MIN_SPEEDUP = 1.3  # bf16 must be this much faster than fp32 to be chosen
-PRECISION_ROUNDS = 5  # ... in the fastest of this many steps of each, timed in turn
 REFIT_AFTER = 0.1  # with a budget plan: the share of --time trained before refitting it
 REFIT_MARGIN = 1.2  # ... if the speed is off by more than this factor either way
 
@@ -73,28 +72,16 @@ def step_seconds(model: CharRNN, batch_size: int, seq_len: int, device: torch.de
 
 def cpu_precision(model: CharRNN, batch_size: int, seq_len: int, device: torch.device,
                   rounds: int = PRECISION_ROUNDS) -> tuple[str, str]:
-    """On a CPU, bf16 autocast only if it measures clearly faster than fp32 here.
+    """On a CPU, bf16 autocast only if a training step measures clearly faster in it than
+    in fp32 (device.measured_cpu_precision: two warm-up steps of each, then `rounds`
+    steps of each in turn, the fastest of each)."""
+    def seconds_of(precision: str) -> float:
+        return step_seconds(model, batch_size, seq_len, device, precision, warmup=0)
 
-    CPUs without AVX-512 or SVE have no native bf16 arithmetic, so bf16 is not tried there;
-    elsewhere, after two warm-up steps of each, `rounds` rounds time one step of each in
-    turn and the fastest of each counts. One step of each once is not enough: on a shared
-    machine a single step can come out twice as slow, and a run that trained in fp32 on an
-    AMX CPU for that reason made 40% fewer steps in its budget.
-    """
-    capability = torch.backends.cpu.get_cpu_capability()
-    if not capability.startswith(("AVX512", "SVE")):
-        return "fp32", f"fp32 (this CPU, {capability}, has no native bf16)"
-    best = {"fp32": math.inf, "bf16": math.inf}
-    for precision in best:
+    def warm_up(precision: str) -> None:
         step_seconds(model, batch_size, seq_len, device, precision, repeats=0, warmup=2)
-    for _ in range(rounds):  # in turn, so that a slow spell slows both
-        for precision in best:
-            best[precision] = min(best[precision], step_seconds(
-                model, batch_size, seq_len, device, precision, warmup=0))
-    speedup = best["fp32"] / best["bf16"]
-    if speedup >= BF16_MIN_SPEEDUP:
-        return "bf16", f"bf16 (measured {speedup:.1f}x faster than fp32 on this CPU)"
-    return "fp32", f"fp32 (bf16 measured {speedup:.1f}x the speed of fp32 on this CPU)"
+
+    return measured_cpu_precision(seconds_of, rounds, warm_up)
 
 
 def choose_precision(requested: str, device: torch.device, saved: str | None = None,

@@ -3,7 +3,10 @@ record of each evaluation, and the milestone samples shown beside them.
 
 The split is read as EVAL_STREAMS parallel streams, each warmed up on the EVAL_WARMUP
 characters before it, in chunks small enough that the logits stay in memory: the same
-reading (`streams.span_loss`) that scores a whole text with `charlstm score`.
+reading (`streams.span_loss`) that scores a whole text with `charlstm score`. It runs in
+the run's precision: bf16 where training measured it faster (device.measured_cpu_precision,
+the measurement scoring makes of its own passes), kept across a resume, so that a run's
+evaluations, and the best checkpoint chosen by them, stay comparable with each other.
 """
 
 from __future__ import annotations
