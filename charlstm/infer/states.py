@@ -36,6 +36,7 @@ Memory is bounded by the chunk size, however long the text.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -46,6 +47,7 @@ from torch import nn
 
 from ..data.vocab import Vocabulary
 from ..model.charrnn import CharRNN
+from .precision import scoring_choice
 from .scoring import UNKNOWN_CHAR_BITS
 
 CHUNK_CHARS = 2048  # characters walked at a time, as one stream
@@ -98,6 +100,9 @@ class StateWalk:
         self.kind = model.config.model
         self.keep_gates, self.keep_predictions = gates, predictions
         self.streams, self.warmup = (0 if exact else streams), warmup
+        # read side by side, the passes run as whole-text scoring's do (bf16 where it is
+        # measured faster); read exactly, in fp32
+        self.choice = None if exact else scoring_choice(model)
         default = CHUNK_CHARS if exact else STREAM_CHUNK_CHARS
         self.chunk_chars = max(1, chunk_chars or default)
         self.device = next(model.parameters()).device
@@ -117,9 +122,12 @@ class StateWalk:
                        for n in range(count)]
         self._last_rows: list[LayerValues] | None = None
         self._last_log_probs = torch.from_numpy(self.first_log_probs).to(self.device)
-        with torch.inference_mode():
-            for text in _rechunk(pieces, self.chunk_chars):
-                yield self._chunk(text)
+        for text in _rechunk(pieces, self.chunk_chars):
+            # the precision's context only around the walk's own passes, not the caller's
+            with torch.inference_mode(), (self.choice.running(self.device) if self.choice
+                                          else contextlib.nullcontext()):
+                chunk = self._chunk(text)
+            yield chunk
 
     def _chunk(self, text: str) -> Chunk:
         code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
@@ -185,7 +193,7 @@ class StateWalk:
             x = out  # the next layer's input: this one's hidden states (S, L, H)
         top = x.reshape(-1, x.size(-1))[:count]  # (K, H)
         log_probs = torch.log_softmax(self.model.head(top).float(), dim=-1)  # (K, V)
-        return values, log_probs
+        return [_as_float(value) for value in values], log_probs
 
     def _lay_out(self, ids: torch.Tensor):
         """The K ids as S streams of L side by side (S, L, E), the last one padded at its
@@ -226,10 +234,11 @@ class StateWalk:
         pre = _preactivations(layer, x, _before(h0, out))  # (S, L, 4H)
         i, f, g, o = pre.chunk(4, dim=-1)
         i, f, o, g = i.sigmoid(), f.sigmoid(), o.sigmoid(), g.tanh()
-        written = (i * g).transpose(0, 1).contiguous()  # (L, S, H): time first
-        forget = f.transpose(0, 1).contiguous()
+        # the cell is summed over the whole chunk: in fp32 whatever the passes ran in
+        written = (i * g).float().transpose(0, 1).contiguous()  # (L, S, H): time first
+        forget = f.float().transpose(0, 1).contiguous()
         cell = torch.empty_like(written)
-        previous = c0
+        previous = c0.float()
         for t in range(cell.size(0)):  # c_t = f_t * c_{t-1} + i_t * g_t, all streams
             previous = torch.addcmul(written[t], forget[t], previous, out=cell[t])
         gates = {"input": i, "forget": f, "cell_input": g, "output": o}
@@ -265,7 +274,8 @@ def _preactivations(layer: nn.RNNBase, x: torch.Tensor, before: torch.Tensor) ->
     """W_ih x + b_ih + W_hh h_{t-1} + b_hh for every step: (S, L, G*H)."""
     flat = torch.addmm(layer.bias_ih_l0 + layer.bias_hh_l0, x.flatten(0, 1),
                        layer.weight_ih_l0.t())
-    flat.addmm_(before.flatten(0, 1), layer.weight_hh_l0.t())
+    # out of place: autocast (bf16 passes, see StateWalk.choice) casts no in-place op
+    flat = torch.addmm(flat, before.flatten(0, 1), layer.weight_hh_l0.t())
     return flat.view(*x.shape[:2], -1)
 
 
@@ -294,6 +304,15 @@ def _expand(carried: LayerValues, known: LayerValues, which: torch.Tensor) -> La
              for name, rows in known.gates.items()}
     return LayerValues(pick(carried.hidden, known.hidden), pick(carried.cell, known.cell),
                        gates)
+
+
+def _as_float(values: LayerValues) -> LayerValues:
+    """A layer's values in float32 (the passes may have run in bf16)."""
+    def as_float(tensor: torch.Tensor | None):
+        return None if tensor is None else tensor.float()
+
+    return LayerValues(as_float(values.hidden), as_float(values.cell),
+                       {name: as_float(g) for name, g in values.gates.items()})
 
 
 def _to_numpy(values: LayerValues) -> LayerValues:
