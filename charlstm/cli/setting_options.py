@@ -6,12 +6,11 @@ is the dataclass's own (or the default preset's, which is the same).
 from __future__ import annotations
 
 import inspect
-from dataclasses import MISSING
 from typing import Callable, Optional
 
 import typer
 
-from ..settings import OPTIONS, ModelConfig, Option, TrainConfig
+from ..settings import OPTIONS, ModelConfig, Option, TrainConfig, defaults
 from ..training.presets import PRESETS
 from .app import CKPT, DATA, MODEL, OPTIM, OUTPUT
 from .input import parse_duration, parse_interval
@@ -23,17 +22,11 @@ FROM_PRESET = {name for part in ("model", "train") for name in PRESETS["small"][
                if len({repr(chosen[part][name]) for chosen in PRESETS.values()}) > 1}
 
 
-def dataclass_default(name: str):
-    for record in (ModelConfig, TrainConfig):
-        if name in record.__dataclass_fields__:
-            return record.__dataclass_fields__[name].default
-    raise KeyError(name)
-
-
 def default_text(option: Option) -> str:
     """How --help states a setting's default: " (default: ...)", or "" for none."""
-    value = dataclass_default(option.field)
-    if value is None or value is MISSING:
+    model, train = defaults()  # the dataclasses' own
+    value = {**model, **train}[option.field]
+    if value is None:
         return ""
     if isinstance(value, bool):  # the half of the switch that is the default
         on, off = option.flag.split("/")
