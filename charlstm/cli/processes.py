@@ -35,7 +35,12 @@ def torchrun_aware(command):
 
         distributed.start(int(os.environ.get("LOCAL_RANK", "0")))
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
+            # leave together: a process that tears its group down and exits while the main
+            # one still saves can abort in gloo's teardown ("terminate called without an
+            # active exception", about one run in eight on 2 CPU cores)
+            distributed.barrier()
+            return result
         except CharlstmError as exc:
             if os.environ.get("CHARLSTM_DEBUG"):
                 raise
