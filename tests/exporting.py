@@ -14,12 +14,13 @@ TEXT = "the quick brown fox jumps over the lazy dog.\n"
 
 
 def save_random_model(folder: Path, model: str = "lstm", num_layers: int = 2,
-                      hidden_size: int = 24, seed: int = 0) -> Path:
+                      hidden_size: int = 24, seed: int = 0, head_rank: int = 0) -> Path:
     """A checkpoint of a random (untrained) model over TEXT's characters."""
     torch.manual_seed(seed)
     vocab = Vocabulary.from_text(TEXT)
     config = ModelConfig(vocab_size=len(vocab), model=model, num_layers=num_layers,
-                         hidden_size=hidden_size, embed_size=8, dropout=0.0)
+                         hidden_size=hidden_size, embed_size=8, dropout=0.0,
+                         head_rank=head_rank)
     net = CharRNN(config)
     with torch.no_grad():  # larger weights than the default init: logits far apart
         for weight in net.parameters():

@@ -32,6 +32,7 @@ HOSTILE = {"2**80": HUGE, "-1": "-1", "0": "0", "nan": "nan", "digits": DIGITS}
 ZERO_ALLOWED = {
     "train --val-frac": True, "train --bptt-warmup": True, "train --num-layers": False,
     "train --hidden-size": False, "train --embed-size": False, "train --dropout": True,
+    "train --head-rank": True,
     "train --weight-drop": True, "train --batch-size": False, "train --seq-len": False,
     "train --lr": False, "train --min-lr-ratio": True, "train --warmup-steps": True,
     "train --weight-decay": True,

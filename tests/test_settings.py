@@ -16,7 +16,9 @@ from charlstm.settings import (MAX_SEED, Layer, ModelConfig, SettingError, Train
 def test_the_dataclass_defaults_are_the_default_preset():
     model, train = defaults()
     assert DEFAULT_PRESET == "small"
-    assert PRESETS["small"]["model"] == {k: v for k, v in model.items() if k != "model"}
+    # neither the cell nor the output layer's rank is a preset's to choose
+    assert PRESETS["small"]["model"] == {k: v for k, v in model.items()
+                                         if k not in ("model", "head_rank")}
     assert PRESETS["small"]["train"] == train
     assert (model["num_layers"], model["hidden_size"], train["seq_len"]) == (1, 512, 32)
 

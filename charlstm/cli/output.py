@@ -151,8 +151,10 @@ def print_info(summary: dict) -> None:
         ("model", f"{model['model']}, {model['num_layers']} layers x {model['hidden_size']} "
                   f"units, embedding {model['embed_size']}, dropout {model['dropout']}"
                   f"{' (locked)' if model.get('locked_dropout') else ''}, weight drop "
-                  f"{model.get('weight_drop', 0.0)} "
-                  f"({summary['parameters'] / 1e6:.2f}M parameters)"),
+                  f"{model.get('weight_drop', 0.0)}"
+                  + (f", output layer of rank {model['head_rank']}"
+                     if model.get("head_rank") else "")
+                  + f" ({summary['parameters'] / 1e6:.2f}M parameters)"),
         ("vocabulary", f"{summary['vocab_size']} characters"),
         ("corpus", f"{source_text(corpus)}: {corpus.get('characters', 0):,} characters, "
                    f"sha256 {str(corpus.get('sha256', ''))[:12]}"),

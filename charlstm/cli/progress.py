@@ -72,7 +72,9 @@ class TrainingDisplay(TrainingCallback):
             f"charlstm: training {article} {cell} {model['num_layers']}x"
             f"{model['hidden_size']} ({info['parameters'] / 1e6:.2f}M parameters) on "
             f"{corpus['name']}: {info['train_chars']:,} training + {info['val_chars']:,} "
-            f"validation characters, vocabulary {info['vocab_size']}\n"
+            f"validation characters, vocabulary {info['vocab_size']}"
+            + (f" (output layer of rank {model['head_rank']})" if model.get("head_rank")
+               else "") + "\n"
             f"charlstm: batch {train['batch_size']} x {train['seq_len']} characters, "
             f"lr {train['lr']:g}, until {' or '.join(limits)}{resumed}; "
             f"device {info['device']}, precision {info['precision_note']}\n"

@@ -1,10 +1,11 @@
 """`export`: a trained model written in another format, to a path it may write.
 
 Every format goes the same way: the checks that need no model (the format, --quantize),
-the model read through `charlstm.load`, the output path checked (a file charlstm did not
-write is never replaced), the format's bytes built in memory (refused there if the model
-has something the format cannot carry), and then written atomically, so a failure at any
-point leaves nothing half-written at the output path.
+the model read through `charlstm.load` (a factored head folded into the one matrix it
+makes), the output path checked (a file charlstm did not write is never replaced), the
+format's bytes built in memory (refused there if the model has something the format
+cannot carry), and then written atomically, so a failure at any point leaves nothing
+half-written at the output path.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def export(source: str | Path, fmt: str, output: str | Path | None = None,
     module = format_module(fmt)
     check_target(target, module, fmt)
     lm = load(checkpoint_path, device="cpu")
+    lm.model = lm.model.with_plain_head()  # a factored head as the one matrix it makes
     data = module.build(lm, quantize=quantize)
     try:
         write_atomically(target, data)

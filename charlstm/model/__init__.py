@@ -4,6 +4,7 @@ Imports nothing from charlstm.data, charlstm.training, charlstm.infer, charlstm.
 charlstm.cli: a model is built from a ModelConfig (charlstm.settings) alone.
 
     charrnn.py         CharRNN: embedding -> fused LSTM/GRU/RNN layers -> output layer
+                       (one matrix, or factored through a rank for large vocabularies)
     dropout.py         locked dropout and weight drop that keep the fused kernels
     stepper.py         Stepper: the same equations, one character at a time, as matrix products
     stepper_script.py  the stepper's blocks compiled by TorchScript

@@ -5,6 +5,13 @@ GPUs, oneDNN on CPUs) with dropout between layers -> dropout -> linear head over
 vocabulary. Dropout on the stack's input and output regularises a single layer as well;
 it is locked (one mask per stream for a whole step) unless the config says otherwise, and
 weight drop on the recurrent matrices keeps the fused modules (see dropout.py).
+
+With `head_rank` r > 0 the head is factored, H -> r -> V (FactoredHead): for a vocabulary
+of thousands of characters the output layer then costs r * (H + V) multiply-adds a
+character instead of H * V. It is still a full softmax over every character, so
+sampling, scoring and bits per character stay exact; its `weight` is the product of its
+two matrices, one (V, H) matrix like a plain head's, which is what the one-character
+stepper and the exports use (`with_plain_head`).
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ class CharRNN(nn.Module):
             config.embed_size, config.hidden_size, config.num_layers, batch_first=True,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
         )
-        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.head = (FactoredHead(config.hidden_size, config.head_rank, config.vocab_size)
+                     if config.head_rank else
+                     nn.Linear(config.hidden_size, config.vocab_size))
         self._init_forget_bias()
 
     def _init_forget_bias(self) -> None:
@@ -88,11 +97,45 @@ class CharRNN(nn.Module):
             _, state = self._run(x, state)
         return state
 
+    def with_plain_head(self) -> "CharRNN":
+        """This model with its head as one (V, H) matrix (itself if it already is): the
+        same function, as exports store it."""
+        if not self.config.head_rank:
+            return self
+        plain = CharRNN(ModelConfig.from_dict({**self.config.to_dict(), "head_rank": 0}))
+        weights = {k: v for k, v in self.state_dict().items() if not k.startswith("head.")}
+        with torch.no_grad():
+            weights.update({"head.weight": self.head.weight, "head.bias": self.head.bias})
+        plain.load_state_dict(weights)
+        return plain.to(self.head.bias.device).train(self.training)
+
     def initial_state(self, batch_size: int, device=None):
         """The zero state for `batch_size` streams."""
         c = self.config
         zeros = torch.zeros(c.num_layers, batch_size, c.hidden_size, device=device)
         return (zeros, zeros.clone()) if c.model == "lstm" else zeros
+
+
+class FactoredHead(nn.Module):
+    """The output layer as two products, (H -> rank) then (rank -> V) with a bias: a
+    low-rank V x H matrix that costs rank * (H + V) multiply-adds instead of H * V."""
+
+    def __init__(self, hidden_size: int, rank: int, vocab_size: int):
+        super().__init__()
+        self.down = nn.Linear(hidden_size, rank, bias=False)
+        self.out = nn.Linear(rank, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.down(x))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The (V, H) matrix the two products make."""
+        return self.out.weight @ self.down.weight
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.out.bias
 
 
 def detach_state(state):

@@ -25,7 +25,7 @@ import torch
 from ..device import (PRECISION_ROUNDS, autocast, measured_cpu_precision,
                       precision_without_measuring)
 from ..model.charrnn import CharRNN
-from ..settings import ModelConfig
+from ..settings import ModelConfig, auto_head_rank
 from .optim import make_optimizer
 from .presets import PRESETS, regularisation_for
 from ..settings import TrainConfig
@@ -152,7 +152,8 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
                 break  # the smaller preset has not run out of text to learn from
         spec = PRESETS[name]
         train = spec["train"]
-        model = CharRNN(ModelConfig(vocab_size=vocab_size, model=cell,
+        head_rank = auto_head_rank(vocab_size, spec["model"]["hidden_size"])
+        model = CharRNN(ModelConfig(vocab_size=vocab_size, model=cell, head_rank=head_rank,
                                     **spec["model"])).to(device)
         if chosen is not None and (speed * size / model.num_parameters() * time_limit
                                    < spec["min_chars"] / 2):

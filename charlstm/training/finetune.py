@@ -27,7 +27,7 @@ from .. import checkpoint
 from ..checkpoint import Checkpoint
 from ..errors import UsageError
 from ..settings import (ARCHITECTURE, FINE_TUNE_LR_RATIO, FINE_TUNE_WARMUP_STEPS,
-                       SettingError, TrainConfig)
+                       ModelConfig, SettingError, TrainConfig)
 from ..data.files import file_sha256
 from ..data.vocab import Vocabulary
 
@@ -49,7 +49,8 @@ class Parent:
                 "step": self.record.step}
 
     def architecture(self) -> dict:
-        return {key: self.record.model_config[key] for key in ARCHITECTURE}
+        saved = ModelConfig.from_dict(self.record.model_config)  # older runs: defaults
+        return {key: getattr(saved, key) for key in ARCHITECTURE}
 
     def training_defaults(self) -> dict:
         """The learning rate and warm-up a fine-tuning run takes unless told otherwise
@@ -104,11 +105,13 @@ def child_weights(parent: dict, old: Vocabulary, new: Vocabulary,
                   new_mass: float = NEW_MASS) -> dict:
     """The parent's state_dict for a model over `new` (a superset of `old`): the rows of
     the embedding and the output layer move to the characters' new ids; new characters
-    get the mean embedding, zero output weights and `new_char_bias`."""
+    get the mean embedding, zero output weights and `new_char_bias`. A factored head
+    (charrnn.FactoredHead) keeps its first matrix; its second gets the new rows."""
     old_ids = torch.tensor([new.encode(c)[0] for c in old.chars])
     added = torch.tensor([i for i, c in enumerate(new.chars) if c not in old], dtype=torch.long)
     weights = dict(parent)
-    embed, head_w, head_b = parent["embed.weight"], parent["head.weight"], parent["head.bias"]
+    rows = "head.out" if "head.out.weight" in parent else "head"  # the (V, ...) matrix
+    embed, head_w, head_b = parent["embed.weight"], parent[f"{rows}.weight"], parent[f"{rows}.bias"]
     if embed.size(0) != len(old) or head_w.size(0) != len(old):
         raise UsageError("the parent checkpoint's weights do not match its vocabulary")
     new_embed = embed.new_empty(len(new), embed.size(1))
@@ -118,9 +121,10 @@ def child_weights(parent: dict, old: Vocabulary, new: Vocabulary,
     new_head_w[old_ids] = head_w
     new_head_b = head_b.new_empty(len(new))
     new_head_b[old_ids] = head_b
-    new_head_b[added] = new_char_bias(head_w, head_b, len(added), new_mass)
-    weights.update({"embed.weight": new_embed, "head.weight": new_head_w,
-                    "head.bias": new_head_b})
+    whole_w = head_w @ parent["head.down.weight"] if rows == "head.out" else head_w  # (V, H)
+    new_head_b[added] = new_char_bias(whole_w, head_b, len(added), new_mass)
+    weights.update({"embed.weight": new_embed, f"{rows}.weight": new_head_w,
+                    f"{rows}.bias": new_head_b})
     return weights
 
 

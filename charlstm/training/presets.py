@@ -66,9 +66,10 @@ _PRESETS: dict[str, dict] = {
 
 def _filled(spec: dict) -> dict:
     """A preset with every size and training setting spelled out (the cell, lstm, gru
-    or rnn, is not a preset's to choose)."""
+    or rnn, is not a preset's to choose, nor the output layer's rank, which follows the
+    vocabulary: settings.auto_head_rank)."""
     model, train = defaults()
-    del model["model"]
+    del model["model"], model["head_rank"]
     return {**spec, "model": {**model, **spec["model"]}, "train": {**train, **spec["train"]}}
 
 
