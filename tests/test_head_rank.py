@@ -63,9 +63,9 @@ def test_new_runs_get_a_rank_for_large_vocabularies_unless_told():
                            saved=saved, vocab_size=vocab_size)
         return model.head_rank
 
-    assert head_rank(513) == auto_head_rank(513, 512) == 128  # the default 512 units
+    assert head_rank(513) == auto_head_rank(513, 512) == 256  # the default 512 units
     assert head_rank(512) == 0 and head_rank(96) == 0
-    assert head_rank(2000, {"hidden_size": 64}) == 16
+    assert head_rank(2000, {"hidden_size": 64}) == 32
     assert head_rank(2000, {"head_rank": 0}) == 0
     assert head_rank(30, {"head_rank": 7}) == 7
     # a fine-tuning run's first layer carries its parent's architecture
@@ -123,16 +123,16 @@ def test_the_command_trains_shows_and_resumes_a_factored_head(tmp_path, monkeypa
              {**TINY_SETTINGS, "hidden_size": 24, "max_steps": 150}.items()]
     trained = invoke("train", "tiny.txt", "--out", "run", *flags)
     assert trained.exit_code == 0, trained.stderr
-    assert "vocabulary 29 (output layer of rank 6)" in trained.stderr
+    assert "vocabulary 29 (output layer of rank 12)" in trained.stderr
     saved = checkpoint.load(tmp_path / "run" / "last.pt")
-    assert saved["model_config"]["head_rank"] == 6 and "head.out.weight" in saved["model"]
+    assert saved["model_config"]["head_rank"] == 12 and "head.out.weight" in saved["model"]
     info = invoke("info", "run")
-    assert info.exit_code == 0 and "output layer of rank 6" in info.stdout
+    assert info.exit_code == 0 and "output layer of rank 12" in info.stdout
     lm = charlstm.load(tmp_path / "run")
     assert lm.score(TINY_TEXT[:300])["bits_per_char"] < 1.0  # it learnt through the factors
     more = invoke("train", "tiny.txt", "--out", "run", "--resume", "--max-steps", "160")
     assert more.exit_code == 0, more.stderr
-    assert checkpoint.load(tmp_path / "run" / "last.pt")["model_config"]["head_rank"] == 6
+    assert checkpoint.load(tmp_path / "run" / "last.pt")["model_config"]["head_rank"] == 12
     refused = invoke("train", "tiny.txt", "--out", "run", "--resume", "--head-rank", "0",
                      "--max-steps", "170")
     assert refused.exit_code == 2 and "--head-rank 0 differs" in refused.stderr
