@@ -9,7 +9,8 @@ memory (VmRSS), sends --requests more from --clients threads, and reads it again
 mix: completions streamed and not, of different lengths, n, stop strings and top_p,
 seeded or not; streams the client hangs up on; scores of a text and of lines; bad
 requests. Prints the growth and exits 1 when it passes --limit-mb (issue 30: 10,000
-requests after warm-up grow it by at most 50 MB). Nothing is recorded.
+requests after warm-up grow it by at most 50 MB). No timing enters, so it is valid on a
+loaded machine; the result is appended to bench/RESULTS.md unless --no-record.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from machine import publish  # noqa: E402
+from runner import markdown_table  # noqa: E402
 from serve_clients import random_run  # noqa: E402
 from serving import Server  # noqa: E402
 
@@ -101,6 +104,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--limit-mb", type=float, default=50.0)
+    parser.add_argument("--no-record", action="store_true", help="print only")
     args = parser.parse_args()
     layers, hidden = (int(x) for x in args.shape.split("x"))
     folder = Path(tempfile.mkdtemp(prefix="charlstm-bench-memory-"))
@@ -115,9 +119,15 @@ def main() -> None:
     finally:
         server.stop()
     growth = after - before
-    print(f"LSTM {args.shape}: resident {before:,.1f} MB after {args.warmup:,} requests, "
-          f"{after:,.1f} MB after {args.requests:,} more ({growth:+,.1f} MB) in "
-          f"{time.perf_counter() - started:,.0f} s")
+    table = markdown_table(
+        ["model", "resident after warm-up", "after the requests", "growth", "limit",
+         "wall clock"],
+        [[f"LSTM {args.shape}", f"{before:,.1f} MB ({args.warmup:,} requests)",
+          f"{after:,.1f} MB ({args.requests:,} more, {args.clients} clients)",
+          f"{growth:+,.1f} MB", f"{args.limit_mb:g} MB",
+          f"{time.perf_counter() - started:,.0f} s"]])
+    publish("charlstm serve's resident memory under mixed requests", table,
+            not args.no_record)
     if growth > args.limit_mb:
         sys.exit(f"resident memory grew by {growth:,.1f} MB, more than {args.limit_mb} MB")
 

@@ -38,7 +38,7 @@ def torchrun_aware(command):
             result = command(*args, **kwargs)
             # leave together: a process that tears its group down and exits while the main
             # one still saves can abort in gloo's teardown ("terminate called without an
-            # active exception", about one run in eight on 2 CPU cores)
+            # active exception", 3 runs in 28 on 2 CPU cores)
             distributed.barrier()
             return result
         except CharlstmError as exc:

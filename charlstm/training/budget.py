@@ -25,10 +25,9 @@ import torch
 from ..device import (PRECISION_ROUNDS, autocast, measured_cpu_precision,
                       precision_without_measuring)
 from ..model.charrnn import CharRNN
-from ..settings import ModelConfig, auto_head_rank
 from .optim import make_optimizer
 from .presets import PRESETS, regularisation_for
-from ..settings import TrainConfig
+from ..settings import ModelConfig, TrainConfig, auto_head_rank
 
 REFIT_AFTER = 0.1  # with a budget plan: the share of --time trained before refitting it
 REFIT_MARGIN = 1.2  # ... if the speed is off by more than this factor either way

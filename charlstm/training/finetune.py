@@ -111,7 +111,8 @@ def child_weights(parent: dict, old: Vocabulary, new: Vocabulary,
     added = torch.tensor([i for i, c in enumerate(new.chars) if c not in old], dtype=torch.long)
     weights = dict(parent)
     rows = "head.out" if "head.out.weight" in parent else "head"  # the (V, ...) matrix
-    embed, head_w, head_b = parent["embed.weight"], parent[f"{rows}.weight"], parent[f"{rows}.bias"]
+    embed, head_w, head_b = (parent["embed.weight"], parent[f"{rows}.weight"],
+                             parent[f"{rows}.bias"])
     if embed.size(0) != len(old) or head_w.size(0) != len(old):
         raise UsageError("the parent checkpoint's weights do not match its vocabulary")
     new_embed = embed.new_empty(len(new), embed.size(1))
