@@ -82,9 +82,9 @@ class ModelConfig(_Record):
     weight_drop: float = 0.0
     # input and output dropout with one mask per stream per step, not per character
     locked_dropout: bool = True
-    # 0: the output layer is one (V, H) matrix; r > 0: factored through r units, for
-    # large vocabularies (a new run whose vocabulary is larger than H gets H/2:
-    # auto_head_rank)
+    # 0: the output layer is one (V, H) matrix; r > 0: factored through r units (a new
+    # run that does not say gets H/2 when its vocabulary is larger than that:
+    # auto_head_rank; runs saved before the setting existed have one matrix)
     head_rank: int = 0
 
     def __post_init__(self) -> None:
@@ -200,7 +200,7 @@ OPTIONS = (
            "(medium's follows the passes over the corpus; see docs/training.md)"),
     Option("head_rank", "--head-rank", "model",
            "Factor the output layer through this many units (0: one matrix); unless "
-           "given, hidden-size/2 when the vocabulary has more characters than hidden-size"),
+           "given, hidden-size/2 when the vocabulary has more characters than that"),
     Option("locked_dropout", "--locked-dropout/--fresh-dropout", "model",
            "Input and output dropout with one mask per stream for a whole step, or a fresh "
            "mask per character"),
@@ -335,13 +335,20 @@ def resolve(preset: Layer, explicit: Layer, *, saved: Layer | None = None,
 
 def auto_head_rank(vocab_size: int, hidden_size: int) -> int:
     """The output layer's rank for a new run that does not give one: half the hidden
-    size when the vocabulary is larger than the hidden size (exactly when the two
-    factors, H/2 x (H + V), cost less than one V x H matrix), else 0, one matrix.
-    Measured on 10 MB of manual pages (1,274 characters) with LSTM 1x512 in bf16
-    (bench/RESULTS.md): at a fixed 3,000 steps one matrix reached 1.4164 nats, ranks 64,
-    128 and 256 1.3797, 1.3385 and 1.2944; in 10 minutes one matrix 1.1966, rank 128
-    1.1572 (1.22x the steps) and rank 256 1.1137 (1.07x the steps)."""
-    return max(1, hidden_size // 2) if vocab_size > hidden_size else 0
+    size when the vocabulary has more characters than that, else 0 (one matrix).
+    Measured with LSTM 1x512 in bf16 (bench/RESULTS.md):
+
+    - 1,274 characters (10 MB of manual pages): at a fixed 3,000 steps one matrix
+      reached 1.4164 nats, ranks 64, 128 and 256 1.3797, 1.3385 and 1.2944; in 10
+      minutes one matrix 1.1966, rank 256 1.1137;
+    - 354 characters (10 MB of documentation prose): at 3,000 steps one matrix 1.8628,
+      rank 256 1.7916; in 10 minutes 1.7216 and 1.7066;
+    - 65 to 100 characters (tinyshakespeare, pydocs, pystdlib), rank 128: better at a
+      fixed 2,000 steps (1.4542 against 1.4784 on tinyshakespeare) but not in time,
+      where its slower steps and smaller gain left it behind on two corpora of three at
+      105 s (pydocs by 0.053 nats) and on pydocs at 10 minutes (by 0.009)."""
+    half = max(1, hidden_size // 2)
+    return half if vocab_size > half else 0
 
 
 def saved_layer(model_config: dict, train_config: dict) -> Layer:

@@ -57,15 +57,18 @@ def test_sampling_steps_the_factored_head_as_the_module_reads_it():
     assert len(texts[0]) == 200
 
 
-def test_new_runs_get_a_rank_for_large_vocabularies_unless_told():
+def test_new_runs_get_a_rank_by_their_vocabulary_unless_told():
     def head_rank(vocab_size, explicit=None, preset=None, saved=None):
         model, _ = resolve(Layer(preset or {}, {}), Layer(explicit or {}, {"max_steps": 1}),
                            saved=saved, vocab_size=vocab_size)
         return model.head_rank
 
-    assert head_rank(513) == auto_head_rank(513, 512) == 256  # the default 512 units
-    assert head_rank(512) == 0 and head_rank(96) == 0
-    assert head_rank(2000, {"hidden_size": 64}) == 32
+    # the default 512 units: half of them past 256 characters, else one matrix
+    assert head_rank(2000) == head_rank(257) == auto_head_rank(257, 512) == 256
+    assert head_rank(256) == head_rank(96) == head_rank(2) == 0
+    assert head_rank(2000, {"hidden_size": 64}) == head_rank(33, {"hidden_size": 64}) == 32
+    assert head_rank(32, {"hidden_size": 64}) == 0
+    assert auto_head_rank(5, 1) == 1  # never 0 for a large vocabulary
     assert head_rank(2000, {"head_rank": 0}) == 0
     assert head_rank(30, {"head_rank": 7}) == 7
     # a fine-tuning run's first layer carries its parent's architecture
