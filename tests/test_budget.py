@@ -208,8 +208,50 @@ def test_a_smaller_preset_with_text_left_to_learn_from_is_kept(monkeypatch):
     plan = budget.plan(1e7, 10**13, 40, CPU, "fp32", candidates=["small", "medium"])
     assert plan.preset == "small"
     assert plan.epochs <= PRESETS["small"]["outgrown_epochs"]
-    assert timed == [PRESETS["small"]["model"]["hidden_size"]]
+    # small is timed again at the larger batch the long budget gives it; medium never
+    assert set(timed) == {PRESETS["small"]["model"]["hidden_size"]}
     assert f"the {PRESETS['small']['outgrown_epochs']:g} after which" in plan.note
+
+
+def test_the_batch_doubles_while_the_budget_leaves_enough_steps():
+    spec = {"train": {"batch_size": 32, "seq_len": 10},
+            "batch_growth": {"min_steps": 100, "max_batch": 256, "max_passes": 4.0}}
+    big = 10**15  # a corpus passed over far less than once
+    assert budget.batch_for(spec, 64 * 10 * 100 - 1, big) == (32, "")
+    batch, why = budget.batch_for(spec, 64 * 10 * 100, big)
+    assert batch == 64 and "100 steps of 64" in why
+    assert budget.batch_for(spec, 128 * 10 * 100, big)[0] == 128
+    assert budget.batch_for(spec, 10**12, big)[0] == 256  # never past max_batch
+    assert budget.batch_for({"train": {"batch_size": 32, "seq_len": 10}}, 10**12, big) \
+        == (32, "")
+
+
+def test_the_batch_stays_on_a_corpus_passed_over_many_times():
+    spec = {"train": {"batch_size": 32, "seq_len": 10},
+            "batch_growth": {"min_steps": 100, "max_batch": 256, "max_passes": 4.0}}
+    assert budget.batch_for(spec, 10**12, 10**12 // 4)[0] == 256  # 4 passes: grows
+    assert budget.batch_for(spec, 10**12, 10**12 // 4 - 1) == (32, "")  # past 4: stays
+
+
+def test_a_long_budget_trains_small_with_more_streams_a_step(monkeypatch):
+    """A budget that gives small many more characters than `batch_growth` needs: small
+    at its largest batch, timed at it, with the passes counted at that speed."""
+    batches = []
+    real = budget.step_seconds
+
+    def recording(model, batch_size, *args, **kwargs):
+        batches.append(batch_size)
+        return real(model, batch_size, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "step_seconds", recording)
+    larger = PRESETS["small"]["batch_growth"]["max_batch"]
+    plan = budget.plan(1e7, 10**13, 40, CPU, "fp32", candidates=["small"])
+    assert plan.train["batch_size"] == larger and batches == [32, larger]
+    assert f"at {larger} streams a step" in plan.note
+    assert plan.epochs == pytest.approx(plan.chars_per_sec * 1e7 / 10**13)
+    short = budget.plan(1.0, 100_000, 40, CPU, "fp32", candidates=["small"])
+    assert short.train["batch_size"] == PRESETS["small"]["train"]["batch_size"]
+    assert "streams a step" not in short.note
 
 
 def test_plan_skips_timing_presets_that_cannot_fit(monkeypatch):

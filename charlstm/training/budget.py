@@ -7,10 +7,11 @@ Two choices are made by timing a few real training steps instead of guessing:
 - **the model for a time budget**: given `--time` and no model size, each preset's speed
   here says how many characters it could learn from in that time, and the biggest preset
   that gets enough of them to beat the smaller ones, where the smaller ones would make
-  so many passes over the corpus that they stop gaining, is chosen (see presets.py). Its
-  dropout and weight drop then follow from how many passes over the corpus the budget
-  allows. (The trainer fits them and the evaluation interval again once training has
-  shown its real speed: see Trainer._refit.)
+  so many passes over the corpus that they stop gaining, is chosen (see presets.py). A
+  budget that gives it enough characters trains it with more streams a step (timed
+  again at that batch). Its dropout and weight drop then follow from how many passes
+  over the corpus the budget allows. (The trainer fits them and the evaluation interval
+  again once training has shown its real speed: see Trainer._refit.)
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     the one below it would have made more than its `outgrown_epochs` passes over the
     corpus (a smaller model with text still to learn from beats a bigger one). A preset
     whose speed, predicted from the last one's by parameter count, falls far short is
-    not timed.
+    not timed. The preset chosen takes the larger batch its `batch_growth` gives a
+    budget of that many characters (batch_for), and is timed again at it.
     """
     precision_note = f"{precision} (as asked)"
     chosen, speed, size, measured, kept = None, 0.0, 0, [], ""
@@ -172,10 +174,19 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
         if chosen is not None and rate * time_limit < spec["min_chars"]:
             break  # the larger presets are slower still
         chosen, speed, size = name, rate, model.num_parameters()
+        chosen_model, chosen_optimizer = model, optimizer
     spec = PRESETS[chosen]
+    train = dict(spec["train"])
+    batch, why = batch_for(spec, speed * time_limit, train_chars)
+    if batch != train["batch_size"]:
+        train["batch_size"] = batch
+        seconds = step_seconds(chosen_model, batch, train["seq_len"], device, precision,
+                               chosen_optimizer, repeats=3, warmup=2)
+        speed = batch * train["seq_len"] / seconds
+        measured.append(f"{chosen} at {batch} streams a step {speed / 1000:.0f}k chars/s "
+                        f"({why})")
     epochs = speed * time_limit / max(train_chars, 1)
     amounts = regularisation_for(spec, epochs)
-    train = dict(spec["train"])
     steps = speed * time_limit / (train["batch_size"] * train["seq_len"])
     train["eval_every"] = eval_interval(steps, time_limit)
     note = (f"{chosen} preset for the {time_limit:g} s budget: measured "
@@ -183,6 +194,28 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
             f"{train_chars:,} training characters{kept}, so {_amounts(amounts)}")
     return BudgetPlan(chosen, {**spec["model"], **amounts}, train, precision,
                       precision_note, speed, epochs, note)
+
+
+def batch_for(spec: dict, budget_chars: float, train_chars: int) -> tuple[int, str]:
+    """The streams a step for a run of the preset `spec` to which the budget gives
+    `budget_chars` characters of training on `train_chars`, and why (presets.py,
+    `batch_growth`): on a corpus the run passes over no more than `max_passes` times, its
+    batch doubles, up to `max_batch`, as long as the budget still gives `min_steps`
+    steps."""
+    train, growth = spec["train"], spec.get("batch_growth")
+    batch = train["batch_size"]
+    if growth is None or budget_chars > growth["max_passes"] * train_chars:
+        return batch, ""
+    step_chars = train["seq_len"]
+    while (batch * 2 <= growth["max_batch"]
+           and budget_chars / (batch * 2 * step_chars) >= growth["min_steps"]):
+        batch *= 2
+    if batch == train["batch_size"]:
+        return batch, ""
+    return batch, (f"{budget_chars / 1e6:.0f}M characters in the budget, "
+                   f"{budget_chars / (batch * step_chars):,.0f} steps of {batch}: on a "
+                   f"corpus seen at most {growth['max_passes']:g} times the batch "
+                   f"doubles while {growth['min_steps']:,} steps are left")
 
 
 def _amounts(amounts: dict[str, float]) -> str:
