@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import torch
@@ -174,17 +175,11 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
         if chosen is not None and rate * time_limit < spec["min_chars"]:
             break  # the larger presets are slower still
         chosen, speed, size = name, rate, model.num_parameters()
-        chosen_model, chosen_optimizer = model, optimizer
+        timed_at = partial(step_seconds, model, seq_len=train["seq_len"], device=device,
+                           precision=precision, optimizer=optimizer, repeats=3, warmup=2)
     spec = PRESETS[chosen]
-    train = dict(spec["train"])
-    batch, why = batch_for(spec, speed * time_limit, train_chars)
-    if batch != train["batch_size"]:
-        train["batch_size"] = batch
-        seconds = step_seconds(chosen_model, batch, train["seq_len"], device, precision,
-                               chosen_optimizer, repeats=3, warmup=2)
-        speed = batch * train["seq_len"] / seconds
-        measured.append(f"{chosen} at {batch} streams a step {speed / 1000:.0f}k chars/s "
-                        f"({why})")
+    train, speed = _with_batch(chosen, spec, speed, time_limit, train_chars, timed_at,
+                               measured)
     epochs = speed * time_limit / max(train_chars, 1)
     amounts = regularisation_for(spec, epochs)
     steps = speed * time_limit / (train["batch_size"] * train["seq_len"])
@@ -194,6 +189,21 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
             f"{train_chars:,} training characters{kept}, so {_amounts(amounts)}")
     return BudgetPlan(chosen, {**spec["model"], **amounts}, train, precision,
                       precision_note, speed, epochs, note)
+
+
+def _with_batch(name: str, spec: dict, speed: float, time_limit: float, train_chars: int,
+                timed_at: Callable[[int], float], measured: list[str]) -> tuple[dict, float]:
+    """The preset's training settings with the batch the budget gives it (batch_for), and
+    its speed at that batch: timed again (`timed_at(batch)`, seconds a step) if it grew,
+    which `measured` then says."""
+    train = dict(spec["train"])
+    batch, why = batch_for(spec, speed * time_limit, train_chars)
+    if batch != train["batch_size"]:
+        train["batch_size"] = batch
+        speed = batch * train["seq_len"] / timed_at(batch)
+        measured.append(f"{name} at {batch} streams a step {speed / 1000:.0f}k chars/s "
+                        f"({why})")
+    return train, speed
 
 
 def batch_for(spec: dict, budget_chars: float, train_chars: int) -> tuple[int, str]:
