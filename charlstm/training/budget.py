@@ -168,15 +168,13 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
             else:
                 precision, precision_note = decided, f"{decided} (auto, on {device.type})"
         optimizer = make_optimizer(model, train["lr"], 0.0, device)
-        seconds = step_seconds(model, train["batch_size"], train["seq_len"], device,
-                               precision, optimizer, repeats=3, warmup=2)
-        rate = train["batch_size"] * train["seq_len"] / seconds
+        timing = partial(step_seconds, model, seq_len=train["seq_len"], device=device,
+                         precision=precision, optimizer=optimizer, repeats=3, warmup=2)
+        rate = train["batch_size"] * train["seq_len"] / timing(train["batch_size"])
         measured.append(f"{name} {rate / 1000:.0f}k chars/s")
         if chosen is not None and rate * time_limit < spec["min_chars"]:
             break  # the larger presets are slower still
-        chosen, speed, size = name, rate, model.num_parameters()
-        timed_at = partial(step_seconds, model, seq_len=train["seq_len"], device=device,
-                           precision=precision, optimizer=optimizer, repeats=3, warmup=2)
+        chosen, speed, size, timed_at = name, rate, model.num_parameters(), timing
     spec = PRESETS[chosen]
     train, speed = _with_batch(chosen, spec, speed, time_limit, train_chars, timed_at,
                                measured)
