@@ -235,7 +235,9 @@ def test_the_batch_stays_on_a_corpus_passed_over_many_times():
 
 def test_a_long_budget_trains_small_with_more_streams_a_step(monkeypatch):
     """A budget that gives small many more characters than `batch_growth` needs: small
-    at its largest batch, timed at it, with the passes counted at that speed."""
+    at its largest batch, timed at it, with the passes counted at that speed, and with
+    the settings that come with the grown batch (the cosine's end), which the start line
+    names; a short budget keeps the preset's batch and schedule."""
     batches = []
     real = budget.step_seconds
 
@@ -249,9 +251,13 @@ def test_a_long_budget_trains_small_with_more_streams_a_step(monkeypatch):
     assert plan.train["batch_size"] == larger and batches == [32, larger]
     assert f"at {larger} streams a step" in plan.note
     assert plan.epochs == pytest.approx(plan.chars_per_sec * 1e7 / 10**13)
+    ends_at = PRESETS["small"]["batch_growth"]["train"]["min_lr_ratio"]
+    assert plan.train["min_lr_ratio"] == ends_at != PRESETS["small"]["train"]["min_lr_ratio"]
+    assert f"with --min-lr-ratio {ends_at:g}" in plan.note
     short = budget.plan(1.0, 100_000, 40, CPU, "fp32", candidates=["small"])
     assert short.train["batch_size"] == PRESETS["small"]["train"]["batch_size"]
-    assert "streams a step" not in short.note
+    assert short.train["min_lr_ratio"] == PRESETS["small"]["train"]["min_lr_ratio"]
+    assert "streams a step" not in short.note and "--min-lr-ratio" not in short.note
 
 
 def test_plan_skips_timing_presets_that_cannot_fit(monkeypatch):
@@ -463,6 +469,19 @@ def test_a_good_plan_is_left_as_it_is(tiny_corpus, tmp_path, monkeypatch):
     result = trainer.fit()
     assert recorder.notices == [] and trainer.config.eval_every == 40
     assert [record["step"] for record in result.history] == [40, 80, 120, 160]
+
+
+def test_the_schedule_a_plan_gives_trains_unless_one_is_given(tiny_corpus, tmp_path,
+                                                               monkeypatch):
+    """A plan's training settings (here the cosine's end that comes with a grown batch)
+    are the run's, below the flags given."""
+    plan = misjudged_plan(2048.0)
+    plan.train["min_lr_ratio"] = 0.01
+    trainer, _ = planned_trainer(tiny_corpus, tmp_path / "a", monkeypatch, plan)
+    assert trainer.config.min_lr_ratio == 0.01
+    trainer, _ = planned_trainer(tiny_corpus, tmp_path / "b", monkeypatch, plan,
+                                 min_lr_ratio=0.2)
+    assert trainer.config.min_lr_ratio == 0.2
 
 
 def test_refit_is_a_pure_function_of_the_plan_and_the_speed_seen(small_with_weight_drop):

@@ -29,7 +29,7 @@ from ..device import (PRECISION_ROUNDS, autocast, measured_cpu_precision,
 from ..model.charrnn import CharRNN
 from .optim import make_optimizer
 from .presets import PRESETS, regularisation_for
-from ..settings import ModelConfig, TrainConfig, auto_head_rank
+from ..settings import OPTION_OF, ModelConfig, TrainConfig, auto_head_rank
 
 REFIT_AFTER = 0.1  # with a budget plan: the share of --time trained before refitting it
 REFIT_MARGIN = 1.2  # ... if the speed is off by more than this factor either way
@@ -191,13 +191,14 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
 
 def _with_batch(name: str, spec: dict, speed: float, time_limit: float, train_chars: int,
                 timed_at: Callable[[int], float], measured: list[str]) -> tuple[dict, float]:
-    """The preset's training settings with the batch the budget gives it (batch_for), and
-    its speed at that batch: timed again (`timed_at(batch)`, seconds a step) if it grew,
-    which `measured` then says."""
+    """The preset's training settings with the batch the budget gives it (batch_for) and
+    the settings that come with a grown batch (`batch_growth`'s `train`), and its speed
+    at that batch: timed again (`timed_at(batch)`, seconds a step) if it grew, which
+    `measured` then says."""
     train = dict(spec["train"])
     batch, why = batch_for(spec, speed * time_limit, train_chars)
     if batch != train["batch_size"]:
-        train["batch_size"] = batch
+        train.update(spec["batch_growth"].get("train", {}), batch_size=batch)
         speed = batch * train["seq_len"] / timed_at(batch)
         measured.append(f"{name} at {batch} streams a step {speed / 1000:.0f}k chars/s "
                         f"({why})")
@@ -209,7 +210,7 @@ def batch_for(spec: dict, budget_chars: float, train_chars: int) -> tuple[int, s
     `budget_chars` characters of training on `train_chars`, and why (presets.py,
     `batch_growth`): on a corpus the run passes over no more than `max_passes` times, its
     batch doubles, up to `max_batch`, as long as the budget still gives `min_steps`
-    steps."""
+    steps. The why names the settings that come with the grown batch."""
     train, growth = spec["train"], spec.get("batch_growth")
     batch = train["batch_size"]
     if growth is None or budget_chars > growth["max_passes"] * train_chars:
@@ -220,10 +221,13 @@ def batch_for(spec: dict, budget_chars: float, train_chars: int) -> tuple[int, s
         batch *= 2
     if batch == train["batch_size"]:
         return batch, ""
+    settings = " and ".join(f"{OPTION_OF[name].flag} {value:g}"
+                            for name, value in growth.get("train", {}).items())
     return batch, (f"{budget_chars / 1e6:.0f}M characters in the budget, "
                    f"{budget_chars / (batch * step_chars):,.0f} steps of {batch}: on a "
                    f"corpus seen at most {growth['max_passes']:g} times the batch "
-                   f"doubles while {growth['min_steps']:,} steps are left")
+                   f"doubles while {growth['min_steps']:,} steps are left"
+                   + (f", with {settings}" if settings else ""))
 
 
 def _amounts(amounts: dict[str, float]) -> str:

@@ -22,9 +22,10 @@ one would get its `min_chars`.
 
 `batch_growth` gives a time budget's run more streams a step when the budget gives the
 preset many characters of a corpus too large to pass over more than `max_passes` times:
-the batch doubles, up to `max_batch`, while the run still makes `min_steps` steps. In a
-short run many small steps learn fastest; in a long one over a large corpus, fewer, less
-noisy steps over more text do. Over a small corpus seen many times, they did not.
+the batch doubles, up to `max_batch`, while the run still makes `min_steps` steps, and
+the training settings under its `train` take effect with it. In a short run many small
+steps learn fastest; in a long one over a large corpus, fewer, less noisy steps over more
+text do. Over a small corpus seen many times, they did not.
 """
 
 from __future__ import annotations
@@ -52,8 +53,13 @@ _PRESETS: dict[str, dict] = {
         # batch, up to 256, while the budget still gives 3,000 steps. At 10 minutes on
         # 10 MB of scripts (1.7 passes) batch 32 gave 1.2679 nats, 64 1.2011, 128
         # 1.1799 (3,748 steps), 256 1.1937 (1,810 steps); on tinyshakespeare (19
-        # passes) 32 1.4000, 64 1.4074, 128 1.4152 (bench/RESULTS.md)
-        "batch_growth": {"min_steps": 3000, "max_batch": 256, "max_passes": 4.0},
+        # passes) 32 1.4000, 64 1.4074, 128 1.4152 (bench/RESULTS.md). Such a run
+        # also ends its cosine at 1% of the peak learning rate, not 10%, with less
+        # momentum: at 10 minutes on 10 MB of manual pages (batch 128) 1.0323 nats
+        # before, 1.0156 with the cosine to 1%, then 1.0013 with beta1 0.7 (1.0990
+        # with 0.9)
+        "batch_growth": {"min_steps": 3000, "max_batch": 256, "max_passes": 4.0,
+                         "train": {"min_lr_ratio": 0.01, "beta1": 0.7}},
     },
     "medium": {  # tens of minutes on a laptop CPU, minutes on a GPU
         "model": {"num_layers": 2, "hidden_size": 512, "embed_size": 128, "dropout": 0.25,
