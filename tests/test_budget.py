@@ -236,8 +236,8 @@ def test_the_batch_stays_on_a_corpus_passed_over_many_times():
 def test_a_long_budget_trains_small_with_more_streams_a_step(monkeypatch):
     """A budget that gives small many more characters than `batch_growth` needs: small
     at its largest batch, timed at it, with the passes counted at that speed, and with
-    the settings that come with the grown batch (the cosine's end), which the start line
-    names; a short budget keeps the preset's batch and schedule."""
+    the settings that come with the grown batch (the cosine's end and beta1), which the
+    start line names; a short budget keeps the preset's batch and schedule."""
     batches = []
     real = budget.step_seconds
 
@@ -251,12 +251,15 @@ def test_a_long_budget_trains_small_with_more_streams_a_step(monkeypatch):
     assert plan.train["batch_size"] == larger and batches == [32, larger]
     assert f"at {larger} streams a step" in plan.note
     assert plan.epochs == pytest.approx(plan.chars_per_sec * 1e7 / 10**13)
-    ends_at = PRESETS["small"]["batch_growth"]["train"]["min_lr_ratio"]
-    assert plan.train["min_lr_ratio"] == ends_at != PRESETS["small"]["train"]["min_lr_ratio"]
-    assert f"with --min-lr-ratio {ends_at:g}" in plan.note
+    with_growth = PRESETS["small"]["batch_growth"]["train"]  # the cosine's end, beta1
+    assert {"min_lr_ratio", "beta1"} <= with_growth.keys()
+    for name, value in with_growth.items():
+        assert plan.train[name] == value != PRESETS["small"]["train"][name]
+    assert ("with --min-lr-ratio {min_lr_ratio:g} and --beta1 {beta1:g}"
+            .format(**with_growth)) in plan.note
     short = budget.plan(1.0, 100_000, 40, CPU, "fp32", candidates=["small"])
     assert short.train["batch_size"] == PRESETS["small"]["train"]["batch_size"]
-    assert short.train["min_lr_ratio"] == PRESETS["small"]["train"]["min_lr_ratio"]
+    assert all(short.train[name] == PRESETS["small"]["train"][name] for name in with_growth)
     assert "streams a step" not in short.note and "--min-lr-ratio" not in short.note
 
 
