@@ -9,9 +9,10 @@ Two choices are made by timing a few real training steps instead of guessing:
   that gets enough of them to beat the smaller ones, where the smaller ones would make
   so many passes over the corpus that they stop gaining, is chosen (see presets.py). A
   budget that gives it enough characters trains it with more streams a step (timed
-  again at that batch). Its dropout and weight drop then follow from how many passes
-  over the corpus the budget allows. (The trainer fits them and the evaluation interval
-  again once training has shown its real speed: see Trainer._refit.)
+  again at that batch), with the learning-rate schedule and momentum that suit them.
+  Its dropout and weight drop then follow from how many passes over the corpus the
+  budget allows. (The trainer fits them and the evaluation interval again once training
+  has shown its real speed: see Trainer._refit.)
 """
 
 from __future__ import annotations
