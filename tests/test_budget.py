@@ -263,6 +263,55 @@ def test_a_long_budget_trains_small_with_more_streams_a_step(monkeypatch):
     assert "streams a step" not in short.note and "--min-lr-ratio" not in short.note
 
 
+def test_the_evaluations_time_is_not_counted_as_training(monkeypatch):
+    """A plan counts the characters of the time its evaluations leave: at 10,000 chars/s,
+    700 s give small the 3,000 steps of 64 streams that `batch_growth` asks for, but not
+    once four evaluations have read a million validation characters each (at about
+    three times the training speed: 133 s), so the batch stays and the passes, steps
+    and evaluation interval are those of the 567 s left."""
+    monkeypatch.setattr(budget, "step_seconds",
+                        lambda model, batch_size, seq_len, **kwargs: batch_size * seq_len / 1e4)
+    growth = PRESETS["small"]["batch_growth"]
+    monkeypatch.setitem(growth, "min_steps", 3000)
+    seq = PRESETS["small"]["train"]["seq_len"]
+    assert 1e4 * 700 >= 64 * seq * 3000 > 1e4 * (700 - 4e6 / 3e4)  # the edge, both sides
+    without = budget.plan(700.0, 5_000_000, 40, CPU, "fp32", candidates=["small"])
+    assert without.train["batch_size"] == 64
+    assert without.epochs == pytest.approx(1e4 * 700 / 5_000_000)
+    timed = budget.plan(700.0, 5_000_000, 40, CPU, "fp32", candidates=["small"],
+                        eval_chars=1_000_000)
+    assert timed.train["batch_size"] == 32
+    assert timed.epochs == pytest.approx(1e4 * (700 - 4e6 / 3e4) / 5_000_000)
+    steps = 1e4 * (700 - 4e6 / 3e4) / (32 * seq)
+    assert timed.train["eval_every"] == round(steps / 4)
+
+
+def test_evaluations_take_at_most_half_a_budget():
+    assert budget.training_seconds(600.0, 1e4, 0) == 600.0
+    assert budget.training_seconds(600.0, 1e4, 300_000) == pytest.approx(600 - 40)
+    # one evaluation every ten minutes past 40 minutes
+    assert budget.training_seconds(3600.0, 1e4, 300_000) == pytest.approx(3600 - 60)
+    assert budget.training_seconds(60.0, 1e4, 10**9) == 30.0
+
+
+def test_the_plan_is_told_how_much_each_evaluation_reads(tiny_corpus, tmp_path, monkeypatch):
+    told = []
+    real = budget.plan
+
+    def recording(*args, **kwargs):
+        told.append(kwargs["eval_chars"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(budget, "plan", recording)
+    for eval_chars in (0, 100):
+        settings = {"time_limit": 20.0, "precision": "fp32", "device": "cpu",
+                    "eval_chars": eval_chars}
+        trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / f"run{eval_chars}",
+                                    settings=settings, **dirs(tmp_path))
+    val_chars = len(trainer.corpus.tokens) - trainer.val_start
+    assert told == [val_chars, 100] and val_chars > 100
+
+
 def test_plan_skips_timing_presets_that_cannot_fit(monkeypatch):
     timed = []
     real = budget.step_seconds

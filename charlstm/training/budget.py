@@ -28,6 +28,7 @@ import torch
 from ..device import (PRECISION_ROUNDS, autocast, measured_cpu_precision,
                       precision_without_measuring)
 from ..model.charrnn import CharRNN
+from .clock import EVAL_SPEEDUP
 from .optim import make_optimizer
 from .presets import PRESETS, regularisation_for
 from ..settings import OPTION_OF, ModelConfig, TrainConfig, auto_head_rank
@@ -129,11 +130,20 @@ def eval_interval(steps: float, time_limit: float) -> int:
     return max(1, round(steps * min(0.25, 600 / time_limit)))
 
 
+def training_seconds(time_limit: float, speed: float, eval_chars: int) -> float:
+    """The seconds of `time_limit` left for training at `speed` chars/s once a plan's
+    evaluations (eval_interval's: four, or one every ten minutes, the last of them the
+    final one) have each read `eval_chars` validation characters at about EVAL_SPEEDUP
+    times that speed, as the run clock also estimates; never less than half."""
+    evaluations = max(4.0, time_limit / 600)
+    reading = evaluations * eval_chars / (EVAL_SPEEDUP * speed)
+    return max(time_limit / 2, time_limit - reading)
+
+
 def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.device,
          precision: str = "auto", cell: str = "lstm",
-         candidates: list[str] | None = None) -> BudgetPlan:
-    """The preset, and its dropout and weight drop, for `time_limit` seconds of training
-    here.
+         candidates: list[str] | None = None, eval_chars: int = 0) -> BudgetPlan:
+    """The preset, and its dropout and weight drop, for `time_limit` seconds here.
 
     The candidates (by default every preset with a `min_chars`) are tried from the
     smallest up; each is timed by the fastest of three steps, and the biggest whose speed
@@ -142,15 +152,20 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     corpus (a smaller model with text still to learn from beats a bigger one). A preset
     whose speed, predicted from the last one's by parameter count, falls far short is
     not timed. The preset chosen takes the larger batch its `batch_growth` gives a
-    budget of that many characters (batch_for), and is timed again at it.
+    budget of that many characters (batch_for), and is timed again at it. Characters
+    in the budget are those of the time its evaluations, of `eval_chars` each, leave
+    (training_seconds).
     """
+    def chars_in(rate: float) -> float:  # the characters trained at `rate` in the budget
+        return rate * training_seconds(time_limit, rate, eval_chars)
+
     precision_note = f"{precision} (as asked)"
     chosen, speed, size, measured, kept = None, 0.0, 0, [], ""
     names = candidates or [name for name, spec in PRESETS.items() if "min_chars" in spec]
     for name in names:
         if chosen is not None:
             outgrown = PRESETS[chosen].get("outgrown_epochs", math.inf)
-            if speed * time_limit / max(train_chars, 1) <= outgrown:
+            if chars_in(speed) / max(train_chars, 1) <= outgrown:
                 kept = f" (no more than the {outgrown:g} after which a larger preset pays)"
                 break  # the smaller preset has not run out of text to learn from
         spec = PRESETS[name]
@@ -158,7 +173,7 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
         head_rank = auto_head_rank(vocab_size, spec["model"]["hidden_size"])
         model = CharRNN(ModelConfig(vocab_size=vocab_size, model=cell, head_rank=head_rank,
                                     **spec["model"])).to(device)
-        if chosen is not None and (speed * size / model.num_parameters() * time_limit
+        if chosen is not None and (chars_in(speed * size / model.num_parameters())
                                    < spec["min_chars"] / 2):
             break
         if chosen is None:  # the first candidate also decides precision auto
@@ -173,15 +188,15 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
                          precision=precision, optimizer=optimizer, repeats=3, warmup=2)
         rate = train["batch_size"] * train["seq_len"] / timing(train["batch_size"])
         measured.append(f"{name} {rate / 1000:.0f}k chars/s")
-        if chosen is not None and rate * time_limit < spec["min_chars"]:
+        if chosen is not None and chars_in(rate) < spec["min_chars"]:
             break  # the larger presets are slower still
         chosen, speed, size, timed_at = name, rate, model.num_parameters(), timing
     spec = PRESETS[chosen]
-    train, speed = _with_batch(chosen, spec, speed, time_limit, train_chars, timed_at,
+    train, speed = _with_batch(chosen, spec, speed, chars_in, train_chars, timed_at,
                                measured)
-    epochs = speed * time_limit / max(train_chars, 1)
+    epochs = chars_in(speed) / max(train_chars, 1)
     amounts = regularisation_for(spec, epochs)
-    steps = speed * time_limit / (train["batch_size"] * train["seq_len"])
+    steps = chars_in(speed) / (train["batch_size"] * train["seq_len"])
     train["eval_every"] = eval_interval(steps, time_limit)
     note = (f"{chosen} preset for the {time_limit:g} s budget: measured "
             f"{', '.join(measured)}, about {epochs:.1f} passes over the "
@@ -190,14 +205,15 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
                       precision_note, speed, epochs, note)
 
 
-def _with_batch(name: str, spec: dict, speed: float, time_limit: float, train_chars: int,
-                timed_at: Callable[[int], float], measured: list[str]) -> tuple[dict, float]:
+def _with_batch(name: str, spec: dict, speed: float, chars_in: Callable[[float], float],
+                train_chars: int, timed_at: Callable[[int], float],
+                measured: list[str]) -> tuple[dict, float]:
     """The preset's training settings with the batch the budget gives it (batch_for) and
     the settings that come with a grown batch (`batch_growth`'s `train`), and its speed
     at that batch: timed again (`timed_at(batch)`, seconds a step) if it grew, which
-    `measured` then says."""
+    `measured` then says. `chars_in(speed)`: the characters the budget gives."""
     train = dict(spec["train"])
-    batch, why = batch_for(spec, speed * time_limit, train_chars)
+    batch, why = batch_for(spec, chars_in(speed), train_chars)
     if batch != train["batch_size"]:
         train.update(spec["batch_growth"].get("train", {}), batch_size=batch)
         speed = batch * train["seq_len"] / timed_at(batch)

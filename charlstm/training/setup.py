@@ -26,9 +26,9 @@ from ..device import choose_device
 from ..errors import UsageError
 from .presets import DEFAULT_PRESET, preset as get_preset, regularisation_for
 from .rundir import check_owned, new_run_dir, run_to_resume
-from ..data.split import DEFAULT_VAL_FRAC, split_point
+from ..data.split import DEFAULT_VAL_FRAC
 from ..settings import (REGULARISERS, Layer, ModelConfig, TrainConfig, defaults, resolve,
-                       saved_layer, split_settings)
+                       saved_layer, split_settings, validation_span)
 from .loop import Trainer
 
 SIZES = {"num_layers", "hidden_size", "embed_size"}  # any of these given: no budget plan
@@ -217,10 +217,10 @@ def _find_run(*, out: Path | None, corpus: str | None, named_preset: dict | None
 def _plan(data: corpora.Corpus, preset: str | None, model_given: dict,
           train_given: dict) -> budget.BudgetPlan:
     """Fit the model to --time on this machine: the preset named, or the best for the
-    budget among all (the caller gave no model size)."""
-    defaults = TrainConfig(max_steps=1)
-    device = choose_device(train_given.get("device", defaults.device))
-    val_frac = train_given.get("val_frac", defaults.val_frac)
-    return budget.plan(train_given["time_limit"], split_point(len(data.tokens), val_frac),
-                       len(data.vocab), device, train_given.get("precision", "auto"),
-                       model_given.get("model", "lstm"), [preset] if preset else None)
+    budget among all (the caller gave no model size), less the time its evaluations
+    of the validation split will take."""
+    config = TrainConfig(**train_given)
+    start, end = validation_span(len(data.tokens), config)
+    return budget.plan(config.time_limit, start, len(data.vocab), choose_device(config.device),
+                       config.precision, model_given.get("model", "lstm"),
+                       [preset] if preset else None, eval_chars=end - start)
