@@ -49,18 +49,18 @@ _PRESETS: dict[str, dict] = {
         # with small against 1.4603 with medium, pydocs (45 passes) 1.1692 against
         # 1.0745 (bench/RESULTS.md): the line is between, at 30
         "outgrown_epochs": 30.0,
-        # a time budget's run on a corpus it passes over at most 4 times doubles the
+        # a time budget's run on a corpus it passes over at most 10 times doubles the
         # batch, up to 128, while the budget still gives 3,000 steps. At 10 minutes on
         # 10 MB of scripts (1.7 passes) batch 32 gave 1.2679 nats, 64 1.2011, 128
-        # 1.1799 (3,748 steps), 256 1.1937 (1,810 steps); on tinyshakespeare (19
-        # passes) 32 1.4000, 64 1.4074, 128 1.4152; at 20 minutes on 10 MB of manual
-        # pages (2.9 passes) 128 0.9445 (6,233 steps), 256 0.9549 (3,186): 256 never
-        # won (bench/RESULTS.md). Such a run
-        # also ends its cosine at 1% of the peak learning rate, not 10%, with less
-        # momentum: at 10 minutes on 10 MB of manual pages (batch 128) 1.0323 nats
-        # before, 1.0156 with the cosine to 1%, then 1.0013 with beta1 0.7 (1.0990
+        # 1.1799 (3,748 steps), 256 1.1937 (1,810 steps); on 3 MB of manual pages (6
+        # passes) 32 1.0758, 128 1.0272; on tinyshakespeare (19 passes) 32 1.4000, 64
+        # 1.4074, 128 1.4152; at 20 minutes on 10 MB of manual pages (2.9 passes) 128
+        # 0.9445 (6,233 steps), 256 0.9549 (3,186): 256 never won (bench/RESULTS.md).
+        # Such a run also ends its cosine at 1% of the peak learning rate, not 10%,
+        # with less momentum: at 10 minutes on 10 MB of manual pages (batch 128) 1.0323
+        # nats before, 1.0156 with the cosine to 1%, then 1.0013 with beta1 0.7 (1.0990
         # with 0.9)
-        "batch_growth": {"min_steps": 3000, "max_batch": 128, "max_passes": 4.0,
+        "batch_growth": {"min_steps": 3000, "max_batch": 128, "max_passes": 10.0,
                          "train": {"min_lr_ratio": 0.01, "beta1": 0.7}},
     },
     "medium": {  # tens of minutes on a laptop CPU, minutes on a GPU
