@@ -53,9 +53,10 @@ _PRESETS: dict[str, dict] = {
         # batch, up to 128, while the budget still gives 3,000 steps. At 10 minutes on
         # 10 MB of scripts (1.7 passes) batch 32 gave 1.2679 nats, 64 1.2011, 128
         # 1.1799 (3,748 steps), 256 1.1937 (1,810 steps); on 3 MB of manual pages (6
-        # passes) 32 1.0758, 128 1.0272; on tinyshakespeare (19 passes) 32 1.4000, 64
-        # 1.4074, 128 1.4152; at 20 minutes on 10 MB of manual pages (2.9 passes) 128
-        # 0.9445 (6,233 steps), 256 0.9549 (3,186): 256 never won (bench/RESULTS.md).
+        # passes) 32 1.0758, 128 1.0272; on pystdlib (9.4 passes) 32 1.1220, 128
+        # 1.1143; on tinyshakespeare (19 passes) 32 1.4000, 64 1.4074, 128 1.4152; at
+        # 20 minutes on 10 MB of manual pages (2.9 passes) 128 0.9445 (6,233 steps),
+        # 256 0.9549 (3,186): 256 never won (bench/RESULTS.md).
         # Such a run also ends its cosine at 1% of the peak learning rate, not 10%,
         # with less momentum: at 10 minutes on 10 MB of manual pages (batch 128) 1.0323
         # nats before, 1.0156 with the cosine to 1%, then 1.0013 with beta1 0.7 (1.0990
