@@ -51,7 +51,9 @@ def test_find_ranks_the_units_for_each_property(client, trained_run):
     best = expected[first["property"]].units[0]
     assert (first["units"][0]["layer"], first["units"][0]["unit"]) == (best[0].layer,
                                                                       best[0].index)
-    assert first["units"][0]["correlation"] == pytest.approx(best[1])
+    # the server and the library run the states through different kernels (oneDNN may
+    # split the work differently between threads): they agree to about 5e-4, not exactly
+    assert first["units"][0]["correlation"] == pytest.approx(best[1], rel=2e-3)
 
 
 @pytest.mark.parametrize("body, param, words", [
