@@ -124,19 +124,23 @@ class BudgetPlan:
     refit: frozenset = field(default_factory=frozenset)
 
 
+def evaluations_in(time_limit: float) -> float:
+    """Evaluations (and checkpoints) a plan makes in `time_limit` seconds: four, and at
+    least one every ten minutes."""
+    return max(4.0, time_limit / 600)
+
+
 def eval_interval(steps: float, time_limit: float) -> int:
-    """Steps between evaluations for a run of `steps` steps in `time_limit` seconds: four
-    evaluations (and checkpoints) in the budget, and at least one every ten minutes."""
-    return max(1, round(steps * min(0.25, 600 / time_limit)))
+    """Steps between evaluations for a run of `steps` steps in `time_limit` seconds."""
+    return max(1, round(steps / evaluations_in(time_limit)))
 
 
 def training_seconds(time_limit: float, speed: float, eval_chars: int) -> float:
     """The seconds of `time_limit` left for training at `speed` chars/s once a plan's
-    evaluations (eval_interval's: four, or one every ten minutes, the last of them the
-    final one) have each read `eval_chars` validation characters at about EVAL_SPEEDUP
-    times that speed, as the run clock also estimates; never less than half."""
-    evaluations = max(4.0, time_limit / 600)
-    reading = evaluations * eval_chars / (EVAL_SPEEDUP * speed)
+    evaluations (evaluations_in, the last of them the final one) have each read
+    `eval_chars` validation characters at about EVAL_SPEEDUP times that speed, as the
+    run clock also estimates; never less than half."""
+    reading = evaluations_in(time_limit) * eval_chars / (EVAL_SPEEDUP * speed)
     return max(time_limit / 2, time_limit - reading)
 
 
