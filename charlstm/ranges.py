@@ -56,7 +56,7 @@ def _number(bound: float) -> str:
 
 # Shared by more than one command
 SEED = Range(0, SEED_LIMIT, high_open=True)
-FRACTION = Range(0.0, 1.0, high_open=True)  # dropouts, the validation share, beta1
+FRACTION = Range(0.0, 1.0, high_open=True)  # dropouts, the validation share, the betas
 TEMPERATURE = Range(0.0, 100.0)  # 0 = greedy; far above 1 every character is as likely
 TOP_P = Range(0.0, 1.0, low_open=True)
 TOP_K = Range(1, 0x110000)  # beyond the vocabulary it changes nothing

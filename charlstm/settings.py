@@ -109,6 +109,7 @@ class TrainConfig(_Record):
     weight_decay: float = 0.1
     grad_clip: float = 1.0  # cap on the global gradient norm; 0 turns clipping off
     beta1: float = 0.8  # AdamW's momentum: the decay of its running mean of gradients
+    beta2: float = 0.99  # the decay of AdamW's running mean of squared gradients
     max_steps: int | None = 2000  # stop after this many steps
     epochs: float | None = None  # stop after this many passes over the training split
     time_limit: float | None = None  # stop after this many wall-clock seconds
@@ -154,6 +155,7 @@ TRAIN_RANGES = {
     "weight_decay": Range(0.0, 100.0),
     "grad_clip": Range(0.0, 1e9),  # 0 = off
     "beta1": FRACTION,
+    "beta2": FRACTION,
     "max_steps": Range(1, MAX_COUNT),  # each limit: None = not this one
     "epochs": Range(0.0, 1e6, low_open=True),
     "time_limit": Range(1.0, MAX_SECONDS),  # seconds: less leaves no time for a step
@@ -217,6 +219,8 @@ OPTIONS = (
     Option("grad_clip", "--grad-clip", "optimization", "Global gradient norm cap, 0 = off"),
     Option("beta1", "--beta1", "optimization",
            "AdamW's momentum, the decay of its running mean of gradients"),
+    Option("beta2", "--beta2", "optimization",
+           "The decay of AdamW's running mean of squared gradients"),
     Option("max_steps", "--max-steps", "optimization", "Stop after this many steps"),
     Option("epochs", "--epochs", "optimization", "Stop after this many passes over the data"),
     Option("time_limit", "--time", "optimization",

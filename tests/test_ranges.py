@@ -36,7 +36,7 @@ ZERO_ALLOWED = {
     "train --weight-drop": True, "train --batch-size": False, "train --seq-len": False,
     "train --lr": False, "train --min-lr-ratio": True, "train --warmup-steps": True,
     "train --weight-decay": True,
-    "train --grad-clip": True, "train --beta1": True, "train --max-steps": False,
+    "train --grad-clip": True, "train --beta1": True, "train --beta2": True, "train --max-steps": False,
     "train --epochs": False, "train --seed": True, "train --eval-every": False,
     "train --eval-chars": True, "train --sample-every": True, "train --sample-length": True,
     "train --time": False, "train --save-every": True,

@@ -159,6 +159,14 @@ def test_adam_momentum_comes_from_the_preset_unless_given(tiny_corpus, tmp_path,
     assert {group["betas"] for group in trainer.optimizer.param_groups} == {(expected, 0.99)}
 
 
+@pytest.mark.parametrize("given, expected", [(None, 0.99), (0.95, 0.95)])
+def test_adam_second_moment_decay_is_0_99_unless_given(tiny_corpus, tmp_path, given, expected):
+    settings = {"max_steps": 1, "batch_size": 2, "seq_len": 8, "beta2": given}
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", **dirs(tmp_path),
+                                settings=settings)
+    assert trainer.config.beta2 == expected
+    assert {group["betas"][1] for group in trainer.optimizer.param_groups} == {expected}
+
 
 def test_learning_rate_schedule(tiny_corpus, tmp_path):
     lr, warmup, steps, ratio = 1e-2, 10, 100, 0.1

@@ -75,7 +75,8 @@ class Trainer:
         # a fine-tuning run's parent, recorded in each of its checkpoints
         self.parent = start.parent if start else resume_from and resume_from.parent
         self.optimizer = optim.make_optimizer(self.model, config.lr, config.weight_decay,
-                                              self.device, config.beta1)
+                                              self.device, config.beta1,
+                                              config.beta2)
         self.batches = TrainBatches(tokens, self.val_start, config.batch_size, config.seq_len,
                                     config.bptt_warmup, config.shuffle, config.seed,
                                     self.rank, self.world_size)

@@ -15,7 +15,8 @@ from ..settings import TrainConfig
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
-                   device: torch.device, beta1: float = 0.9) -> torch.optim.Optimizer:
+                   device: torch.device, beta1: float = 0.9,
+                   beta2: float = 0.99) -> torch.optim.Optimizer:
     """AdamW with decay on matrices and embeddings only, fused where torch has the kernel."""
     decay, no_decay = [], []
     for param in model.parameters():
@@ -23,10 +24,10 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     try:  # the fused kernel saves several milliseconds a step over the foreach one
-        return torch.optim.AdamW(groups, lr=lr, betas=(beta1, 0.99),
+        return torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2),
                                  fused=device.type in ("cpu", "cuda") or None)
     except RuntimeError:  # torch before 2.4 fuses AdamW only on CUDA
-        return torch.optim.AdamW(groups, lr=lr, betas=(beta1, 0.99))
+        return torch.optim.AdamW(groups, lr=lr, betas=(beta1, beta2))
 
 
 def learning_rate(step: int, progress: float, config: TrainConfig,
