@@ -100,6 +100,8 @@ class TrainConfig(_Record):
     seq_len: int = 32  # characters per stream per step, backpropagated through
     bptt_warmup: int = 0  # characters run without gradient where no state is carried
     shuffle: bool = False  # random windows instead of contiguous streams
+    # > 0: the streams read blocks of this many characters in a shuffled order
+    stream_block: int = 0
     lr: float = 1e-2  # peak learning rate
     min_lr_ratio: float = 0.1  # the cosine schedule ends at lr * min_lr_ratio
     warmup_steps: int = 100  # steps of linear learning-rate warm-up
@@ -149,6 +151,7 @@ TRAIN_RANGES = {
     "batch_size": Range(1, 65536),
     "seq_len": Range(1, 1_000_000),
     "bptt_warmup": Range(0, 1_000_000),
+    "stream_block": Range(0, MAX_COUNT),
     "lr": Range(0.0, 1e6, low_open=True),  # far above any that trains: a test diverges at 1e6
     "min_lr_ratio": Range(0.0, 1.0),
     "warmup_steps": Range(0, MAX_COUNT),
@@ -190,6 +193,9 @@ OPTIONS = (
     Option("bptt_warmup", "--bptt-warmup", "data",
            "Characters run without gradient to build the state where none is carried "
            "(epoch starts, --shuffle)"),
+    Option("stream_block", "--stream-block", "data",
+           "Streams read the training text in blocks of this many characters, dealt out "
+           "in a shuffled order each epoch; 0 = each stream one contiguous stretch"),
     Option("model", "--model", "model", "Recurrent cell: lstm, gru or rnn"),
     Option("num_layers", "--num-layers", "model", "Stacked recurrent layers"),
     Option("hidden_size", "--hidden-size", "model", "Units per layer"),

@@ -109,9 +109,48 @@ def test_no_warmup_by_default():
     assert b.fresh and b.warmup is None
 
 
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_state_dict_resumes_identically(shuffle):
-    kwargs = dict(batch_size=3, seq_len=8, bptt_warmup=4, shuffle=shuffle, seed=11)
+# ------------------------------------------------------------------ shuffled blocks
+
+
+def test_blocks_are_read_whole_in_a_shuffled_order_that_changes_each_epoch():
+    end, B, T, block = 3000, 4, 10, 45  # blocks of 45 characters become 50: whole steps
+    batches = TrainBatches(POSITIONS, end, batch_size=B, seq_len=T, seed=7, block=block)
+    steps = batches.steps_per_epoch
+    per_stream = steps * T // 50
+    assert per_stream == (end - 1 - (T - 1)) // 50 // B  # every whole block a stream can take
+    orders = []
+    for _ in range(2):
+        seen = [batches.next() for _ in range(steps)]
+        assert [b.fresh for b in seen] == [True] + [False] * (steps - 1)
+        streams = np.concatenate([positions(b.inputs) for b in seen], axis=1)
+        blocks = streams.reshape(B * per_stream, 50)  # each stream's blocks, in turn
+        assert np.array_equal(np.diff(blocks, axis=1), np.ones((B * per_stream, 49)))
+        starts = blocks[:, 0]
+        assert len(set(starts)) == len(starts)  # no block twice in an epoch
+        assert len({int(start) % 50 for start in starts}) == 1  # cut at one epoch offset
+        assert max(positions(b.targets).max() for b in seen) < end
+        assert not np.all(np.diff(starts) > 0)  # not in the text's order
+        orders.append(starts)
+    assert not np.array_equal(orders[0], orders[1])
+
+
+def test_a_block_is_at_least_one_step():
+    batches = TrainBatches(POSITIONS, 2000, batch_size=4, seq_len=10, seed=1, block=3)
+    assert batches.block == 10
+    streams = np.concatenate([positions(batches.next().inputs) for _ in range(3)], axis=1)
+    assert not np.array_equal(np.diff(streams[0]), np.ones(29))  # a new block each step
+
+
+def test_too_short_corpus_for_the_blocks_names_sizes():
+    with pytest.raises(UsageError, match="too few"):
+        TrainBatches(POSITIONS, 1000, batch_size=4, seq_len=10, block=300)
+    TrainBatches(POSITIONS, 1300, batch_size=4, seq_len=10, block=300)
+
+
+@pytest.mark.parametrize("shuffle, block", [(False, 0), (True, 0), (False, 24)])
+def test_state_dict_resumes_identically(shuffle, block):
+    kwargs = dict(batch_size=3, seq_len=8, bptt_warmup=4, shuffle=shuffle, seed=11,
+                  block=block)
     tokens = random_tokens(1000, seed=5)
     straight = TrainBatches(tokens, 1000, **kwargs)
     stopped = TrainBatches(tokens, 1000, **kwargs)
@@ -282,8 +321,10 @@ def test_eval_batches_rejects_empty_span():
 
 @pytest.mark.parametrize("world", [2, 3, 6])
 @pytest.mark.parametrize("mode", [dict(), dict(bptt_warmup=4), dict(shuffle=True),
-                                  dict(shuffle=True, bptt_warmup=3)],
-                         ids=["contiguous", "contiguous-warmup", "shuffle", "shuffle-warmup"])
+                                  dict(shuffle=True, bptt_warmup=3),
+                                  dict(block=24, bptt_warmup=2)],
+                         ids=["contiguous", "contiguous-warmup", "shuffle", "shuffle-warmup",
+                              "blocks"])
 def test_processes_share_out_the_global_streams(world, mode):
     """Each process's batch is its contiguous slice of the one-process batch, at every
     step and across epochs, so N processes together train the same streams as one."""

@@ -11,6 +11,13 @@ state from one step to the next (detached), so the model sees context far beyond
 without gradient to build it. Each epoch shifts the streams by an offset drawn from the
 seed, so epochs do not cut the text at the same places.
 
+Shuffled blocks (`block` > 0, a variant of the contiguous streams): the training split is
+cut into blocks of `block` characters (rounded up to whole steps) and each epoch deals
+them out to the streams in an order drawn from the seed, each stream reading its blocks
+one after another with its state carried across, as across a file's end. Contiguous
+streams keep a step's streams in the same few files for hundreds of steps, so that the
+model drifts towards whatever they hold; blocks change them every `block` characters.
+
 Random windows (`shuffle`): every step draws `batch_size` windows of `bptt_warmup +
 seq_len + 1` characters at random; the first `bptt_warmup` only build the hidden state
 (no gradient), the next `seq_len` are trained on. This is TBPTT(k1, k2) with
@@ -52,18 +59,20 @@ class TrainBatches:
 
     def __init__(self, tokens: np.ndarray, end: int, batch_size: int, seq_len: int,
                  bptt_warmup: int = 0, shuffle: bool = False, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, block: int = 0):
         self.tokens, self.end = tokens, end
         self.batch_size, self.seq_len, self.warmup = batch_size, seq_len, bptt_warmup
         self.shuffle, self.seed = shuffle, seed
-        needed = self.min_characters(batch_size, seq_len, bptt_warmup, shuffle)
+        self.block = -(-block // seq_len) * seq_len  # whole steps; 0 = one block a stream
+        needed = self.min_characters(batch_size, seq_len, bptt_warmup, shuffle, self.block)
         if end < needed:
             raise UsageError.naming(
                 f"the training split has {end:,} characters, too few for batch size "
-                f"{batch_size} x sequence length {seq_len}"
+                f"{batch_size} x " + (f"stream blocks of {self.block:,}" if self.block
+                                      else f"sequence length {seq_len}")
                 + (f" with {bptt_warmup} warm-up characters" if bptt_warmup else "")
                 + f" (needs at least {needed:,}); use a longer corpus or lower "
-                "{batch_size} / {seq_len}"
+                "{batch_size} / " + ("{stream_block}" if self.block else "{seq_len}")
             )
         if batch_size % world_size:
             raise UsageError.naming(
@@ -77,18 +86,25 @@ class TrainBatches:
         self._batches_read = 0  # in this process (not part of the position)
 
     @staticmethod
-    def min_characters(batch_size: int, seq_len: int, bptt_warmup: int, shuffle: bool) -> int:
+    def min_characters(batch_size: int, seq_len: int, bptt_warmup: int, shuffle: bool,
+                       block: int = 0) -> int:
         if shuffle:
             return bptt_warmup + seq_len + 1
-        # the largest epoch offset is seq_len - 1; every stream needs one full step
-        return bptt_warmup + (seq_len - 1) + batch_size * seq_len + 1
+        # the largest epoch offset is seq_len - 1; every stream needs one full step (block)
+        return bptt_warmup + (seq_len - 1) + batch_size * max(seq_len, block) + 1
 
     @property
     def steps_per_epoch(self) -> int:
         """Steps in one pass over the training split (in shuffle mode, in characters)."""
         if self.shuffle:
             return max(1, self.end // (self.batch_size * self.seq_len))
+        if self.block:
+            return self._blocks(self.seq_len - 1) // self.batch_size * self.block // self.seq_len
         return self._stream_len(self.seq_len - 1) // self.seq_len
+
+    def _blocks(self, offset: int) -> int:
+        """Whole blocks in the split after the warm-up and the epoch's `offset`."""
+        return (self.end - 1 - self.warmup - offset) // self.block
 
     def _stream_len(self, offset: int) -> int:
         return (self.end - 1 - self.warmup - offset) // self.batch_size
@@ -96,6 +112,12 @@ class TrainBatches:
     def _stream_starts(self, epoch: int) -> np.ndarray:
         offset = int(np.random.default_rng([self.seed, epoch]).integers(self.seq_len))
         base = self.warmup + offset
+        if self.block:  # (B, blocks a stream): where each of a stream's blocks starts
+            order = np.random.default_rng([self.seed, 2, epoch]).permutation(
+                self._blocks(offset))
+            per_stream = self.steps_per_epoch * self.seq_len // self.block
+            return base + order[:self.batch_size * per_stream].reshape(
+                self.batch_size, per_stream) * self.block
         return base + np.arange(self.batch_size) * self._stream_len(offset)
 
     def state_dict(self) -> dict:
@@ -122,7 +144,10 @@ class TrainBatches:
         fresh = self.step_in_epoch == 0
         offsets = np.arange(self.seq_len + 1)
         starts = self._starts[self.streams]  # (b,) this process's streams: all of B in one
-        positions = starts[:, None] + self.step_in_epoch * self.seq_len + offsets
+        read = self.step_in_epoch * self.seq_len  # characters into each stream
+        if self.block:  # the block being read, and where in it
+            starts, read = starts[:, read // self.block], read % self.block
+        positions = starts[:, None] + read + offsets
         chunk = self.tokens[positions]  # (b, T+1)
         warmup = None
         if fresh and self.warmup:

@@ -79,7 +79,7 @@ class Trainer:
                                               config.beta2)
         self.batches = TrainBatches(tokens, self.val_start, config.batch_size, config.seq_len,
                                     config.bptt_warmup, config.shuffle, config.seed,
-                                    self.rank, self.world_size)
+                                    self.rank, self.world_size, config.stream_block)
         if self.rank:  # dropout of its own on each process (the main one's as in one process)
             torch.manual_seed(distributed.process_seed(config.seed))
         self.step, self.hidden = 0, None
