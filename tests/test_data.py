@@ -147,6 +147,11 @@ def test_too_short_corpus_for_the_blocks_names_sizes():
     TrainBatches(POSITIONS, 1300, batch_size=4, seq_len=10, block=300)
 
 
+def test_blocks_and_random_windows_do_not_go_together():
+    with pytest.raises(UsageError, match="give one of them"):
+        TrainBatches(POSITIONS, 2000, batch_size=4, seq_len=10, shuffle=True, block=100)
+
+
 @pytest.mark.parametrize("shuffle, block", [(False, 0), (True, 0), (False, 24)])
 def test_state_dict_resumes_identically(shuffle, block):
     kwargs = dict(batch_size=3, seq_len=8, bptt_warmup=4, shuffle=shuffle, seed=11,

@@ -64,6 +64,9 @@ class TrainBatches:
         self.batch_size, self.seq_len, self.warmup = batch_size, seq_len, bptt_warmup
         self.shuffle, self.seed = shuffle, seed
         self.block = -(-block // seq_len) * seq_len  # whole steps; 0 = one block a stream
+        if shuffle and block:
+            raise UsageError.naming("{shuffle} trains on random windows, not streams, so "
+                                    "{stream_block} has nothing to cut: give one of them")
         needed = self.min_characters(batch_size, seq_len, bptt_warmup, shuffle, self.block)
         if end < needed:
             raise UsageError.naming(
