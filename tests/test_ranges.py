@@ -30,7 +30,8 @@ HOSTILE = {"2**80": HUGE, "-1": "-1", "0": "0", "nan": "nan", "digits": DIGITS}
 # Each numeric flag (command and long name): whether 0 is in its range. Durations are
 # text flags whose values are numbers too; they are listed in DURATION_FLAGS.
 ZERO_ALLOWED = {
-    "train --val-frac": True, "train --bptt-warmup": True, "train --num-layers": False,
+    "train --val-frac": True, "train --bptt-warmup": True, "train --stream-block": True,
+    "train --num-layers": False,
     "train --hidden-size": False, "train --embed-size": False, "train --dropout": True,
     "train --head-rank": True,
     "train --weight-drop": True, "train --batch-size": False, "train --seq-len": False,
