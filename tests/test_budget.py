@@ -251,12 +251,13 @@ def test_a_long_budget_trains_small_with_more_streams_a_step(monkeypatch):
     assert plan.train["batch_size"] == larger and batches == [32, larger]
     assert f"at {larger} streams a step" in plan.note
     assert plan.epochs == pytest.approx(plan.chars_per_sec * 1e7 / 10**13)
-    with_growth = PRESETS["small"]["batch_growth"]["train"]  # the cosine's end, beta1
-    assert {"min_lr_ratio", "beta1"} <= with_growth.keys()
+    # the cosine's end, beta1, the stream blocks
+    with_growth = PRESETS["small"]["batch_growth"]["train"]
+    assert {"min_lr_ratio", "beta1", "stream_block"} <= with_growth.keys()
     for name, value in with_growth.items():
         assert plan.train[name] == value != PRESETS["small"]["train"][name]
-    assert ("with --min-lr-ratio {min_lr_ratio:g} and --beta1 {beta1:g}"
-            .format(**with_growth)) in plan.note
+    assert ("with --min-lr-ratio {min_lr_ratio:g}, --beta1 {beta1:g} and --stream-block "
+            "{stream_block:g}".format(**with_growth)) in plan.note
     short = budget.plan(1.0, 100_000, 40, CPU, "fp32", candidates=["small"])
     assert short.train["batch_size"] == PRESETS["small"]["train"]["batch_size"]
     assert all(short.train[name] == PRESETS["small"]["train"][name] for name in with_growth)

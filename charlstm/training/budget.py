@@ -242,13 +242,18 @@ def batch_for(spec: dict, budget_chars: float, train_chars: int) -> tuple[int, s
         batch *= 2
     if batch == train["batch_size"]:
         return batch, ""
-    settings = " and ".join(f"{OPTION_OF[name].flag} {value:g}"
-                            for name, value in growth.get("train", {}).items())
+    settings = _listed([f"{OPTION_OF[name].flag} {value:g}"
+                        for name, value in growth.get("train", {}).items()])
     return batch, (f"{budget_chars / 1e6:.0f}M characters in the budget, "
                    f"{budget_chars / (batch * step_chars):,.0f} steps of {batch}: on a "
                    f"corpus seen at most {growth['max_passes']:g} times the batch "
                    f"doubles while {growth['min_steps']:,} steps are left"
                    + (f", with {settings}" if settings else ""))
+
+
+def _listed(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'"""
+    return " and ".join(filter(None, [", ".join(items[:-1]), *items[-1:]]))
 
 
 def _amounts(amounts: dict[str, float]) -> str:
