@@ -102,12 +102,17 @@ class TrainBatches:
         if self.shuffle:
             return max(1, self.end // (self.batch_size * self.seq_len))
         if self.block:
-            return self._blocks(self.seq_len - 1) // self.batch_size * self.block // self.seq_len
+            return self._blocks_per_stream * self.block // self.seq_len
         return self._stream_len(self.seq_len - 1) // self.seq_len
 
     def _blocks(self, offset: int) -> int:
         """Whole blocks in the split after the warm-up and the epoch's `offset`."""
         return (self.end - 1 - self.warmup - offset) // self.block
+
+    @property
+    def _blocks_per_stream(self) -> int:
+        """The same in every epoch: as many as the largest offset leaves each stream."""
+        return self._blocks(self.seq_len - 1) // self.batch_size
 
     def _stream_len(self, offset: int) -> int:
         return (self.end - 1 - self.warmup - offset) // self.batch_size
@@ -118,7 +123,7 @@ class TrainBatches:
         if self.block:  # (B, blocks a stream): where each of a stream's blocks starts
             order = np.random.default_rng([self.seed, 2, epoch]).permutation(
                 self._blocks(offset))
-            per_stream = self.steps_per_epoch * self.seq_len // self.block
+            per_stream = self._blocks_per_stream
             return base + order[:self.batch_size * per_stream].reshape(
                 self.batch_size, per_stream) * self.block
         return base + np.arange(self.batch_size) * self._stream_len(offset)

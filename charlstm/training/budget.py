@@ -258,8 +258,8 @@ def _listed(items: list[str]) -> str:
 
 def _amounts(amounts: dict[str, float]) -> str:
     """'dropout 0.1 and weight drop 0.15'"""
-    return " and ".join(f"{name.replace('_', ' ')} {value:g}"
-                        for name, value in amounts.items())
+    return _listed([f"{name.replace('_', ' ')} {value:g}"
+                    for name, value in amounts.items()])
 
 
 @dataclass
