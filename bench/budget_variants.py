@@ -39,6 +39,10 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, metavar="LABEL=ARGS")
     parser.add_argument("--variant-python", action="append", metavar="LABEL=PYTHON",
                         help="run the variant LABEL under this interpreter")
+    parser.add_argument("--eval-chars", type=int, default=0, metavar="N",
+                        help="validation characters each evaluation reads, the final one "
+                             "too (default 0: the whole split; on a split of millions an "
+                             "evaluation would take much of a short budget)")
     parser.add_argument("--label", help="the heading in RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the runs' scratch folder")
     parser.add_argument("--no-record", action="store_true", help="print only")
@@ -51,7 +55,8 @@ def main() -> None:
         corpus = load_corpus(args.corpus, args.source, root / "corpora")
         for k, (label, extra) in enumerate(variants):
             say(f"{label} for {seconds:g} s ...")
-            run = run_charlstm(corpus, seconds, root / f"run-{k}", extra, pythons.get(label))
+            run = run_charlstm(corpus, seconds, root / f"run-{k}", extra, pythons.get(label),
+                               args.eval_chars)
             say(f"{label}: {run.val_loss:.4f} nats after {run.last['step']:,} steps")
             reference = run.val_loss if reference is None else reference
             rows.append([label, f"`{shlex.join(extra)}`" if extra else "(none)",
@@ -68,9 +73,11 @@ def main() -> None:
               "vs the first", "model"]
     where = "".join(f" {label} ran under `{python}`, charlstm at {checkout_of(python)}."
                     for label, python in pythons.items())
-    intro = (f"`charlstm train {args.corpus} --time {args.budget} --eval-chars 0 ARGS` for "
-             f"each variant, one after another; validation loss in nats over the whole "
-             f"split (the last 10%).{where}\n\n")
+    over = (f"the first {args.eval_chars:,} characters of the validation split (the last "
+            "10%)" if args.eval_chars else "the whole validation split (the last 10%)")
+    intro = (f"`charlstm train {args.corpus} --time {args.budget} --eval-chars "
+             f"{args.eval_chars} ARGS` for each variant, one after another; validation loss "
+             f"in nats over {over}.{where}\n\n")
     table = markdown_table(header, rows)
     publish(args.label or f"Settings at a {args.budget} budget on {args.corpus}", table,
             not args.no_record, body=intro + table)

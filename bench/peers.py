@@ -129,12 +129,13 @@ def load_corpus(spec: str, source: str | None, corpora: Path) -> Corpus:
 
 
 def run_charlstm(corpus: Corpus, seconds: float, workdir: Path, extra: list[str],
-                 python: str | None = None) -> TrainRun:
-    """`charlstm train CORPUS --time SECONDS --eval-chars 0 EXTRA` in a fresh folder."""
+                 python: str | None = None, eval_chars: int = 0) -> TrainRun:
+    """`charlstm train CORPUS --time SECONDS --eval-chars EVAL_CHARS EXTRA` in a fresh
+    folder (0, the default: the whole validation split)."""
     if corpus.named:
         corpus_files(corpus.train_spec, corpus.source, workdir / "corpora")
-    run = train([corpus.train_spec, "--time", f"{seconds:.1f}s", "--eval-chars", "0",
-                 *extra], workdir, python)
+    run = train([corpus.train_spec, "--time", f"{seconds:.1f}s", "--eval-chars",
+                 str(eval_chars), *extra], workdir, python)
     characters = run.config["corpus"]["characters"]
     if characters != len(corpus.text):
         sys.exit(f"peers: charlstm read {characters:,} characters, nanoGPT "

@@ -266,25 +266,26 @@ def test_a_long_budget_trains_small_with_more_streams_a_step(monkeypatch):
 
 def test_the_evaluations_time_is_not_counted_as_training(monkeypatch):
     """A plan counts the characters of the time its evaluations leave: at 10,000 chars/s,
-    700 s give small the 3,000 steps of 64 streams that `batch_growth` asks for, but not
-    once four evaluations have read a million validation characters each (at about
-    three times the training speed: 133 s), so the batch stays and the passes, steps
-    and evaluation interval are those of the 567 s left."""
+    700 s give small the 3,200 steps of 64 streams that `batch_growth` asks for here, but
+    not once four evaluations have read 500,000 validation characters each (at about
+    three times the training speed: 67 s), so the batch stays and the passes, steps and
+    evaluation interval are those of the 633 s left."""
     monkeypatch.setattr(budget, "step_seconds",
                         lambda model, batch_size, seq_len, **kwargs: batch_size * seq_len / 1e4)
     growth = PRESETS["small"]["batch_growth"]
-    monkeypatch.setitem(growth, "min_steps", 3000)
+    monkeypatch.setitem(growth, "min_steps", 3200)
     seq = PRESETS["small"]["train"]["seq_len"]
-    assert 1e4 * 700 >= 64 * seq * 3000 > 1e4 * (700 - 4e6 / 3e4)  # the edge, both sides
+    assert 1e4 * 700 >= 64 * seq * 3200 > 1e4 * (700 - 2e6 / 3e4)  # the edge, both sides
     without = budget.plan(700.0, 5_000_000, 40, CPU, "fp32", candidates=["small"])
     assert without.train["batch_size"] == 64
     assert without.epochs == pytest.approx(1e4 * 700 / 5_000_000)
     timed = budget.plan(700.0, 5_000_000, 40, CPU, "fp32", candidates=["small"],
-                        eval_chars=1_000_000)
+                        eval_chars=500_000)
     assert timed.train["batch_size"] == 32
-    assert timed.epochs == pytest.approx(1e4 * (700 - 4e6 / 3e4) / 5_000_000)
-    steps = 1e4 * (700 - 4e6 / 3e4) / (32 * seq)
+    assert timed.epochs == pytest.approx(1e4 * (700 - 2e6 / 3e4) / 5_000_000)
+    steps = 1e4 * (700 - 2e6 / 3e4) / (32 * seq)
     assert timed.train["eval_every"] == round(steps / 4)
+    assert "evaluating" not in timed.note  # four evaluations, as usual
 
 
 def test_evaluations_take_at_most_half_a_budget():
@@ -293,6 +294,53 @@ def test_evaluations_take_at_most_half_a_budget():
     # one evaluation every ten minutes past 40 minutes
     assert budget.training_seconds(3600.0, 1e4, 300_000) == pytest.approx(3600 - 60)
     assert budget.training_seconds(60.0, 1e4, 10**9) == 30.0
+
+
+@pytest.mark.parametrize("time_limit, each, count", [
+    (600.0, 9.8, 4),  # 10 MB's split in ten minutes: 39 s of 600, as usual
+    (105.0, 9.8, 1),  # ... in 105 s: four would take 39 s, more than a tenth
+    (105.0, 5.0, 2),
+    (1800.0, 55.6, 3),  # 50 MB's split in half an hour
+    (60.0, 500.0, 1),  # the final one is always made
+    (3600.0, 1.0, 6),  # one every ten minutes, as usual
+])
+def test_slow_evaluations_are_made_less_often(time_limit, each, count):
+    assert budget.evaluations_in(time_limit, each) == count
+    assert budget.evaluations_in(time_limit) == max(4, time_limit / 600)
+
+
+def test_a_plan_whose_evaluations_are_slow_evaluates_less_often_and_says_so(monkeypatch):
+    """At 10,000 chars/s a million validation characters take about 33 s to read: in 105
+    s, once (the final evaluation), and the start line says why; in 700 s, twice."""
+    monkeypatch.setattr(budget, "step_seconds",
+                        lambda model, batch_size, seq_len, **kwargs: batch_size * seq_len / 1e4)
+    step_chars = PRESETS["small"]["train"]["batch_size"] * PRESETS["small"]["train"]["seq_len"]
+    short = budget.plan(105.0, 50_000_000, 40, CPU, "fp32", candidates=["small"],
+                        eval_chars=1_000_000)
+    assert short.epochs == pytest.approx(1e4 * (105 - 1e6 / 3e4) / 50_000_000)
+    assert short.train["eval_every"] == round(1e4 * (105 - 1e6 / 3e4) / step_chars)
+    assert short.eval_chars == 1_000_000
+    assert ("evaluating only at the end, as each reads 1,000,000 validation characters "
+            "(about 33 s) and more would take over 10% of the budget") in short.note
+    longer = budget.plan(700.0, 50_000_000, 40, CPU, "fp32", candidates=["small"],
+                         eval_chars=1_000_000)
+    assert "evaluating 2 times, as each reads 1,000,000" in longer.note
+    assert longer.epochs == pytest.approx(1e4 * (700 - 2e6 / 3e4) / 50_000_000)
+
+
+def test_the_refit_keeps_slow_evaluations_few():
+    """Refitted to 2,048 chars/s with 9 s left at step 16 (160 steps of 8 x 16 in all), a
+    plan evaluates four times when evaluating is free, and once (at the end) when each of
+    its 10,000 characters would take 1.6 s of the 10 s budget."""
+    config = TrainConfig(batch_size=8, seq_len=16, time_limit=10.0, eval_every=4)
+    amounts = {"dropout": 0.0, "weight_drop": 0.0}
+    plan = misjudged_plan(204.8)
+    plan.refit = frozenset({"eval_every"})
+    free = budget.refit(plan, config, amounts, 2048.0, 16, 9.0, 100_000)
+    assert free.eval_every == 40
+    plan.eval_chars = 10_000
+    slow = budget.refit(plan, config, amounts, 2048.0, 16, 9.0, 100_000)
+    assert slow.eval_every == 160
 
 
 def test_the_plan_is_told_how_much_each_evaluation_reads(tiny_corpus, tmp_path, monkeypatch):
@@ -426,6 +474,34 @@ def test_an_evaluation_due_just_before_the_end_is_left_to_the_final_one(
     result = trainer.fit()
     assert result.reason == "time" and result.step == 80  # evaluations take no time here
     assert [record["step"] for record in result.history] == evaluated
+
+
+@pytest.mark.parametrize("per_step, steps, warned", [
+    # 64 chars/s: evaluating the ~630 validation characters needs about 3.8 s of the 10
+    (2.0, 4, True),
+    (0.125, 75, False),  # 1,024 chars/s: about 0.7 s, which is no warning
+])
+def test_a_final_evaluation_that_takes_much_of_the_budget_is_explained(
+        tiny_corpus, tmp_path, monkeypatch, per_step, steps, warned):
+    clock = VirtualClock(per_step=per_step)
+    monkeypatch.setattr(run_clock, "time", clock)
+    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 10.0, "eval_every": 1000,
+                "sample_length": 0}
+    recorder = NoticeRecorder()
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
+                                callback=recorder, launched_at=0.0, **dirs(tmp_path))
+    monkeypatch.setattr(training_step, "train_step", clock.timed(training_step.train_step))
+    result = trainer.fit()
+    assert result.reason == "time" and result.step == steps
+    if warned:
+        [notice] = recorder.notices
+        chars = trainer.val_end - trainer.val_start
+        assert notice.startswith(f"the final evaluation of {chars:,} validation characters "
+                                 "needs about 4 s of the 10 s budget, so training stopped "
+                                 "after 4 steps")
+        assert "--eval-chars" in notice
+    else:
+        assert recorder.notices == []
 
 
 def test_finished_time_budget_stays_finished_on_resume(tiny_corpus, tmp_path):

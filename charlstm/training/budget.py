@@ -35,6 +35,9 @@ from ..settings import OPTION_OF, ModelConfig, TrainConfig, auto_head_rank
 
 REFIT_AFTER = 0.1  # with a budget plan: the share of --time trained before refitting it
 REFIT_MARGIN = 1.2  # ... if the speed is off by more than this factor either way
+# a plan evaluates less often when its evaluations would take more than this share of
+# --time (the final one is always made)
+EVAL_SHARE = 0.1
 
 
 def step_seconds(model: CharRNN, batch_size: int, seq_len: int, device: torch.device,
@@ -122,26 +125,38 @@ class BudgetPlan:
     note: str  # what was chosen and why, in one line
     # the settings the trainer refits once it knows its real speed (those not given)
     refit: frozenset = field(default_factory=frozenset)
+    eval_chars: int = 0  # the validation characters each evaluation reads
 
 
-def evaluations_in(time_limit: float) -> float:
-    """Evaluations (and checkpoints) a plan makes in `time_limit` seconds: four, and at
-    least one every ten minutes."""
-    return max(4.0, time_limit / 600)
+def evaluations_in(time_limit: float, eval_seconds: float = 0.0) -> float:
+    """Evaluations (and checkpoints) a plan makes in `time_limit` seconds when each takes
+    about `eval_seconds`: four, and at least one every ten minutes, but no more than
+    take EVAL_SHARE of the budget; always the final one. (Four whole-split evaluations
+    of 10 MB, about 10 s each, would take 40 s of a 105 s budget.)"""
+    wanted = max(4.0, time_limit / 600)
+    if eval_seconds <= 0:
+        return wanted
+    return max(1.0, min(wanted, math.floor(EVAL_SHARE * time_limit / eval_seconds)))
 
 
-def eval_interval(steps: float, time_limit: float) -> int:
-    """Steps between evaluations for a run of `steps` steps in `time_limit` seconds."""
-    return max(1, round(steps / evaluations_in(time_limit)))
+def eval_seconds(eval_chars: int, speed: float) -> float:
+    """An evaluation's seconds, estimated: `eval_chars` read at about EVAL_SPEEDUP times
+    the training speed of `speed` chars/s, as the run clock also estimates."""
+    return eval_chars / (EVAL_SPEEDUP * speed)
+
+
+def eval_interval(steps: float, time_limit: float, each: float = 0.0) -> int:
+    """Steps between evaluations for a run of `steps` steps in `time_limit` seconds whose
+    evaluations take about `each` seconds."""
+    return max(1, round(steps / evaluations_in(time_limit, each)))
 
 
 def training_seconds(time_limit: float, speed: float, eval_chars: int) -> float:
     """The seconds of `time_limit` left for training at `speed` chars/s once a plan's
     evaluations (evaluations_in, the last of them the final one) have each read
-    `eval_chars` validation characters at about EVAL_SPEEDUP times that speed, as the
-    run clock also estimates; never less than half."""
-    reading = evaluations_in(time_limit) * eval_chars / (EVAL_SPEEDUP * speed)
-    return max(time_limit / 2, time_limit - reading)
+    `eval_chars` validation characters (eval_seconds); never less than half."""
+    each = eval_seconds(eval_chars, speed)
+    return max(time_limit / 2, time_limit - evaluations_in(time_limit, each) * each)
 
 
 def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.device,
@@ -156,9 +171,8 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     corpus (a smaller model with text still to learn from beats a bigger one). A preset
     whose speed, predicted from the last one's by parameter count, falls far short is
     not timed. The preset chosen takes the larger batch its `batch_growth` gives a
-    budget of that many characters (batch_for), and is timed again at it. Characters
-    in the budget are those of the time its evaluations, of `eval_chars` each, leave
-    (training_seconds).
+    budget of that many characters (batch_for), and is timed again at it. The budget's
+    characters are those of the time its evaluations leave (training_seconds).
     """
     def chars_in(rate: float) -> float:  # the characters trained at `rate` in the budget
         return rate * training_seconds(time_limit, rate, eval_chars)
@@ -201,12 +215,25 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     epochs = chars_in(speed) / max(train_chars, 1)
     amounts = regularisation_for(spec, epochs)
     steps = chars_in(speed) / (train["batch_size"] * train["seq_len"])
-    train["eval_every"] = eval_interval(steps, time_limit)
+    train["eval_every"] = eval_interval(steps, time_limit, eval_seconds(eval_chars, speed))
     note = (f"{chosen} preset for the {time_limit:g} s budget: measured "
-            f"{', '.join(measured)}, about {epochs:.1f} passes over the "
-            f"{train_chars:,} training characters{kept}, so {_amounts(amounts)}")
+            f"{', '.join(measured)}, about {epochs:.1f} passes over the {train_chars:,} "
+            f"training characters{kept}, so {_amounts(amounts)}"
+            f"{_fewer_evaluations(time_limit, eval_chars, speed)}")
     return BudgetPlan(chosen, {**spec["model"], **amounts}, train, precision,
-                      precision_note, speed, epochs, note)
+                      precision_note, speed, epochs, note, eval_chars=eval_chars)
+
+
+def _fewer_evaluations(time_limit: float, eval_chars: int, speed: float) -> str:
+    """The start line's word on the evaluations, when there are fewer than the four a
+    budget usually gets because each would take long (evaluations_in)."""
+    each = eval_seconds(eval_chars, speed)
+    count = evaluations_in(time_limit, each)
+    if count >= evaluations_in(time_limit):
+        return ""
+    times = "only at the end" if count == 1 else f"{count:.0f} times"
+    return (f", evaluating {times}, as each reads {eval_chars:,} validation characters "
+            f"(about {each:.0f} s) and more would take over {EVAL_SHARE:.0%} of the budget")
 
 
 def _with_batch(name: str, spec: dict, speed: float, chars_in: Callable[[float], float],
@@ -300,7 +327,8 @@ def refit(plan: BudgetPlan, config: TrainConfig, amounts: dict[str, float], spee
     result.regularisation = {name: value for name, value in fitted.items()
                              if name in plan.refit and value != amounts[name]}
     if "eval_every" in plan.refit:
-        every = eval_interval(steps, config.time_limit)
+        every = eval_interval(steps, config.time_limit,
+                              eval_seconds(plan.eval_chars, speed))
         result.eval_every = every if every != config.eval_every else None
     return result if result.regularisation or result.eval_every is not None else None
 

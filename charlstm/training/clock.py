@@ -26,6 +26,8 @@ from ..settings import TrainConfig
 # evaluation runs forward only, on a batch of EVAL_STREAMS: about this many times the
 # training speed (the reserve's first estimate, and the budget plan's)
 EVAL_SPEEDUP = 3.0
+# a final evaluation that needs more than this share of --time is worth a warning
+EVAL_SHARE_WARNED = 0.25
 
 IMPORTED_AT = time.monotonic()
 
@@ -114,6 +116,13 @@ class RunClock:
             return 0.5
         seconds_a_char = self.training_seconds / self.trained_chars
         return 0.5 + self.eval_chars * seconds_a_char / EVAL_SPEEDUP
+
+    def evaluation_crowds_out_training(self) -> bool:
+        """Whether the final evaluation's reserve takes more than EVAL_SHARE_WARNED of
+        --time: a run ended by the time limit then mostly evaluated, and the user is told
+        (a huge --eval-chars, or a very short --time)."""
+        limit = self.time_limit
+        return bool(limit) and self.final_reserve() > EVAL_SHARE_WARNED * limit
 
     def time_left(self) -> float:
         """Seconds of training left within --time (after the final reserve)."""

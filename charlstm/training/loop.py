@@ -199,7 +199,14 @@ class Trainer:
         if self._refit_pending and (self.clock.training_seconds
                                     >= budget.REFIT_AFTER * self.config.time_limit):
             self._refit()
-        return self._limit_reached(), ended
+        reason = self._limit_reached()
+        if reason == "time" and self.clock.evaluation_crowds_out_training():
+            self._notice(
+                f"the final evaluation of {self.clock.eval_chars:,} validation characters "
+                f"needs about {self.clock.final_reserve():.0f} s of the "
+                f"{self.config.time_limit:g} s budget, so training stopped after "
+                f"{self.step:,} steps: give a smaller --eval-chars or a longer --time")
+        return reason, ended
 
     def _step_parts(self) -> step.StepParts:
         return step.StepParts(self.model, self.trained, self.optimizer, self.batches,
