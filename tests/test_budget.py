@@ -476,13 +476,14 @@ def test_an_evaluation_due_just_before_the_end_is_left_to_the_final_one(
     assert [record["step"] for record in result.history] == evaluated
 
 
-@pytest.mark.parametrize("per_step, steps, warned", [
-    # 64 chars/s: evaluating the ~630 validation characters needs about 3.8 s of the 10
-    (2.0, 4, True),
-    (0.125, 75, False),  # 1,024 chars/s: about 0.7 s, which is no warning
+@pytest.mark.parametrize("per_step, steps, seconds", [
+    # 64 chars/s: evaluating the 630 validation characters needs about 3.8 s of the 10
+    (2.0, 4, 4),
+    (6.0, 1, 10),  # 21 chars/s: about 10 s, after the one step
+    (0.125, 75, None),  # 1,024 chars/s: about 0.7 s, which is no warning
 ])
 def test_a_final_evaluation_that_takes_much_of_the_budget_is_explained(
-        tiny_corpus, tmp_path, monkeypatch, per_step, steps, warned):
+        tiny_corpus, tmp_path, monkeypatch, per_step, steps, seconds):
     clock = VirtualClock(per_step=per_step)
     monkeypatch.setattr(run_clock, "time", clock)
     settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 10.0, "eval_every": 1000,
@@ -493,12 +494,13 @@ def test_a_final_evaluation_that_takes_much_of_the_budget_is_explained(
     monkeypatch.setattr(training_step, "train_step", clock.timed(training_step.train_step))
     result = trainer.fit()
     assert result.reason == "time" and result.step == steps
-    if warned:
+    if seconds is not None:
         [notice] = recorder.notices
         chars = trainer.val_end - trainer.val_start
+        assert chars == 630
         assert notice.startswith(f"the final evaluation of {chars:,} validation characters "
-                                 "needs about 4 s of the 10 s budget, so training stopped "
-                                 "after 4 steps")
+                                 f"needs about {seconds} s of the 10 s budget, so "
+                                 f"training stopped after {steps} step{'s' * (steps > 1)}:")
         assert "--eval-chars" in notice
     else:
         assert recorder.notices == []

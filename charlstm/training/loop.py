@@ -205,7 +205,8 @@ class Trainer:
                 f"the final evaluation of {self.clock.eval_chars:,} validation characters "
                 f"needs about {self.clock.final_reserve():.0f} s of the "
                 f"{self.config.time_limit:g} s budget, so training stopped after "
-                f"{self.step:,} steps: give a smaller --eval-chars or a longer --time")
+                f"{self.step:,} step{'s' * (self.step != 1)}: give a smaller --eval-chars "
+                "or a longer --time")
         return reason, ended
 
     def _step_parts(self) -> step.StepParts:
