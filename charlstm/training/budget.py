@@ -28,7 +28,7 @@ import torch
 from ..device import (PRECISION_ROUNDS, autocast, measured_cpu_precision,
                       precision_without_measuring)
 from ..model.charrnn import CharRNN
-from .clock import EVAL_SPEEDUP
+from .clock import eval_seconds
 from .optim import make_optimizer
 from .presets import PRESETS, regularisation_for
 from ..settings import OPTION_OF, ModelConfig, TrainConfig, auto_head_rank
@@ -128,21 +128,15 @@ class BudgetPlan:
     eval_chars: int = 0  # the validation characters each evaluation reads
 
 
-def evaluations_in(time_limit: float, eval_seconds: float = 0.0) -> float:
+def evaluations_in(time_limit: float, each: float = 0.0) -> float:
     """Evaluations (and checkpoints) a plan makes in `time_limit` seconds when each takes
-    about `eval_seconds`: four, and at least one every ten minutes, but no more than
+    about `each` seconds: four, and at least one every ten minutes, but no more than
     take EVAL_SHARE of the budget; always the final one. (Four whole-split evaluations
     of 10 MB, about 10 s each, would take 40 s of a 105 s budget.)"""
     wanted = max(4.0, time_limit / 600)
-    if eval_seconds <= 0:
+    if each <= 0:
         return wanted
-    return max(1.0, min(wanted, math.floor(EVAL_SHARE * time_limit / eval_seconds)))
-
-
-def eval_seconds(eval_chars: int, speed: float) -> float:
-    """An evaluation's seconds, estimated: `eval_chars` read at about EVAL_SPEEDUP times
-    the training speed of `speed` chars/s, as the run clock also estimates."""
-    return eval_chars / (EVAL_SPEEDUP * speed)
+    return max(1.0, min(wanted, math.floor(EVAL_SHARE * time_limit / each)))
 
 
 def eval_interval(steps: float, time_limit: float, each: float = 0.0) -> int:

@@ -32,6 +32,12 @@ EVAL_SHARE_WARNED = 0.25
 IMPORTED_AT = time.monotonic()
 
 
+def eval_seconds(eval_chars: int, speed: float) -> float:
+    """An evaluation's seconds, estimated: `eval_chars` read at about EVAL_SPEEDUP times
+    the training speed of `speed` chars/s (the final reserve's and the budget plan's)."""
+    return eval_chars / (EVAL_SPEEDUP * speed)
+
+
 def launched_at(fallback: float | None = None) -> float:
     """The time.monotonic() at which this process started, so --time counts from launch.
 
@@ -114,8 +120,7 @@ class RunClock:
             return self.eval_seconds
         if not self.training_seconds:
             return 0.5
-        seconds_a_char = self.training_seconds / self.trained_chars
-        return 0.5 + self.eval_chars * seconds_a_char / EVAL_SPEEDUP
+        return 0.5 + eval_seconds(self.eval_chars, self.speed())
 
     def evaluation_crowds_out_training(self) -> bool:
         """Whether the final evaluation's reserve takes more than EVAL_SHARE_WARNED of
