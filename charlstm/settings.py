@@ -97,6 +97,11 @@ class ModelConfig(_Record):
 @dataclass
 class TrainConfig(_Record):
     batch_size: int = 32  # parallel streams per step
+    # > 0: only this many of the streams train a step during the run's first
+    # early_share (as the learning-rate schedule counts it): small steps learn fastest
+    # early on, larger ones later
+    early_batch: int = 0
+    early_share: float = 0.15
     seq_len: int = 32  # characters per stream per step, backpropagated through
     bptt_warmup: int = 0  # characters run without gradient where no state is carried
     shuffle: bool = False  # random windows instead of contiguous streams
@@ -132,6 +137,10 @@ class TrainConfig(_Record):
 
     def __post_init__(self) -> None:
         _check_ranges(self, TRAIN_RANGES)
+        if self.early_batch > self.batch_size:
+            raise SettingError(f"{{early_batch}} {self.early_batch} trains part of each "
+                               f"step's streams, so it cannot be more than {{batch_size}} "
+                               f"{self.batch_size}")
         if self.max_steps is None and self.epochs is None and self.time_limit is None:
             raise SettingError("give at least one of {max_steps}, {epochs} or {time_limit}")
 
@@ -149,6 +158,8 @@ MODEL_RANGES = {
 }
 TRAIN_RANGES = {
     "batch_size": Range(1, 65536),
+    "early_batch": Range(0, 65536),
+    "early_share": FRACTION,
     "seq_len": Range(1, 1_000_000),
     "bptt_warmup": Range(0, 1_000_000),
     "stream_block": Range(0, MAX_COUNT),
@@ -214,6 +225,12 @@ OPTIONS = (
            "mask per character"),
     Option("batch_size", "--batch-size", "optimization", "Parallel streams per step",
            short="-b"),
+    Option("early_batch", "--early-batch", "optimization",
+           "Of each step's streams, train only this many for the run's first "
+           "--early-share, the others' text skipped; 0 = all from the start"),
+    Option("early_share", "--early-share", "optimization",
+           "The share of the run (by its limit: time, steps or passes) that --early-batch "
+           "lasts"),
     Option("seq_len", "--seq-len", "optimization", "Characters backpropagated per step"),
     Option("lr", "--lr", "optimization", "Peak learning rate (AdamW)"),
     Option("min_lr_ratio", "--min-lr-ratio", "optimization",

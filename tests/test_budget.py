@@ -253,11 +253,12 @@ def test_a_long_budget_trains_small_with_more_streams_a_step(monkeypatch):
     assert plan.epochs == pytest.approx(plan.chars_per_sec * 1e7 / 10**13)
     # the cosine's end, beta1, the stream blocks
     with_growth = PRESETS["small"]["batch_growth"]["train"]
-    assert {"min_lr_ratio", "beta1", "stream_block"} <= with_growth.keys()
+    assert {"min_lr_ratio", "beta1", "stream_block", "early_batch"} <= with_growth.keys()
     for name, value in with_growth.items():
         assert plan.train[name] == value != PRESETS["small"]["train"][name]
-    assert ("with --min-lr-ratio {min_lr_ratio:g}, --beta1 {beta1:g} and --stream-block "
-            "{stream_block:g}".format(**with_growth)) in plan.note
+    assert ("with --min-lr-ratio {min_lr_ratio:g}, --beta1 {beta1:g}, --stream-block "
+            "{stream_block:g} and --early-batch {early_batch:g}".format(**with_growth)
+            ) in plan.note
     short = budget.plan(1.0, 100_000, 40, CPU, "fp32", candidates=["small"])
     assert short.train["batch_size"] == PRESETS["small"]["train"]["batch_size"]
     assert all(short.train[name] == PRESETS["small"]["train"][name] for name in with_growth)
@@ -631,3 +632,33 @@ def test_refit_is_a_pure_function_of_the_plan_and_the_speed_seen(small_with_weig
     assert budget.refit(plan, config, now, 2048.0, 16, 9.0, 5000).regularisation == {}
     plan.refit = frozenset()
     assert budget.refit(plan, config, now, 2048.0, 16, 9.0, 5000) is None  # all were given
+
+
+def test_steps_count_the_early_batchs_smaller_steps():
+    """With --early-batch 32 of 128 for the first 15%, a run's characters make a quarter
+    as many characters a step for 15% of them; counted from 10% of the way through, a
+    ninth... of the rest (5 of the 90 points left) are early; past 15%, none."""
+    config = TrainConfig(batch_size=128, seq_len=32, early_batch=32, early_share=0.15)
+    chars = 4096 * 1000.0
+    assert budget.steps_for(chars, config) == pytest.approx(150 * 4 + 850)
+    assert budget.steps_for(chars, config, 0.1) == pytest.approx(
+        1000 * (0.05 / 0.9 * 4 + 0.85 / 0.9))
+    assert budget.steps_for(chars, config, 0.2) == pytest.approx(1000)
+    assert budget.steps_for(chars, TrainConfig(batch_size=128, seq_len=32)) == 1000
+
+
+def test_the_refit_counts_the_characters_trained_not_the_steps():
+    """Refitted during an early batch: 16 steps of 2 of 8 streams have trained 512
+    characters, not 16 whole steps' 2,048; the passes and the evaluation interval
+    follow."""
+    config = TrainConfig(batch_size=8, seq_len=16, time_limit=10.0, eval_every=4,
+                         early_batch=2, early_share=0.5)
+    plan = misjudged_plan(204.8)
+    plan.refit = frozenset({"dropout", "eval_every"})
+    amounts = {"dropout": 0.25, "weight_drop": 0.0}
+    change = budget.refit(plan, config, amounts, 2048.0, 16, 9.0, 5000, trained=512,
+                          progress=0.1)
+    ahead = 2048.0 * 9.0
+    assert change.epochs == pytest.approx((512 + ahead) / 5000)
+    steps = 16 + ahead * (0.4 / 0.9 / 32 + 0.5 / 0.9 / 128)
+    assert change.eval_every == round(steps / 4)

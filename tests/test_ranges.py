@@ -35,6 +35,7 @@ ZERO_ALLOWED = {
     "train --hidden-size": False, "train --embed-size": False, "train --dropout": True,
     "train --head-rank": True,
     "train --weight-drop": True, "train --batch-size": False, "train --seq-len": False,
+    "train --early-batch": True, "train --early-share": True,
     "train --lr": False, "train --min-lr-ratio": True, "train --warmup-steps": True,
     "train --weight-decay": True,
     "train --grad-clip": True, "train --beta1": True, "train --beta2": True, "train --max-steps": False,
@@ -144,8 +145,9 @@ def test_the_ends_of_every_settings_range_are_taken():
         for value in ends:
             if name in MODEL_RANGES:
                 ModelConfig(**{"vocab_size": 5, name: value})
-            else:
-                TrainConfig(**{name: value})
+            else:  # (the early batch is at most the batch, whose range is the same)
+                TrainConfig(**{name: value},
+                            **({"batch_size": value or 1} if name == "early_batch" else {}))
 
 
 @pytest.mark.parametrize("bound", [Range(1, 10), Range(0.0, 1.0, low_open=True,

@@ -222,8 +222,11 @@ def params(run_dir: Path) -> dict:
     ({"bptt_warmup": 4}, 50),  # contiguous with warm-up; 100 steps cross epoch boundaries
     ({"num_layers": 2, "dropout": 0.2, "weight_drop": 0.3}, 30),  # the masks continue
     ({"dropout": 0.2, "locked_dropout": False}, 30),
+    # stopped while 2 of the 8 streams train, resumed across the end of that share
+    ({"early_batch": 2, "early_share": 0.45, "stream_block": 32}, 30),
 ], ids=["contiguous", "contiguous-stop-30", "shuffle-warmup", "dropout", "dropout-stop-30",
-        "contiguous-warmup", "weight-drop-stop-30", "fresh-dropout-stop-30"])
+        "contiguous-warmup", "weight-drop-stop-30", "fresh-dropout-stop-30",
+        "early-batch-blocks-stop-30"])
 def test_resume_is_exact(tiny_corpus, tmp_path, variant, stop_at):
     settings = {**TINY_SETTINGS, **variant}
     straight = train(tiny_corpus, tmp_path / "straight", tmp_path, **variant)
@@ -249,6 +252,34 @@ def test_resume_is_exact(tiny_corpus, tmp_path, variant, stop_at):
     assert [r["train_loss"] for r in resumed.history] == [
         r["train_loss"] for r in straight.history]
     assert [r["step"] for r in read_metrics(tmp_path / "stopped")] == [50, 100]
+
+
+def test_an_early_batch_trains_only_its_streams_for_the_early_share(tiny_corpus, tmp_path):
+    """--early-batch 2 of 8 streams for the first quarter of 20 steps: the first 5 steps
+    train streams 0 and 1 only, the waiting streams keep their state (here the zero state
+    they start with) and the clock counts the characters trained, not those skipped."""
+    settings = {**TINY_SETTINGS, "early_batch": 2, "early_share": 0.25, "max_steps": 20,
+                "eval_every": 20}
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
+                                **dirs(tmp_path))
+    seen, model = [], trainer.trained
+
+    def recording(idx, state, targets):
+        seen.append((idx.size(0), state))
+        return model(idx, state, targets)
+
+    trainer.trained = recording
+    assert trainer.fit().step == 20
+    assert [streams for streams, _ in seen] == [2] * 5 + [8] * 15
+    assert trainer.clock.trained_chars == (5 * 2 + 15 * 8) * TINY_SETTINGS["seq_len"]
+    h, c = seen[5][1]  # the state the first step of all 8 streams starts from
+    assert h.shape[1] == 8 and torch.count_nonzero(h[:, 2:]) == 0
+    assert torch.count_nonzero(h[:, :2]) > 0 and torch.count_nonzero(c[:, :2]) > 0
+
+
+def test_an_early_batch_larger_than_the_batch_is_refused():
+    with pytest.raises(UsageError, match="early_batch"):
+        TrainConfig(batch_size=8, early_batch=16)
 
 
 def test_resume_can_extend_a_finished_run(trained_run, tmp_path):

@@ -208,7 +208,7 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
                                measured)
     epochs = chars_in(speed) / max(train_chars, 1)
     amounts = regularisation_for(spec, epochs)
-    steps = chars_in(speed) / (train["batch_size"] * train["seq_len"])
+    steps = steps_for(chars_in(speed), TrainConfig(**train))
     train["eval_every"] = eval_interval(steps, time_limit, eval_seconds(eval_chars, speed))
     note = (f"{chosen} preset for the {time_limit:g} s budget: measured "
             f"{', '.join(measured)}, about {epochs:.1f} passes over the {train_chars:,} "
@@ -302,20 +302,36 @@ class Refit:
                 f"{self.epochs:.1f} passes in the budget, so {' and '.join(changed)}")
 
 
+def steps_for(chars: float, config: TrainConfig, start: float = 0.0) -> float:
+    """Steps that train `chars` characters from `start` (a share of the run) to the
+    run's end: those before its --early-share of --early-batch streams each, the rest
+    of --batch-size."""
+    whole = config.batch_size * config.seq_len
+    if not 0 < config.early_batch < config.batch_size:
+        return chars / whole
+    early = max(0.0, config.early_share - start) / max(1.0 - start, 1e-9)
+    return chars * (early / (config.early_batch * config.seq_len) + (1 - early) / whole)
+
+
 def refit(plan: BudgetPlan, config: TrainConfig, amounts: dict[str, float], speed: float,
-          step: int, time_left: float, train_chars: int) -> Refit | None:
+          step: int, time_left: float, train_chars: int, trained: int | None = None,
+          progress: float = 0.0) -> Refit | None:
     """The plan's dropout, weight drop and evaluation interval (those nobody gave:
     `plan.refit`)
     for the speed training has shown, `speed` chars/s at `step` with `time_left` seconds
     to go, instead of the few steps timed before it: a measurement disturbed by whatever
     else ran on the machine would otherwise set them for the wrong number of passes.
     None unless the speed is off by more than REFIT_MARGIN and a setting changes.
-    `amounts` (dropout and weight drop) and `config` hold the settings in force."""
+    `amounts` (dropout and weight drop) and `config` hold the settings in force;
+    `trained` is the characters trained so far (by default `step` whole steps' worth),
+    `progress` the share of the run done."""
     if 1 / REFIT_MARGIN < speed / plan.chars_per_sec < REFIT_MARGIN:
         return None
-    step_chars = config.batch_size * config.seq_len
-    steps = step + speed * max(0.0, time_left) / step_chars
-    epochs = steps * step_chars / max(train_chars, 1)
+    ahead = speed * max(0.0, time_left)
+    steps = step + steps_for(ahead, config, progress)
+    if trained is None:
+        trained = step * config.batch_size * config.seq_len
+    epochs = (trained + ahead) / max(train_chars, 1)
     result = Refit(speed, plan.chars_per_sec, epochs)
     fitted = regularisation_for(PRESETS[plan.preset], epochs)
     result.regularisation = {name: value for name, value in fitted.items()

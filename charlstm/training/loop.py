@@ -80,6 +80,10 @@ class Trainer:
         self.batches = TrainBatches(tokens, self.val_start, config.batch_size, config.seq_len,
                                     config.bptt_warmup, config.shuffle, config.seed,
                                     self.rank, self.world_size, config.stream_block)
+        if config.early_batch % self.world_size:
+            raise UsageError.naming(
+                f"{{early_batch}} {config.early_batch} must be a multiple of the number of "
+                f"processes ({self.world_size}): each trains an equal share of the streams")
         if self.rank:  # dropout of its own on each process (the main one's as in one process)
             torch.manual_seed(distributed.process_seed(config.seed))
         self.step, self.hidden = 0, None
@@ -189,12 +193,14 @@ class Trainer:
                    pending: list[tuple[int, torch.Tensor]]) -> tuple[str | None, float]:
         """One step, its clock and the budget's refit: the limit reached, and the time."""
         started = clock.now()
+        streams = self._training_streams()
         loss, bad, self.hidden = step.train_step(self._step_parts(), self.hidden,
-                                                          self.learning_rate())
+                                                 self.learning_rate(), streams)
         self.step += 1
-        window.add(loss, bad)
+        chars = self._step_chars(streams)
+        window.add(loss, bad, chars)
         pending.append((self.step, bad))
-        ended = self.clock.count_step(started, self._step_chars())
+        ended = self.clock.count_step(started, chars)
         self._agree_on_clock()
         if self._refit_pending and (self.clock.training_seconds
                                     >= budget.REFIT_AFTER * self.config.time_limit):
@@ -214,13 +220,27 @@ class Trainer:
                                        self.device, self.precision, self.config.grad_clip,
                                        self.scaler, self.gradients)
 
-    def _step_chars(self) -> int:
-        return self.config.batch_size * self.config.seq_len
+    def _step_chars(self, streams: int = 0) -> int:
+        """The characters a step trains, over all processes, when each trains `streams`
+        of its streams (0: all of them)."""
+        streams = streams * self.world_size if streams else self.config.batch_size
+        return streams * self.config.seq_len
+
+    def _progress(self) -> float:
+        return clock.progress(self.config, self.step, self.batches.epochs_done, self.clock)
+
+    def _training_streams(self) -> int:
+        """How many of this process's streams the next step trains: 0 = all of them;
+        --early-batch's share of them during the run's first --early-share."""
+        early = self.config.early_batch
+        if not early or early >= self.config.batch_size:
+            return 0
+        return early // self.world_size if self._progress() < self.config.early_share else 0
 
     def learning_rate(self) -> float:
         """The schedule's learning rate for the next step (see optim.learning_rate)."""
-        progress = clock.progress(self.config, self.step, self.batches.epochs_done, self.clock)
-        return optim.learning_rate(self.step, progress, self.config, self.guard.lr_scale)
+        return optim.learning_rate(self.step, self._progress(), self.config,
+                                   self.guard.lr_scale)
 
     def _limit_reached(self) -> str | None:
         return clock.limit_reached(self.config, self.step, self.batches.epochs_done,
@@ -233,7 +253,7 @@ class Trainer:
         amounts = {name: getattr(self.model_config, name) for name in REGULARISERS}
         change = budget.refit(self.plan, self.config, amounts,
                               self.clock.speed(), self.step, self.clock.time_left(),
-                              self.val_start)
+                              self.val_start, self.clock.trained_chars, self._progress())
         if change is None:
             return
         # self.model_config is the model's own config object: this updates both
@@ -244,7 +264,7 @@ class Trainer:
         distributed.run_on_main(lambda: self.folder.write_config(self.info()))
 
     def _report(self, window: ReportWindow, skipped: int, step_ended: float) -> None:
-        speed = window.steps * self._step_chars() / max(step_ended - window.started, 1e-9)
+        speed = window.chars / max(step_ended - window.started, 1e-9)
         loss_sum, good = window.fold_into(self.losses, skipped)
         if self.step % curve_every(self.config.eval_every) == 0:
             self.losses.add_curve_point(self.step)

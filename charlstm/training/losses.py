@@ -60,16 +60,18 @@ class LossTally:
 
 class ReportWindow:
     """Training loss summed on the device since the last report, and the steps it is over
-    (skipped ones included). float64 sums of float32 losses are exact, so a window split
-    by a resume adds up to the same bits as an uninterrupted one."""
+    (skipped ones included), with the characters they trained. float64 sums of float32
+    losses are exact, so a window split by a resume adds up to the same bits as an
+    uninterrupted one."""
 
     def __init__(self, device: torch.device):
         self.loss = torch.zeros((), dtype=sum_dtype(device), device=device)
-        self.steps, self.started = 0, clock.now()
+        self.steps, self.chars, self.started = 0, 0, clock.now()
 
-    def add(self, loss: torch.Tensor, bad: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, bad: torch.Tensor, chars: int = 0) -> None:
         self.loss += loss.masked_fill(bad, 0.0)  # a skipped step's loss counts for nothing
         self.steps += 1
+        self.chars += chars
 
     def fold_into(self, tally: LossTally, skipped: int) -> tuple[float, int]:
         """The summed loss and its good steps (`skipped` of the window's were not), read
@@ -81,4 +83,4 @@ class ReportWindow:
 
     def discard(self) -> None:
         self.loss.zero_()
-        self.steps = 0
+        self.steps = self.chars = 0

@@ -41,9 +41,12 @@ def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
     return getattr(optimizer, "_step_supports_amp_scaling", False)
 
 
-def train_step(parts: StepParts, hidden, lr: float) -> tuple[torch.Tensor, torch.Tensor, object]:
+def train_step(parts: StepParts, hidden, lr: float,
+               streams: int = 0) -> tuple[torch.Tensor, torch.Tensor, object]:
     """One optimisation step at learning rate `lr` from the carried state `hidden`: its
-    loss and bad-step flag (both on the device) and the state to carry on with."""
+    loss and bad-step flag (both on the device) and the state to carry on with. With
+    `streams` > 0, only the batch's first `streams` streams train (--early-batch): the
+    others' text is skipped and their state kept as it was."""
     batch = parts.batches.next()
     if batch.fresh:
         hidden = None
@@ -53,8 +56,15 @@ def train_step(parts: StepParts, hidden, lr: float) -> tuple[torch.Tensor, torch
     set_learning_rate(parts.optimizer, lr)
     inputs = _to_device(batch.inputs, parts.device)
     targets = _to_device(batch.targets, parts.device)
+    whole = hidden
+    if 0 < streams < inputs.size(0):
+        if hidden is None:
+            hidden = whole = parts.model.initial_state(inputs.size(0), parts.device)
+        inputs, targets, hidden = inputs[:streams], targets[:streams], _first(hidden, streams)
     with autocast(parts.device, parts.precision):
         _, loss, new_hidden = parts.trained(inputs, detach_state(hidden), targets)
+    if whole is not hidden:  # the streams that trained, then those that waited
+        new_hidden, hidden = _joined(new_hidden, whole, streams), whole
     parts.optimizer.zero_grad(set_to_none=True)
     if parts.scaler is None:
         loss.backward()
@@ -92,6 +102,20 @@ def _update(parts: StepParts, loss: torch.Tensor, norm: torch.Tensor) -> torch.T
     elif not bad:  # an optimizer without the flag: one device sync a step
         optimizer.step()
     return bad
+
+
+def _first(state, streams: int):
+    """The recurrent state (each tensor (layers, B, H)) of the first `streams` streams."""
+    if isinstance(state, tuple):
+        return tuple(s[:, :streams] for s in state)
+    return state[:, :streams]
+
+
+def _joined(trained, whole, streams: int):
+    """`whole` with its first `streams` streams' state replaced by `trained`."""
+    if isinstance(whole, tuple):
+        return tuple(_joined(t, w, streams) for t, w in zip(trained, whole))
+    return torch.cat([trained.to(whole.dtype), whole[:, streams:]], dim=1)
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
