@@ -97,9 +97,9 @@ class ModelConfig(_Record):
 @dataclass
 class TrainConfig(_Record):
     batch_size: int = 32  # parallel streams per step
-    # > 0: only this many of the streams train a step during the run's first
-    # early_share (as the learning-rate schedule counts it): small steps learn fastest
-    # early on, larger ones later
+    # > 0 (a divisor of batch_size): only this many of the streams (evenly spaced) train
+    # a step during the run's first early_share (as the learning-rate schedule counts
+    # it): small steps learn fastest early on, larger ones later
     early_batch: int = 0
     early_share: float = 0.15
     seq_len: int = 32  # characters per stream per step, backpropagated through
@@ -137,10 +137,10 @@ class TrainConfig(_Record):
 
     def __post_init__(self) -> None:
         _check_ranges(self, TRAIN_RANGES)
-        if self.early_batch > self.batch_size:
-            raise SettingError(f"{{early_batch}} {self.early_batch} trains part of each "
-                               f"step's streams, so it cannot be more than {{batch_size}} "
-                               f"{self.batch_size}")
+        if self.early_batch and self.batch_size % self.early_batch:
+            raise SettingError(f"{{early_batch}} {self.early_batch} trains every "
+                               f"(batch size / early batch)-th stream, so it must divide "
+                               f"{{batch_size}} {self.batch_size}")
         if self.max_steps is None and self.epochs is None and self.time_limit is None:
             raise SettingError("give at least one of {max_steps}, {epochs} or {time_limit}")
 
@@ -226,8 +226,9 @@ OPTIONS = (
     Option("batch_size", "--batch-size", "optimization", "Parallel streams per step",
            short="-b"),
     Option("early_batch", "--early-batch", "optimization",
-           "Of each step's streams, train only this many for the run's first "
-           "--early-share, the others' text skipped; 0 = all from the start"),
+           "Of each step's streams, train only this many (evenly spaced; it must divide "
+           "--batch-size) for the run's first --early-share, the others' text skipped; "
+           "0 = all from the start"),
     Option("early_share", "--early-share", "optimization",
            "The share of the run (by its limit: time, steps or passes) that --early-batch "
            "lasts"),
@@ -343,8 +344,11 @@ def resolve(preset: Layer, explicit: Layer, *, saved: Layer | None = None,
                     f"{{{key}}} {value} differs from the run's {saved.model.get(key)}; a "
                     "resumed run keeps its architecture (start a new run with another "
                     "{out} instead)")
+    layered_batch = train["batch_size"]
     model.update(explicit.model)
     train.update(explicit.train)
+    if train["batch_size"] != layered_batch and "early_batch" not in explicit.train:
+        train["early_batch"] = 0  # an early batch not given went with the batch replaced
     if any(key in explicit.train for key in LIMITS):
         for key in LIMITS:
             train[key] = explicit.train.get(key)

@@ -267,6 +267,7 @@ def bad_corpora(tmp_path: Path) -> Path:
     ("tiny.txt", ["--stream-block", "64", "--shuffle"], 2, "--stream-block"),
     ("tiny.txt", ["--stream-block", "100000"], 2, "--stream-block"),
     ("tiny.txt", ["--early-batch", "64", "--batch-size", "32"], 2, "--early-batch"),
+    ("tiny.txt", ["--early-batch", "3", "--batch-size", "8"], 2, "--early-batch"),
     ("tiny.txt", ["--early-share", "1"], 2, "--early-share"),
     ("tiny.txt", ["--time", "5x"], 2, "5x"),
     ("tiny.txt", ["--time", "0s"], 2, "--time"),

@@ -142,10 +142,13 @@ def api_process(rank: int, world: int, root: Path, settings: dict) -> None:
         dist.destroy_process_group()
 
 
-def test_two_api_processes_train_the_model_one_does(tmp_path):
-    """Two processes spawned here (gloo, no torchrun): the library under a process group."""
+@pytest.mark.parametrize("extra", [{}, {"early_batch": 4, "early_share": 0.5}],
+                         ids=["all-streams", "early-batch"])
+def test_two_api_processes_train_the_model_one_does(tmp_path, extra):
+    """Two processes spawned here (gloo, no torchrun): the library under a process group;
+    with an early batch, each trains its share of it (the first 2 of its streams)."""
     (tmp_path / "tiny.txt").write_text(TINY_TEXT, encoding="utf-8")
-    settings = {**SETTINGS, "max_steps": 30, "eval_every": 15}
+    settings = {**SETTINGS, "max_steps": 30, "eval_every": 15, **extra}
     torch.multiprocessing.start_processes(api_process, args=(2, tmp_path, settings),
                                           nprocs=2, start_method="fork")  # torch imported: fast
     step, reason, history = eval((tmp_path / "result-0.txt").read_text())

@@ -39,6 +39,23 @@ def test_layers_apply_in_order():
     assert train.seq_len == TrainConfig().seq_len  # nobody said: the default
 
 
+def test_an_early_batch_not_given_goes_with_the_batch_it_came_with():
+    """A plan's early batch of 32 was chosen for its batch of 128: another batch given
+    drops it (100 streams could not even be shared by it), the same batch keeps it, and
+    an early batch given stays."""
+    plan = Layer({}, {"batch_size": 128, "early_batch": 32})
+    for given, early in (({"batch_size": 100}, 0), ({"batch_size": 128}, 32), ({}, 32),
+                         ({"batch_size": 64, "early_batch": 16}, 16)):
+        _, train = resolve(Layer({}, {}), Layer({}, given), plan=plan, vocab_size=10)
+        assert train.early_batch == early, given
+
+
+def test_an_early_batch_must_divide_the_batch():
+    with pytest.raises(SettingError, match="early_batch"):
+        TrainConfig(batch_size=128, early_batch=48)
+    assert TrainConfig(batch_size=128, early_batch=32).early_batch == 32
+
+
 def test_explicit_limits_replace_all_earlier_ones():
     _, train = resolve(Layer({}, {"max_steps": 500}), Layer({}, {"time_limit": 60.0}),
                        vocab_size=10)

@@ -83,7 +83,7 @@ class Trainer:
         if config.early_batch % self.world_size:
             raise UsageError.naming(
                 f"{{early_batch}} {config.early_batch} must be a multiple of the number of "
-                f"processes ({self.world_size}): each trains an equal share of the streams")
+                f"processes ({self.world_size}): each trains an equal share of those streams")
         if self.rank:  # dropout of its own on each process (the main one's as in one process)
             torch.manual_seed(distributed.process_seed(config.seed))
         self.step, self.hidden = 0, None
@@ -193,11 +193,11 @@ class Trainer:
                    pending: list[tuple[int, torch.Tensor]]) -> tuple[str | None, float]:
         """One step, its clock and the budget's refit: the limit reached, and the time."""
         started = clock.now()
-        streams = self._training_streams()
+        every = self._training_stride()
         loss, bad, self.hidden = step.train_step(self._step_parts(), self.hidden,
-                                                 self.learning_rate(), streams)
+                                                 self.learning_rate(), every)
         self.step += 1
-        chars = self._step_chars(streams)
+        chars = self._step_chars(every)
         window.add(loss, bad, chars)
         pending.append((self.step, bad))
         ended = self.clock.count_step(started, chars)
@@ -220,22 +220,22 @@ class Trainer:
                                        self.device, self.precision, self.config.grad_clip,
                                        self.scaler, self.gradients)
 
-    def _step_chars(self, streams: int = 0) -> int:
-        """The characters a step trains, over all processes, when each trains `streams`
-        of its streams (0: all of them)."""
-        streams = streams * self.world_size if streams else self.config.batch_size
-        return streams * self.config.seq_len
+    def _step_chars(self, every: int = 1) -> int:
+        """The characters a step trains, over all processes, when every `every`-th
+        stream trains."""
+        return self.config.batch_size // every * self.config.seq_len
 
     def _progress(self) -> float:
         return clock.progress(self.config, self.step, self.batches.epochs_done, self.clock)
 
-    def _training_streams(self) -> int:
-        """How many of this process's streams the next step trains: 0 = all of them;
-        --early-batch's share of them during the run's first --early-share."""
+    def _training_stride(self) -> int:
+        """Which streams the next step trains: every one (1), or during the run's first
+        --early-share every (batch size / --early-batch)-th one. The same streams with
+        any number of processes: each process's share holds its part of them."""
         early = self.config.early_batch
-        if not early or early >= self.config.batch_size:
-            return 0
-        return early // self.world_size if self._progress() < self.config.early_share else 0
+        if not early or self._progress() >= self.config.early_share:
+            return 1
+        return self.config.batch_size // early
 
     def learning_rate(self) -> float:
         """The schedule's learning rate for the next step (see optim.learning_rate)."""

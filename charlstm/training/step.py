@@ -42,10 +42,10 @@ def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
 
 
 def train_step(parts: StepParts, hidden, lr: float,
-               streams: int = 0) -> tuple[torch.Tensor, torch.Tensor, object]:
+               every: int = 1) -> tuple[torch.Tensor, torch.Tensor, object]:
     """One optimisation step at learning rate `lr` from the carried state `hidden`: its
     loss and bad-step flag (both on the device) and the state to carry on with. With
-    `streams` > 0, only the batch's first `streams` streams train (--early-batch): the
+    `every` > 1, only every `every`-th stream of the batch trains (--early-batch): the
     others' text is skipped and their state kept as it was."""
     batch = parts.batches.next()
     if batch.fresh:
@@ -57,14 +57,14 @@ def train_step(parts: StepParts, hidden, lr: float,
     inputs = _to_device(batch.inputs, parts.device)
     targets = _to_device(batch.targets, parts.device)
     whole = hidden
-    if 0 < streams < inputs.size(0):
+    if every > 1:
         if hidden is None:
             hidden = whole = parts.model.initial_state(inputs.size(0), parts.device)
-        inputs, targets, hidden = inputs[:streams], targets[:streams], _first(hidden, streams)
+        inputs, targets, hidden = inputs[::every], targets[::every], _every(hidden, every)
     with autocast(parts.device, parts.precision):
         _, loss, new_hidden = parts.trained(inputs, detach_state(hidden), targets)
-    if whole is not hidden:  # the streams that trained, then those that waited
-        new_hidden, hidden = _joined(new_hidden, whole, streams), whole
+    if whole is not hidden:  # the streams that trained among those that waited
+        new_hidden, hidden = _joined(new_hidden, whole, every), whole
     parts.optimizer.zero_grad(set_to_none=True)
     if parts.scaler is None:
         loss.backward()
@@ -104,18 +104,20 @@ def _update(parts: StepParts, loss: torch.Tensor, norm: torch.Tensor) -> torch.T
     return bad
 
 
-def _first(state, streams: int):
-    """The recurrent state (each tensor (layers, B, H)) of the first `streams` streams."""
+def _every(state, every: int):
+    """The recurrent state (each tensor (layers, B, H)) of every `every`-th stream."""
     if isinstance(state, tuple):
-        return tuple(s[:, :streams] for s in state)
-    return state[:, :streams]
+        return tuple(s[:, ::every] for s in state)
+    return state[:, ::every]
 
 
-def _joined(trained, whole, streams: int):
-    """`whole` with its first `streams` streams' state replaced by `trained`."""
+def _joined(trained, whole, every: int):
+    """`whole` with the state of every `every`-th stream replaced by `trained`."""
     if isinstance(whole, tuple):
-        return tuple(_joined(t, w, streams) for t, w in zip(trained, whole))
-    return torch.cat([trained.to(whole.dtype), whole[:, streams:]], dim=1)
+        return tuple(_joined(t, w, every) for t, w in zip(trained, whole))
+    joined = whole.clone()
+    joined[:, ::every] = trained.to(whole.dtype)
+    return joined
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
