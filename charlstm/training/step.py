@@ -56,15 +56,15 @@ def train_step(parts: StepParts, hidden, lr: float,
     set_learning_rate(parts.optimizer, lr)
     inputs = _to_device(batch.inputs, parts.device)
     targets = _to_device(batch.targets, parts.device)
-    whole = hidden
+    trained = hidden
     if every > 1:
         if hidden is None:
-            hidden = whole = parts.model.initial_state(inputs.size(0), parts.device)
-        inputs, targets, hidden = inputs[::every], targets[::every], _every(hidden, every)
+            hidden = parts.model.initial_state(inputs.size(0), parts.device)
+        inputs, targets, trained = inputs[::every], targets[::every], _every(hidden, every)
     with autocast(parts.device, parts.precision):
-        _, loss, new_hidden = parts.trained(inputs, detach_state(hidden), targets)
-    if whole is not hidden:  # the streams that trained among those that waited
-        new_hidden, hidden = _joined(new_hidden, whole, every), whole
+        _, loss, new_hidden = parts.trained(inputs, detach_state(trained), targets)
+    if every > 1:  # the streams that trained among those that waited
+        new_hidden = _joined(new_hidden, hidden, every)
     parts.optimizer.zero_grad(set_to_none=True)
     if parts.scaler is None:
         loss.backward()
