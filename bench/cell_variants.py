@@ -1,0 +1,235 @@
+"""Layer normalisation and the multiplicative LSTM against the fused LSTM, at one wall clock.
+
+    python bench/cell_variants.py --corpus PATH [--minutes 10] [--cell lstm --cell layernorm
+                                  --cell multiplicative] [--batch 128] [--seq-len 32]
+                                  [--hidden 512] [--precision fp32|bf16] [--no-compile]
+                                  [--probe-every 250] [--no-record]
+
+Issue 32 asks to try the known levers for character-level LSTMs, layer normalisation
+(Ba, Kiros and Hinton, 2016) and the multiplicative LSTM (Krause, Lu, Murray and Renals,
+2016), and to keep what pays for its cost in wall clock. torch has no fused kernel for
+either, so each runs here as a cell written one time step after another (compiled by
+torch.compile unless --no-compile), where charlstm's LSTM is torch.nn.LSTM (oneDNN's
+fused kernel on a CPU, cuDNN on a GPU).
+
+Each cell trains the same model around it, charlstm's CharRNN (embedding 64, one layer of
+`--hidden`, a plain output layer) with its `rnn` swapped, in the same loop: the plan's
+schedule for a large corpus (AdamW at 1e-2, beta1 0.7, beta2 0.99, weight decay 0.1, 100
+warm-up steps, then a cosine to 1% of the rate over the wall clock, gradient norm cap 1, no
+dropout), `--batch` contiguous streams of `--seq-len` characters that carry their state.
+The clock starts after two steps, so compiling (timed and shown apart) is not charged to
+the compiled cells: that favours them. The validation loss (nats per character over the
+corpus's last 10%, read by 64 streams that carry their state) is measured at the end, and
+every `--probe-every` steps on the split's first 100,000 characters, to compare the cells
+at equal steps as well as at equal time. The cells train one after another, so a change in
+the machine's speed during the run falls on one of them: the steps show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import publish  # noqa: E402
+from runner import markdown_table  # noqa: E402
+
+from charlstm.device import autocast  # noqa: E402
+from charlstm.model.charrnn import CharRNN, detach_state  # noqa: E402
+from charlstm.settings import ModelConfig  # noqa: E402
+from charlstm.training.optim import make_optimizer, set_learning_rate  # noqa: E402
+
+CPU = torch.device("cpu")
+LR, MIN_LR_RATIO, WARMUP, BETAS, WEIGHT_DECAY, CLIP = 1e-2, 0.01, 100, (0.7, 0.99), 0.1, 1.0
+PROBE_CHARS, EVAL_STREAMS, EVAL_WINDOW = 100_000, 64, 256
+
+
+class LayerNormLSTM(nn.Module):
+    """One LSTM layer with layer normalisation (Ba et al.): the gates are
+    LN(W_x x) + LN(W_h h) + b, and the output is o * tanh(LN(c))."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        gates = 4 * hidden_size
+        self.ih = nn.Linear(input_size, gates, bias=False)
+        self.hh = nn.Linear(hidden_size, gates, bias=False)
+        self.bias = nn.Parameter(torch.zeros(gates))
+        with torch.no_grad():  # the forget gate starts open, as in CharRNN
+            self.bias[hidden_size:2 * hidden_size].fill_(1.0)
+        self.norm_x, self.norm_h = nn.LayerNorm(gates), nn.LayerNorm(gates)
+        self.norm_c = nn.LayerNorm(hidden_size)
+
+    def forward(self, x: torch.Tensor, state):
+        h, c = state[0][0], state[1][0]
+        inputs = self.norm_x(self.ih(x)) + self.bias  # the whole window at once
+        outputs = []
+        for t in range(x.size(1)):
+            i, f, g, o = (inputs[:, t] + self.norm_h(self.hh(h))).chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(self.norm_c(c))
+            outputs.append(h)
+        return torch.stack(outputs, 1), (h[None], c[None])
+
+
+class MultiplicativeLSTM(nn.Module):
+    """One multiplicative LSTM layer (Krause et al.): the recurrent input is
+    m = (W_mx x) * (W_mh h), so each input character picks its own transition, and the
+    gates are W_x x + W_m m + b, then an LSTM's update."""
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        gates = 4 * hidden_size
+        self.mx = nn.Linear(input_size, hidden_size, bias=False)
+        self.mh = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.ih = nn.Linear(input_size, gates)
+        self.mm = nn.Linear(hidden_size, gates, bias=False)
+        with torch.no_grad():
+            self.ih.bias.zero_()
+            self.ih.bias[hidden_size:2 * hidden_size].fill_(1.0)
+
+    def forward(self, x: torch.Tensor, state):
+        h, c = state[0][0], state[1][0]
+        multipliers, inputs = self.mx(x), self.ih(x)  # the whole window at once
+        outputs = []
+        for t in range(x.size(1)):
+            m = multipliers[:, t] * self.mh(h)
+            i, f, g, o = (inputs[:, t] + self.mm(m)).chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outputs.append(h)
+        return torch.stack(outputs, 1), (h[None], c[None])
+
+
+CELLS = {"lstm": None, "layernorm": LayerNormLSTM, "multiplicative": MultiplicativeLSTM}
+
+
+def read_corpus(path: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(training ids, validation ids: the last 10%, vocabulary size)."""
+    codes = np.frombuffer(path.read_text(encoding="utf-8").encode("utf-32-le"), np.uint32)
+    vocab, ids = np.unique(codes, return_inverse=True)
+    ids = torch.from_numpy(ids.astype(np.int64))
+    split = len(ids) - len(ids) // 10
+    return ids[:split], ids[split:], len(vocab)
+
+
+def build(cell: str, vocab_size: int, hidden: int) -> tuple[CharRNN, nn.Module]:
+    """CharRNN with `cell` as its recurrent layer, and that layer uncompiled."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(model="lstm", num_layers=1, hidden_size=hidden,
+                                embed_size=64, vocab_size=vocab_size, dropout=0.0))
+    if CELLS[cell] is not None:
+        model.rnn = CELLS[cell](64, hidden)
+    return model, model.rnn
+
+
+def evaluate(model: CharRNN, rnn: nn.Module, ids: torch.Tensor, precision: str) -> float:
+    """Mean loss in nats over `ids`, read by EVAL_STREAMS streams that carry their state,
+    with the uncompiled `rnn` (eval mode and no_grad would make torch.compile start over)."""
+    trained, model.rnn = model.rnn, rnn
+    length = (len(ids) - 1) // EVAL_STREAMS
+    rows = torch.stack([ids[k * length:(k + 1) * length + 1] for k in range(EVAL_STREAMS)])
+    state, total = model.initial_state(EVAL_STREAMS), 0.0
+    model.eval()
+    with torch.no_grad(), autocast(CPU, precision):
+        for start in range(0, length, EVAL_WINDOW):
+            x = rows[:, start:start + EVAL_WINDOW]
+            y = rows[:, start + 1:start + EVAL_WINDOW + 1]
+            _, loss, state = model(x[:, :y.size(1)], state, y)
+            total += loss.item() * y.numel()
+    model.train()
+    model.rnn = trained
+    return total / (length * EVAL_STREAMS)
+
+
+def train(cell: str, corpus: tuple, args) -> dict:
+    """Train `cell` for args.minutes after two untimed steps; its numbers."""
+    train_ids, val_ids, vocab_size = corpus
+    model, rnn = build(cell, vocab_size, args.hidden)
+    if args.compile and CELLS[cell] is not None:
+        model.rnn = torch.compile(rnn)
+    optimizer = make_optimizer(model, LR, WEIGHT_DECAY, CPU, *BETAS)
+    starts = torch.arange(args.batch) * (len(train_ids) // args.batch)
+    offsets = torch.arange(args.seq_len + 1)
+    state, step, probes, budget = model.initial_state(args.batch), 0, [], args.minutes * 60
+    trained = warm_up = 0.0
+    while trained < budget:
+        began = time.perf_counter()
+        progress = trained / budget
+        lr = LR * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))
+        set_learning_rate(optimizer, lr * min(1.0, (step + 1) / WARMUP))
+        rows = train_ids[(starts[:, None] + step * args.seq_len + offsets) % len(train_ids)]
+        with autocast(CPU, args.precision):
+            _, loss, state = model(rows[:, :-1], state, rows[:, 1:])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        optimizer.step()
+        state, step = detach_state(state), step + 1
+        if step <= 2:
+            warm_up += time.perf_counter() - began
+        else:
+            trained += time.perf_counter() - began
+        if step % args.probe_every == 0:
+            probes.append((step, evaluate(model, rnn, val_ids[:PROBE_CHARS], args.precision)))
+    final = evaluate(model, rnn, val_ids, args.precision)
+    return {"cell": cell, "warm_up": warm_up, "steps": step, "seconds": trained,
+            "probes": probes, "final": final}
+
+
+def report(results: list[dict], args, chars: int) -> tuple[str, str]:
+    """(the table, the body with the probes) for RESULTS.md."""
+    common = min(r["steps"] for r in results) // args.probe_every * args.probe_every
+    rows = []
+    for r in results:
+        at = dict(r["probes"]).get(common)
+        per_step = r["seconds"] / max(1, r["steps"] - 2)
+        rows.append([r["cell"], f"{r['warm_up']:.1f}", f"{r['steps']:,}",
+                     f"{per_step * 1000:.0f}", f"{args.batch * args.seq_len / per_step:,.0f}",
+                     f"{at:.4f}" if at is not None else "-", f"**{r['final']:.4f}**"])
+    header = ["cell", "first two steps (s)", "steps", "ms/step", "chars/s",
+              f"probe at step {common:,}", "val loss, whole split"]
+    table = markdown_table(header, rows)
+    probes = "\n".join(f"- {r['cell']}: " + ", ".join(f"{s:,}: {v:.4f}" for s, v in r["probes"])
+                       for r in results)
+    body = (f"{args.corpus.name}: {chars:,} characters; {args.minutes:g} minutes of training "
+            f"each, batch {args.batch} x {args.seq_len}, width {args.hidden}, "
+            f"{args.precision}, {'compiled' if args.compile else 'eager'} cells.\n\n{table}\n\n"
+            f"Validation loss on the split's first {PROBE_CHARS:,} characters, by step:\n\n"
+            f"{probes}\n")
+    return table, body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, required=True)
+    parser.add_argument("--cell", action="append", choices=list(CELLS))
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--seq-len", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--probe-every", type=int, default=250)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    corpus = read_corpus(args.corpus)
+    results = []
+    for cell in args.cell or list(CELLS):
+        r = train(cell, corpus, args)
+        results.append(r)
+        print(f"{cell}: {r['steps']:,} steps in {r['seconds']:.0f} s after "
+              f"{r['warm_up']:.1f} s for the first two; val loss {r['final']:.4f}", flush=True)
+    table, body = report(results, args, len(corpus[0]) + len(corpus[1]))
+    publish("Layer normalisation and the multiplicative LSTM against the fused LSTM",
+            table, not args.no_record, body)
+
+
+if __name__ == "__main__":
+    main()
