@@ -39,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import publish  # noqa: E402
-from runner import markdown_table  # noqa: E402
+from runner import markdown_table, train as run_train  # noqa: E402
 
 from charlstm.device import autocast  # noqa: E402
 from charlstm.model.charrnn import CharRNN, detach_state  # noqa: E402
@@ -67,7 +67,7 @@ class LayerNormLSTM(nn.Module):
         self.norm_c = nn.LayerNorm(hidden_size)
 
     def forward(self, x: torch.Tensor, state):
-        h, c = state[0][0], state[1][0]
+        h, c = unpacked(state, x, self.hh.in_features)
         inputs = self.norm_x(self.ih(x)) + self.bias  # the whole window at once
         outputs = []
         for t in range(x.size(1)):
@@ -95,7 +95,7 @@ class MultiplicativeLSTM(nn.Module):
             self.ih.bias[hidden_size:2 * hidden_size].fill_(1.0)
 
     def forward(self, x: torch.Tensor, state):
-        h, c = state[0][0], state[1][0]
+        h, c = unpacked(state, x, self.mh.in_features)
         multipliers, inputs = self.mx(x), self.ih(x)  # the whole window at once
         outputs = []
         for t in range(x.size(1)):
@@ -107,7 +107,78 @@ class MultiplicativeLSTM(nn.Module):
         return torch.stack(outputs, 1), (h[None], c[None])
 
 
+def unpacked(state, x: torch.Tensor, hidden_size: int):
+    """(h, c), each (B, H), from nn.LSTM's state of one layer, (1, B, H) each, or None
+    (zeros), as nn.LSTM takes it."""
+    if state is None:
+        zeros = x.new_zeros(x.size(0), hidden_size, dtype=torch.float32)
+        return zeros, zeros
+    return state[0][0], state[1][0]
+
+
 CELLS = {"lstm": None, "layernorm": LayerNormLSTM, "multiplicative": MultiplicativeLSTM}
+
+
+class CompiledForTraining(nn.Module):
+    """`cell` compiled where gradients are taken (training), and as written where they are
+    not (evaluation), so that no_grad does not make torch.compile start over."""
+
+    def __init__(self, cell: nn.Module):
+        super().__init__()
+        self.cell = cell
+        object.__setattr__(self, "compiled", torch.compile(cell))  # not a second submodule
+
+    def forward(self, x: torch.Tensor, state):
+        return (self.compiled if torch.is_grad_enabled() else self.cell)(x, state)
+
+
+def as_charlstm(cell: str, argv: list[str]) -> None:
+    """Run charlstm's command line with ARGV, every model it trains having `cell` as its
+    recurrent layer (one layer only): the whole of charlstm's training (the plan, its
+    batches, schedule, divergence guard and evaluation) around another cell."""
+    from charlstm.cli import main as command_line
+    from charlstm.training import loop
+
+    class WithCell(CharRNN):
+        def __init__(self, config: ModelConfig):
+            super().__init__(config)
+            if config.num_layers != 1:
+                sys.exit(f"cell_variants: {cell} is written for one layer")
+            self.rnn = CompiledForTraining(CELLS[cell](config.embed_size, config.hidden_size))
+
+    if CELLS[cell] is not None:
+        loop.CharRNN = WithCell
+    sys.argv = ["charlstm", *argv]
+    command_line()
+
+
+def in_charlstm(args) -> None:
+    """`charlstm train CORPUS --time MINUTES` with each cell, one after another, in fresh
+    folders: the plan's settings with each cell, fp32 (what `auto` measures best here for
+    the fused LSTM; measuring it for a compiled cell would compile it twice more)."""
+    rows, reference = [], None
+    for cell in args.cell or ["lstm", "layernorm"]:
+        launcher = [sys.executable, str(Path(__file__).resolve()), "--as-charlstm", cell]
+        run = run_train([str(args.corpus), "--time", f"{args.minutes * 60:g}s", "--eval-chars",
+                     "0", "--sample-length", "0", "--precision", "fp32"], launcher=launcher)
+        print(f"{cell}: {run.val_loss:.4f} after {run.last['step']:,} steps", flush=True)
+        reference = run.val_loss if reference is None else reference
+        settings = run.config["train"]
+        rows.append([cell, f"{run.seconds:.1f} s", f"{run.last['step']:,}",
+                     f"{run.val_loss:.4f}",
+                     f"{run.val_loss - reference:+.4f}" if rows else "reference",
+                     f"{run.model()}, batch {settings['batch_size']} (early "
+                     f"{settings.get('early_batch', 0)}), {run.config['precision']}"])
+    header = ["cell", "wall clock", "steps", "val loss (nats)", "vs the first", "model"]
+    table = markdown_table(header, rows)
+    body = (f"`charlstm train {args.corpus} --time {args.minutes * 60:g}s --eval-chars 0 "
+            "--sample-length 0 --precision fp32`, run by `bench/cell_variants.py "
+            "--as-charlstm CELL` (charlstm's command line with CELL as the recurrent layer, "
+            "compiled while training; compiling counts against the budget), one after "
+            "another; validation loss in nats over the whole split (the last 10%).\n\n"
+            + table)
+    publish("The plan with a layer-normalised or multiplicative LSTM in charlstm's loop",
+            table, not args.no_record, body)
 
 
 def read_corpus(path: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -207,6 +278,9 @@ def report(results: list[dict], args, chars: int) -> tuple[str, str]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--as-charlstm"]:  # a launcher for in_charlstm's runs
+        as_charlstm(sys.argv[2], sys.argv[3:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--cell", action="append", choices=list(CELLS))
@@ -217,8 +291,14 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--probe-every", type=int, default=250)
+    parser.add_argument("--in-charlstm", action="store_true",
+                        help="train each cell by `charlstm train CORPUS --time MINUTES` "
+                             "(the plan and all of charlstm's loop) instead of this loop")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    if args.in_charlstm:
+        in_charlstm(args)
+        return
     corpus = read_corpus(args.corpus)
     results = []
     for cell in args.cell or list(CELLS):

@@ -59,13 +59,17 @@ class TrainRun:
                 f"({self.config['parameters'] / 1e6:.2f}M), {regularised}")
 
 
-def train(args: list[str], workdir: Path | None = None, python: str | None = None) -> TrainRun:
+def train(args: list[str], workdir: Path | None = None, python: str | None = None,
+          launcher: list[str] | None = None) -> TrainRun:
     """Run `python -m charlstm train ARGS --out run` in a fresh folder (so the corpus cache
     and the run start empty, as for a new user) and time it from launch to exit; with
-    this interpreter unless `python` names another (an earlier charlstm's, say)."""
+    this interpreter unless `python` names another (an earlier charlstm's, say), or with
+    `launcher` (a command that runs charlstm's command line) instead of `python -m
+    charlstm`."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="charlstm-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    command = [python or sys.executable, "-m", "charlstm", "train", *args, "--out", "run"]
+    launcher = launcher or [python or sys.executable, "-m", "charlstm"]
+    command = [*launcher, "train", *args, "--out", "run"]
     env = {**os.environ, "CHARLSTM_CORPORA": str(workdir / "corpora")}
     log = workdir / "stderr.txt"
     started = time.perf_counter()
