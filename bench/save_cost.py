@@ -6,7 +6,7 @@ Each preset's model is built on a small corpus of 96 distinct characters (a voca
 little larger than tinyshakespeare's 65: the embedding and head are a small part of
 any preset), trained for two steps (so AdamW holds its running moments, as in any later
 save), then saved `--saves` times exactly as `--save-every` saves it between evaluations
-(`Trainer._save`: gathering the state, torch.save, a write with fsync and rename, and the
+(`training.milestones.save`: gathering the state, torch.save, a write with fsync and rename, and the
 in-memory copy kept for rollbacks). The table gives last.pt's size, the median seconds
 of a save, and that time as a share of `--interval` (the default of --save-every).
 Prints the table and appends it to bench/RESULTS.md.
@@ -28,6 +28,7 @@ from runner import markdown_table  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from charlstm.cli.input import parse_duration  # noqa: E402
+from charlstm.training import milestones  # noqa: E402
 from charlstm.training.presets import PRESETS  # noqa: E402
 from charlstm.training.setup import make_trainer  # noqa: E402
 from charlstm.settings import TrainConfig  # noqa: E402
@@ -53,7 +54,7 @@ def measure(preset: str, text: Path, folder: Path, saves: int) -> tuple[int, int
     seconds = []
     for _ in range(saves):
         started = time.perf_counter()
-        trainer._save(best=False)
+        milestones.save(trainer, best=False)
         seconds.append(time.perf_counter() - started)
     size = (folder / preset / "last.pt").stat().st_size
     return trainer.model.num_parameters(), size, statistics.median(seconds)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from charlstm import checkpoint
-from charlstm.training import setup as runs
+from charlstm.training import milestones, setup as runs
 from charlstm.training.callbacks import TrainingCallback
 from charlstm.training.loop import Trainer
 
@@ -171,15 +171,15 @@ def spy_on_saves(monkeypatch, snapshot_at: int | None = None,
     """The (step, best) of every save; at step `snapshot_at`, a copy of the run folder
     as that save left it (as if the process were killed right after it)."""
     saves: list[tuple[int, bool]] = []
-    save = Trainer._save
+    save = milestones.save
 
-    def spied(self, best: bool) -> None:
-        save(self, best)
-        saves.append((self.step, best))
-        if self.step == snapshot_at:
-            shutil.copytree(self.run_dir, snapshot)
+    def spied(trainer: Trainer, best: bool) -> None:
+        save(trainer, best)
+        saves.append((trainer.step, best))
+        if trainer.step == snapshot_at:
+            shutil.copytree(trainer.run_dir, snapshot)
 
-    monkeypatch.setattr(Trainer, "_save", spied)
+    monkeypatch.setattr(milestones, "save", spied)
     return saves
 
 

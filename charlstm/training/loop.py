@@ -2,25 +2,22 @@
 
 `Trainer` owns one run. Each step (step) is followed by the clock (clock), the
 budget's refit (budget), and every LOG_EVERY steps a report: the bad-step flags are read
-(guard), the loss is reported, and at each evaluation the model is evaluated (evaluation)
-and saved (state, checkpoint, rundir). Between evaluations last.pt is also saved every
-`save_every` seconds of wall-clock time, and on a stop. It reports through a
-`TrainingCallback` and logs through `logging`; it never prints. Everything that decides
-what the next step does goes into the checkpoint (state), so a resumed run
+(guard), the loss is reported, and at each evaluation the model is evaluated and saved;
+between evaluations last.pt is saved every `save_every` seconds and on a stop
+(milestones). It reports through a `TrainingCallback` and never prints. Everything that
+decides what the next step does goes into the checkpoint (state), so a resumed run
 continues exactly where the saved one stopped.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from . import budget, clock, distributed, evaluation, optim, state, step
+from . import budget, clock, distributed, evaluation, milestones, optim, state, step
 from .budget import BudgetPlan
 from .callbacks import Quiet, StepStats, TrainingCallback, TrainResult
 from ..checkpoint import Checkpoint
@@ -40,8 +37,6 @@ if TYPE_CHECKING:
     from ..data.corpus import Corpus
 
 __all__ = ["Trainer", "TrainingCallback", "StepStats", "TrainResult"]
-
-log = logging.getLogger(__name__)
 
 
 class Trainer:
@@ -160,7 +155,8 @@ class Trainer:
                 reason = "interrupted"
                 break
             if self.clock.save_is_due(self.config.save_every):
-                self._save_now(window, pending)  # as a stop does, but training goes on
+                # as a stop does, but training goes on
+                milestones.save_between(self, window, pending)
                 window.started = clock.now()
             reason, step_ended = self._train_one(window, pending)
             reports = self.step % LOG_EVERY == 0 or reason is not None
@@ -171,7 +167,7 @@ class Trainer:
                 continue
             skipped = self.guard.settle(pending)
             if skipped is None:  # rolled back: the steps since the snapshot are undone
-                self._roll_back()
+                self.roll_back()
                 window = ReportWindow(self.device)
                 self.gradients.discard()
                 reason = None
@@ -181,12 +177,13 @@ class Trainer:
                 skipped = 0
             if evaluating:
                 window.fold_into(self.losses, skipped)  # its steps since the report count for it
-                self._evaluate_and_save(reason)
+                milestones.evaluate_and_save(self, reason)
+                self._agree_on_clock()  # the main process's evaluation time, for all
             elif self.config.sample_every and self.step % self.config.sample_every == 0:
-                self._milestone_sample()
+                milestones.show_sample(self)
             window.started = clock.now()  # speed counts training, not evaluation
         if reason == "interrupted":
-            self._save_now(window, pending)
+            milestones.save_between(self, window, pending)
         return self._end(reason)
 
     def _train_one(self, window: ReportWindow,
@@ -274,19 +271,6 @@ class Trainer:
             optim.learning_rate_of(self.optimizer), speed, self.clock.elapsed,
             grad_norm, clipped, grad_steps))
 
-    def _save_now(self, window: ReportWindow, pending: list) -> None:
-        """Save last.pt between evaluations, without evaluating (on a stop, and every
-        --save-every): the bad-step flags are settled and the loss since the last report
-        folded into the checkpoint's sums, which are exact, so a run saved here goes on
-        (now or after a resume) bit for bit as one that was not."""
-        skipped = self.guard.settle(pending)
-        if skipped is None:  # rolled back to the last save: nothing since it counts
-            self._roll_back()
-            window.discard()
-        else:
-            window.fold_into(self.losses, skipped)
-        self._save(best=False)
-
     def _end(self, reason: str) -> TrainResult:
         result = TrainResult(self.step, reason, self.run_dir, self.best_val_loss, self.history)
         self.callback.on_end(result)
@@ -305,10 +289,9 @@ class Trainer:
             self._stop_agreed = self.clock.agree(self._stop_requested, self.is_main,
                                                  self.device)
 
-    def _roll_back(self) -> None:
+    def roll_back(self) -> None:
+        """Back to the state the divergence guard kept at the last save."""
         state.restore(self, self.guard.kept(), rolling_back=True)
-
-    # ------------------------------------------------------------------ evaluation
 
     def evaluate(self) -> float | None:
         """Mean loss in nats per character over the validation split, or its first
@@ -316,47 +299,3 @@ class Trainer:
         return evaluation.evaluate(self.model, self.corpus.tokens, self.val_start,
                                    self.val_end, self.config.seq_len, self.device,
                                    self.precision)
-
-    def _milestone_sample(self) -> None:
-        if self.config.sample_length and self.is_main:
-            self.callback.on_sample(self.step, evaluation.milestone_sample(
-                self.model, self.corpus.vocab, self.config.sample_length,
-                self.config.seed + self.step))
-
-    def _evaluate_and_save(self, reason: str | None) -> None:
-        if reason == "time":  # so that a resume with the same --time has nothing to do
-            self.time_spent = self.config.time_limit
-        started = clock.now()
-        train_loss = self.losses.take_eval_mean()
-        # only the main process evaluates; the others take its result (and its time of
-        # day), so that all their histories and best losses agree
-        val_loss, now = distributed.run_on_main(
-            lambda: (self.evaluate(), datetime.now(timezone.utc)))
-        improved = val_loss is not None and (self.best_val_loss is None
-                                             or val_loss < self.best_val_loss)
-        if improved:
-            self.best_val_loss = val_loss
-        record = evaluation.record(self.step, self.batches.epochs_done, train_loss, val_loss,
-                                   improved, optim.learning_rate_of(self.optimizer),
-                                   self.losses.take_curve(), self.clock.elapsed, now)
-        record.update(self.gradients.take_eval(self.step))
-        self.history.append(record)
-        self._save(best=improved)
-        distributed.run_on_main(lambda: self.folder.append_metrics(record))
-        self.callback.on_eval(record)
-        every = self.config.sample_every
-        if every == 0 or self.step % every == 0 or reason is not None:
-            self._milestone_sample()
-        self.clock.eval_seconds = clock.now() - started
-        self._agree_on_clock()  # the main process's evaluation time, for all
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def _save(self, best: bool) -> None:
-        paths = [self.folder.last] + ([self.folder.best] if best else [])
-        record = state.capture(self)  # every process takes part; the main one writes
-        distributed.run_on_main(lambda: record.save(*paths))
-        self.guard.keep(record)
-        self.clock.saved()
-        if self.is_main:
-            log.info("saved %s", ", ".join(str(p) for p in paths))
