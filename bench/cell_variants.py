@@ -2,7 +2,8 @@
 
     python bench/cell_variants.py --corpus PATH [--minutes 10] [--cell lstm --cell layernorm
                                   --cell multiplicative] [--batch 128] [--seq-len 32]
-                                  [--hidden 512] [--precision fp32|bf16] [--no-compile]
+                                  [--hidden 512] [--lr 1e-2] [--precision fp32|bf16]
+                                  [--no-compile] [--in-charlstm]
                                   [--probe-every 250] [--no-record]
 
 Issue 32 asks to try the known levers for character-level LSTMs, layer normalisation
@@ -14,7 +15,7 @@ fused kernel on a CPU, cuDNN on a GPU).
 
 Each cell trains the same model around it, charlstm's CharRNN (embedding 64, one layer of
 `--hidden`, a plain output layer) with its `rnn` swapped, in the same loop: the plan's
-schedule for a large corpus (AdamW at 1e-2, beta1 0.7, beta2 0.99, weight decay 0.1, 100
+schedule for a large corpus (AdamW at `--lr` 1e-2, beta1 0.7, beta2 0.99, weight decay 0.1, 100
 warm-up steps, then a cosine to 1% of the rate over the wall clock, gradient norm cap 1, no
 dropout), `--batch` contiguous streams of `--seq-len` characters that carry their state.
 The clock starts after two steps, so compiling (timed and shown apart) is not charged to
@@ -47,7 +48,7 @@ from charlstm.settings import ModelConfig  # noqa: E402
 from charlstm.training.optim import make_optimizer, set_learning_rate  # noqa: E402
 
 CPU = torch.device("cpu")
-LR, MIN_LR_RATIO, WARMUP, BETAS, WEIGHT_DECAY, CLIP = 1e-2, 0.01, 100, (0.7, 0.99), 0.1, 1.0
+MIN_LR_RATIO, WARMUP, BETAS, WEIGHT_DECAY, CLIP = 1e-2, 0.01, 100, (0.7, 0.99), 0.1, 1.0
 PROBE_CHARS, EVAL_STREAMS, EVAL_WINDOW = 100_000, 64, 256
 
 
@@ -251,7 +252,7 @@ def train(cell: str, corpus: tuple, args) -> dict:
     model, rnn = build(cell, vocab_size, args.hidden)
     if args.compile and CELLS[cell] is not None:
         model.rnn = torch.compile(rnn)
-    optimizer = make_optimizer(model, LR, WEIGHT_DECAY, CPU, *BETAS)
+    optimizer = make_optimizer(model, args.lr, WEIGHT_DECAY, CPU, *BETAS)
     starts = torch.arange(args.batch) * (len(train_ids) // args.batch)
     offsets = torch.arange(args.seq_len + 1)
     state, step, probes, budget = model.initial_state(args.batch), 0, [], args.minutes * 60
@@ -259,7 +260,8 @@ def train(cell: str, corpus: tuple, args) -> dict:
     while trained < budget:
         began = time.perf_counter()
         progress = trained / budget
-        lr = LR * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress)))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        lr = args.lr * (MIN_LR_RATIO + (1 - MIN_LR_RATIO) * cosine)
         set_learning_rate(optimizer, lr * min(1.0, (step + 1) / WARMUP))
         rows = train_ids[(starts[:, None] + step * args.seq_len + offsets) % len(train_ids)]
         with autocast(CPU, args.precision):
@@ -296,7 +298,8 @@ def report(results: list[dict], args, chars: int) -> tuple[str, str]:
     probes = "\n".join(f"- {r['cell']}: " + ", ".join(f"{s:,}: {v:.4f}" for s, v in r["probes"])
                        for r in results)
     body = (f"{args.corpus.name}: {chars:,} characters; {args.minutes:g} minutes of training "
-            f"each, batch {args.batch} x {args.seq_len}, width {args.hidden}, "
+            f"each, peak learning rate {args.lr:g}, batch {args.batch} x {args.seq_len}, "
+            f"width {args.hidden}, "
             f"{args.precision}, {'compiled' if args.compile else 'eager'} cells.\n\n{table}\n\n"
             f"Validation loss on the split's first {PROBE_CHARS:,} characters, by step:\n\n"
             f"{probes}\n")
@@ -314,6 +317,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seq-len", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--probe-every", type=int, default=250)
