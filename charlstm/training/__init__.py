@@ -17,6 +17,7 @@ Files in the order a run goes through them:
     losses.py       the training-loss sums between reports
     gradients.py    the gradient norms before clipping and the clips, between reports
     evaluation.py   validation loss and milestone samples
+    milestones.py   between steps: evaluate, record, save last.pt and best.pt, show a sample
     state.py        a run's state into its checkpoint and back
     callbacks.py    what a run reports: TrainingCallback, StepStats, TrainResult
     plot.py         the loss plot (loss.png), the gradient norm under it
