@@ -70,7 +70,7 @@ def test_a_rollback_restores_the_saved_record_and_every_generator(tiny_corpus, t
         next(trainer.model.parameters()).add_(1.0)
     torch.rand(5)  # the generator moves on
     trainer.guard.lr_scale, trainer.guard.rollbacks = 0.5, 1  # what the guard decided
-    trainer._roll_back()
+    trainer.roll_back()
     assert torch.equal(torch.rand(3), expected_draw)
     after = state.capture(trainer)
     assert after.step == kept.step and after.history == kept.history
