@@ -443,17 +443,19 @@ def test_training_stops_early_enough_for_the_final_evaluation(tiny_corpus, tmp_p
 
 
 class VirtualClock:
-    """time.monotonic for the trainer: only training steps take time, `per_step` each."""
+    """time.monotonic for the trainer: only training steps take time, `per_step` each
+    (the first `first_step`, if given)."""
 
-    def __init__(self, per_step: float):
-        self.now, self.per_step = 0.0, per_step
+    def __init__(self, per_step: float, first_step: float | None = None):
+        self.now, self.per_step, self.first_step = 0.0, per_step, first_step
 
     def monotonic(self) -> float:
         return self.now
 
     def timed(self, step):
         def timed_step(*args):
-            self.now += self.per_step
+            first, self.first_step = self.first_step, None
+            self.now += self.per_step if first is None else first
             return step(*args)
         return timed_step
 
@@ -505,6 +507,35 @@ def test_a_final_evaluation_that_takes_much_of_the_budget_is_explained(
         assert "--eval-chars" in notice
     else:
         assert recorder.notices == []
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_first_step_that_compiles_the_model_does_not_end_a_time_budget(
+        tiny_corpus, tmp_path, monkeypatch, compiled):
+    # with --compile the first step compiles the model: 6 s of the 10 here, then 0.125 s a
+    # step. Judged by that first step, the final evaluation of the 630 validation
+    # characters would need the rest of the budget (as it does below, without --compile,
+    # where so slow a first step may well be the speed).
+    clock = VirtualClock(per_step=0.125, first_step=6.0)
+    monkeypatch.setattr(run_clock, "time", clock)
+    monkeypatch.setattr(training.torch, "compile", lambda model: model)  # no time but the clock's
+    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 10.0, "eval_every": 1000,
+                "sample_length": 0, "compile": compiled}
+    recorder = NoticeRecorder()
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
+                                callback=recorder, launched_at=0.0, **dirs(tmp_path))
+    monkeypatch.setattr(training_step, "train_step", clock.timed(training_step.train_step))
+    result = trainer.fit()
+    assert result.reason == "time"
+    if not compiled:
+        assert result.step == 1 and "training stopped after 1 step" in recorder.notices[0]
+        return
+    # the speed is the later steps' (the first is left out of it), so the reserve is
+    # about 0.7 s, as for a run at that speed throughout: 6 s, then 27 steps to 9.375 s,
+    # the first past 10 - 0.7
+    chars = TINY_SETTINGS["batch_size"] * TINY_SETTINGS["seq_len"]
+    assert trainer.clock.speed() == pytest.approx(chars / 0.125)
+    assert result.step == 28 and recorder.notices == []
 
 
 def test_finished_time_budget_stays_finished_on_resume(tiny_corpus, tmp_path):

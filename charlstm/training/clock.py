@@ -67,6 +67,10 @@ class RunClock:
         self.config, self.eval_chars = config, eval_chars
         self.elapsed = elapsed
         self.training_seconds, self.trained_chars = 0.0, 0  # in this session, steps only
+        # this session's first step, (seconds, chars): kept out of the speed, since it also
+        # sets up the kernels, and with --compile compiles the model
+        self._first_step: tuple[float, int] | None = None
+        self._steps = 0  # timed in this session
         self.eval_seconds: float | None = None  # how long the last evaluation and save took
         self._started, self._elapsed_before = 0.0, elapsed
         self.saved_at: float | None = None  # elapsed when the save interval began
@@ -85,6 +89,9 @@ class RunClock:
     def count_step(self, step_started: float, chars: int) -> float:
         """A step of `chars` characters begun at `step_started` has ended: the time now."""
         ended = now()
+        if self._first_step is None:
+            self._first_step = (ended - step_started, chars)
+        self._steps += 1
         self.trained_chars += chars
         self.training_seconds += ended - step_started
         self.elapsed = self._elapsed_before + (ended - self._started)
@@ -107,8 +114,19 @@ class RunClock:
         self.saved_at, self._chars_at_save = None, self.trained_chars
 
     def speed(self) -> float:
-        """Characters per second of training so far in this session."""
-        return self.trained_chars / self.training_seconds
+        """Characters per second of training so far in this session, leaving out its
+        first step once there are others: that one also set up the kernels (and with
+        --compile compiled the model, which can take minutes), which no later step does."""
+        seconds, chars = self.training_seconds, self.trained_chars
+        if self._first_step is not None and seconds > self._first_step[0]:
+            seconds, chars = seconds - self._first_step[0], chars - self._first_step[1]
+        return chars / seconds
+
+    def speed_known(self) -> bool:
+        """Whether the steps so far tell the speed: any step does, except a first step
+        with --compile alone, which compiled the model (minutes, on a CPU) and says
+        nothing of the steps after it."""
+        return self._steps > 1 or (self._steps == 1 and not self.config.compile)
 
     def final_reserve(self) -> float:
         """Seconds kept back from --time for the final evaluation and checkpoint.
@@ -118,7 +136,7 @@ class RunClock:
         """
         if self.eval_seconds is not None:
             return self.eval_seconds
-        if not self.training_seconds:
+        if not self.training_seconds or not self.speed_known():
             return 0.5
         return 0.5 + eval_seconds(self.eval_chars, self.speed())
 

@@ -199,8 +199,8 @@ class Trainer:
         pending.append((self.step, bad))
         ended = self.clock.count_step(started, chars)
         self._agree_on_clock()
-        if self._refit_pending and (self.clock.training_seconds
-                                    >= budget.REFIT_AFTER * self.config.time_limit):
+        if self._refit_pending and self.clock.speed_known() and (
+                self.clock.training_seconds >= budget.REFIT_AFTER * self.config.time_limit):
             self._refit()
         reason = self._limit_reached()
         if reason == "time" and self.clock.evaluation_crowds_out_training():
