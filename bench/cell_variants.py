@@ -143,9 +143,9 @@ class CompiledForTraining(nn.Module):
         """Compile forward and backward now, with and without a state; the seconds taken."""
         started = time.perf_counter()
         for state in (None, "zeros"):
-            x = torch.randn(8, seq_len, input_size)
+            x = torch.randn(8, seq_len, input_size, requires_grad=True)  # as embeddings do
             if state is not None:
-                _, state = self.cell(x[:, :1], None)
+                _, state = self.cell(x[:, :1].detach(), None)
                 state = tuple(s.detach() for s in state)
             out, (h, c) = self(x, state)
             (out.sum() + c.sum()).backward()
