@@ -48,7 +48,7 @@ from charlstm.settings import ModelConfig  # noqa: E402
 from charlstm.training.optim import make_optimizer, set_learning_rate  # noqa: E402
 
 CPU = torch.device("cpu")
-MIN_LR_RATIO, WARMUP, BETAS, WEIGHT_DECAY, CLIP = 1e-2, 0.01, 100, (0.7, 0.99), 0.1, 1.0
+MIN_LR_RATIO, WARMUP, BETAS, WEIGHT_DECAY, CLIP = 0.01, 100, (0.7, 0.99), 0.1, 1.0
 PROBE_CHARS, EVAL_STREAMS, EVAL_WINDOW = 100_000, 64, 256
 
 
