@@ -70,7 +70,6 @@ class RunClock:
         # this session's first step, (seconds, chars): kept out of the speed, since it also
         # sets up the kernels, and with --compile compiles the model
         self._first_step: tuple[float, int] | None = None
-        self._steps = 0  # timed in this session
         self.eval_seconds: float | None = None  # how long the last evaluation and save took
         self._started, self._elapsed_before = 0.0, elapsed
         self.saved_at: float | None = None  # elapsed when the save interval began
@@ -91,7 +90,6 @@ class RunClock:
         ended = now()
         if self._first_step is None:
             self._first_step = (ended - step_started, chars)
-        self._steps += 1
         self.trained_chars += chars
         self.training_seconds += ended - step_started
         self.elapsed = self._elapsed_before + (ended - self._started)
@@ -126,7 +124,9 @@ class RunClock:
         """Whether the steps so far tell the speed: any step does, except a first step
         with --compile alone, which compiled the model (minutes, on a CPU) and says
         nothing of the steps after it."""
-        return self._steps > 1 or (self._steps == 1 and not self.config.compile)
+        if self._first_step is None:
+            return False
+        return not self.config.compile or self.trained_chars > self._first_step[1]
 
     def final_reserve(self) -> float:
         """Seconds kept back from --time for the final evaluation and checkpoint.
