@@ -63,8 +63,9 @@ _PRESETS: dict[str, dict] = {
         # with 0.9). And its streams read the corpus in shuffled blocks of 1,024
         # characters: on the manual pages 1.0081 nats with contiguous streams, 0.9990
         # with blocks of 1,024, 1.0000 with 8,192, 1.0135 with 256 (beta2 0.95 instead
-        # of 0.99: 1.0087). For its first 15% it trains only 32 of those streams a step
-        # (--early-batch): 0.9953 nats against 1.0218 without, side by side
+        # of 0.99: 1.0087). For its first 30% (--early-share, settings.py) it trains
+        # only 32 of those streams a step (--early-batch): for its first 15%, 0.9953
+        # nats against 1.0218 without, side by side
         "batch_growth": {"min_steps": 3000, "max_batch": 128, "max_passes": 10.0,
                          "train": {"min_lr_ratio": 0.01, "beta1": 0.7,
                                    "stream_block": 1024, "early_batch": 32}},
