@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlstm.training import budget, clock as run_clock, optim, setup as runs, loop as training, step as training_step
+from charlstm.training import budget, clock as run_clock, evaluation, optim, setup as runs, loop as training, step as training_step
 from charlstm import checkpoint
 from charlstm.model.charrnn import CharRNN
 from charlstm.settings import ModelConfig
@@ -538,18 +538,51 @@ def test_a_first_step_that_compiles_the_model_does_not_end_a_time_budget(
     assert result.step == 28 and recorder.notices == []
 
 
-def test_finished_time_budget_stays_finished_on_resume(tiny_corpus, tmp_path):
-    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 1.0}
-    first = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
-                              **dirs(tmp_path)).fit()
-    assert first.reason == "time"
-    assert checkpoint.load(first.last_path)["time_spent"] == 1.0
-    again = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", resume=True,
-                              settings={"time_limit": 1.0}, **dirs(tmp_path)).fit()
-    assert again.reason == "already finished" and again.step == first.step
-    more = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", resume=True,
-                             settings={"time_limit": 3.0}, **dirs(tmp_path)).fit()
-    assert more.reason == "time" and more.step > first.step
+@pytest.mark.parametrize("pace", [4e-4, 1e-5])
+def test_a_run_that_evaluates_only_at_its_end_times_one_to_keep_the_right_reserve(
+        tiny_corpus, tmp_path, monkeypatch, pace):
+    # training goes 1,024 chars/s, so the guess for evaluating the 630 validation
+    # characters is 0.5 s + 630 / (3 x 1,024) = 0.7 s; here an evaluation takes `pace`
+    # seconds a character read, each stream's warm-up included: about 3.5 s (an
+    # evaluation slower than the guess), or 0.09 s (faster)
+    clock = VirtualClock(per_step=0.125)
+    monkeypatch.setattr(run_clock, "time", clock)
+    real_evaluate = evaluation.evaluate
+
+    def paced(model, tokens, start, end, *args):
+        streams = min(evaluation.EVAL_STREAMS, end - start)
+        clock.now += pace * (end - start + streams * evaluation.EVAL_WARMUP)
+        return real_evaluate(model, tokens, start, end, *args)
+
+    monkeypatch.setattr(evaluation, "evaluate", paced)
+    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 20.0,
+                "eval_every": 10**6, "sample_length": 0}
+    monkeypatch.setattr(training_step, "train_step", clock.timed(training_step.train_step))
+
+    def run(probe_min: int) -> tuple[list, float]:
+        monkeypatch.setattr(run_clock, "PROBE_MIN", probe_min)
+        clock.now = 0.0
+        trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / f"run{probe_min}",
+                                    settings=settings, launched_at=0.0, **dirs(tmp_path))
+        result = trainer.fit()
+        assert result.reason == "time"
+        return result.history, clock.now
+
+    monkeypatch.setattr(run_clock, "PROBE_CHARS", 128)
+    history, ended = run(probe_min=256)
+    assert len(history) == 1  # only the final evaluation: the reserve was never measured
+    whole = pace * (630 + evaluation.EVAL_STREAMS * evaluation.EVAL_WARMUP)
+    added, factor = run_clock.PROBE_MARGIN
+    # the timed slice's extrapolation is kept back, with the margin: the run ends within
+    # its budget, and no more than the margin and a step before it
+    assert 20.0 - added - (factor - 1) * whole - 0.125 <= ended <= 20.0
+    # without the timed slice the guess is kept: a slow evaluation overruns the budget,
+    # and a fast one ends the run earlier
+    _, guessed_end = run(probe_min=10**9)
+    if pace > 1e-4:
+        assert guessed_end > 20.5
+    else:
+        assert guessed_end < ended
 
 
 # ------------------------------------------------------------ refitting to the real speed

@@ -202,6 +202,8 @@ class Trainer:
         if self._refit_pending and self.clock.speed_known() and (
                 self.clock.training_seconds >= budget.REFIT_AFTER * self.config.time_limit):
             self._refit()
+        if self.clock.evaluation_needs_timing():
+            milestones.time_evaluation(self)
         reason = self._limit_reached()
         if reason == "time" and self.clock.evaluation_crowds_out_training():
             self._notice(

@@ -5,7 +5,8 @@ and metrics.jsonl, the run is saved (last.pt, and best.pt when the loss improved
 sample is shown. Between evaluations, last.pt is saved without evaluating: every
 `save_every` seconds and on a stop. Every save captures the whole run (state), so a run
 saved at any milestone resumes bit for bit, and the divergence guard keeps the same
-record to roll back to.
+record to roll back to. A run with --time that evaluates only at its end times a slice
+of an evaluation once, for the reserve its clock keeps for the final one.
 
 With several processes every process takes part (the state of all streams is gathered),
 only the main one evaluates and writes, and the others take its result.
@@ -87,3 +88,27 @@ def show_sample(trainer: Trainer) -> None:
         trainer.callback.on_sample(trainer.step, evaluation.milestone_sample(
             trainer.model, trainer.corpus.vocab, config.sample_length,
             config.seed + trainer.step))
+
+
+def time_evaluation(trainer: Trainer) -> None:
+    """Time an evaluation of the first clock.PROBE_CHARS validation characters (after
+    an untimed one of an eighth as many, which sets up its kernels), and keep what a whole
+    evaluation takes at that pace as the final reserve (clock.timed_evaluation). Each
+    evaluation stream's warm-up is counted as characters read, as in a whole one."""
+    whole = trainer.val_end - trainer.val_start
+    chars = min(clock.PROBE_CHARS, whole)
+    warm_up = min(evaluation.EVAL_STREAMS, chars) * evaluation.EVAL_WARMUP
+
+    def evaluate(count: int) -> float:
+        started = clock.now()
+        evaluation.evaluate(trainer.model, trainer.corpus.tokens, trainer.val_start,
+                            trainer.val_start + count, trainer.config.seq_len,
+                            trainer.device, trainer.precision)
+        return clock.now() - started
+
+    def timed() -> float:
+        evaluate(max(1, chars // 8))
+        return evaluate(chars)
+
+    seconds = distributed.run_on_main(timed)
+    trainer.clock.timed_evaluation(seconds * (whole + warm_up) / (chars + warm_up))
