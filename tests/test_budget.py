@@ -538,14 +538,14 @@ def test_a_first_step_that_compiles_the_model_does_not_end_a_time_budget(
     assert result.step == 28 and recorder.notices == []
 
 
-@pytest.mark.parametrize("pace", [4e-4, 1e-5])
+@pytest.mark.parametrize("per_step, pace", [(0.125, 4e-4), (1.0, 1e-5)])
 def test_a_run_that_evaluates_only_at_its_end_times_one_to_keep_the_right_reserve(
-        tiny_corpus, tmp_path, monkeypatch, pace):
-    # training goes 1,024 chars/s, so the guess for evaluating the 630 validation
-    # characters is 0.5 s + 630 / (3 x 1,024) = 0.7 s; here an evaluation takes `pace`
-    # seconds a character read, each stream's warm-up included: about 3.5 s (an
-    # evaluation slower than the guess), or 0.09 s (faster)
-    clock = VirtualClock(per_step=0.125)
+        tiny_corpus, tmp_path, monkeypatch, per_step, pace):
+    # training goes 1,024 (or 128) chars/s, so the guess for evaluating the 630
+    # validation characters is 0.5 s + 630 / (3 x 1,024) = 0.7 s (or 2.1 s); here an
+    # evaluation takes `pace` seconds a character read, each stream's warm-up included:
+    # about 3.5 s (an evaluation slower than the guess), or 0.09 s (faster)
+    clock = VirtualClock(per_step=per_step)
     monkeypatch.setattr(run_clock, "time", clock)
     real_evaluate = evaluation.evaluate
 
@@ -575,7 +575,7 @@ def test_a_run_that_evaluates_only_at_its_end_times_one_to_keep_the_right_reserv
     added, factor = run_clock.PROBE_MARGIN
     # the timed slice's extrapolation is kept back, with the margin: the run ends within
     # its budget, and no more than the margin and a step before it
-    assert 20.0 - added - (factor - 1) * whole - 0.125 <= ended <= 20.0
+    assert 20.0 - added - (factor - 1) * whole - per_step <= ended <= 20.0
     # without the timed slice the guess is kept: a slow evaluation overruns the budget,
     # and a fast one ends the run earlier
     _, guessed_end = run(probe_min=10**9)

@@ -37,7 +37,7 @@ EVAL_SHARE_WARNED = 0.25
 PROBE_AT = 0.5
 PROBE_MIN = 1 << 18
 PROBE_CHARS = 1 << 16
-PROBE_MARGIN = (0.5, 1.05)  # seconds added (as to the guess), and the factor
+PROBE_MARGIN = (1.0, 1.1)  # seconds added, and the factor
 
 IMPORTED_AT = time.monotonic()
 
