@@ -585,6 +585,20 @@ def test_a_run_that_evaluates_only_at_its_end_times_one_to_keep_the_right_reserv
         assert guessed_end < ended
 
 
+def test_finished_time_budget_stays_finished_on_resume(tiny_corpus, tmp_path):
+    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 1.0}
+    first = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
+                              **dirs(tmp_path)).fit()
+    assert first.reason == "time"
+    assert checkpoint.load(first.last_path)["time_spent"] == 1.0
+    again = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", resume=True,
+                              settings={"time_limit": 1.0}, **dirs(tmp_path)).fit()
+    assert again.reason == "already finished" and again.step == first.step
+    more = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", resume=True,
+                             settings={"time_limit": 3.0}, **dirs(tmp_path)).fit()
+    assert more.reason == "time" and more.step > first.step
+
+
 # ------------------------------------------------------------ refitting to the real speed
 
 
