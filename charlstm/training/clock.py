@@ -31,9 +31,10 @@ EVAL_SHARE_WARNED = 0.25
 # A run with --time that has made no evaluation by PROBE_AT of its budget, and whose
 # evaluations read at least PROBE_MIN characters, times one over PROBE_CHARS of them
 # (milestones.time_evaluation) instead of keeping the EVAL_SPEEDUP guess for its final
-# one: on 50 MB of manual pages, evaluating only at the end, the guess was 30-50 s longer
-# than the evaluation took (bench/RESULTS.md). The timed one's extrapolation is kept
-# back with PROBE_MARGIN on top, for the save and the timing's noise.
+# one: on 50 MB of manual pages, evaluating only at the end, runs with the guess ended
+# 9-75 s early on an Intel Xeon and 10 s late on an AMD EPYC (bench/RESULTS.md). The
+# timed one's extrapolation is kept back with PROBE_MARGIN on top, for the save and the
+# timing's noise.
 PROBE_AT = 0.5
 PROBE_MIN = 1 << 18
 PROBE_CHARS = 1 << 16

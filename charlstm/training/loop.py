@@ -295,9 +295,9 @@ class Trainer:
         """Back to the state the divergence guard kept at the last save."""
         state.restore(self, self.guard.kept(), rolling_back=True)
 
-    def evaluate(self) -> float | None:
+    def evaluate(self, chars: int | None = None) -> float | None:
         """Mean loss in nats per character over the validation split, or its first
-        eval_chars characters (None if there is none)."""
-        return evaluation.evaluate(self.model, self.corpus.tokens, self.val_start,
-                                   self.val_end, self.config.seq_len, self.device,
-                                   self.precision)
+        eval_chars characters, or its first `chars` (None if there is none)."""
+        end = self.val_end if chars is None else self.val_start + chars
+        return evaluation.evaluate(self.model, self.corpus.tokens, self.val_start, end,
+                                   self.config.seq_len, self.device, self.precision)

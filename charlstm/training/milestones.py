@@ -99,16 +99,11 @@ def time_evaluation(trainer: Trainer) -> None:
     chars = min(clock.PROBE_CHARS, whole)
     warm_up = min(evaluation.EVAL_STREAMS, chars) * evaluation.EVAL_WARMUP
 
-    def evaluate(count: int) -> float:
-        started = clock.now()
-        evaluation.evaluate(trainer.model, trainer.corpus.tokens, trainer.val_start,
-                            trainer.val_start + count, trainer.config.seq_len,
-                            trainer.device, trainer.precision)
-        return clock.now() - started
-
     def timed() -> float:
-        evaluate(max(1, chars // 8))
-        return evaluate(chars)
+        trainer.evaluate(max(1, chars // 8))
+        started = clock.now()
+        trainer.evaluate(chars)
+        return clock.now() - started
 
     seconds = distributed.run_on_main(timed)
     trainer.clock.timed_evaluation(seconds * (whole + warm_up) / (chars + warm_up))
