@@ -538,51 +538,122 @@ def test_a_first_step_that_compiles_the_model_does_not_end_a_time_budget(
     assert result.step == 28 and recorder.notices == []
 
 
-@pytest.mark.parametrize("per_step, pace", [(0.125, 4e-4), (1.0, 1e-5)])
-def test_a_run_that_evaluates_only_at_its_end_times_one_to_keep_the_right_reserve(
-        tiny_corpus, tmp_path, monkeypatch, per_step, pace):
-    # training goes 1,024 (or 128) chars/s, so the guess for evaluating the 630
-    # validation characters is 0.5 s + 630 / (3 x 1,024) = 0.7 s (or 2.1 s); here an
-    # evaluation takes `pace` seconds a character read, each stream's warm-up included:
-    # about 3.5 s (an evaluation slower than the guess), or 0.09 s (faster)
+def run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, per_step: float,
+                               pace_at, time_limit: float = 20.0, eval_warmup: int = 128,
+                               **clock_constants) -> tuple[list, float]:
+    """A run of `time_limit` s on a virtual clock whose steps take `per_step` and whose
+    evaluations
+    take `pace_at(now)` seconds a character read (each stream's warm-up included),
+    evaluating only at the end, each stream warmed up on `eval_warmup` characters, with
+    clock.py's constants set to `clock_constants`: its evaluations, and when it ended."""
     clock = VirtualClock(per_step=per_step)
     monkeypatch.setattr(run_clock, "time", clock)
     real_evaluate = evaluation.evaluate
 
     def paced(model, tokens, start, end, *args):
         streams = min(evaluation.EVAL_STREAMS, end - start)
-        clock.now += pace * (end - start + streams * evaluation.EVAL_WARMUP)
+        clock.now += pace_at(clock.now) * (end - start + streams * evaluation.EVAL_WARMUP)
         return real_evaluate(model, tokens, start, end, *args)
 
     monkeypatch.setattr(evaluation, "evaluate", paced)
-    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 20.0,
+    monkeypatch.setattr(evaluation, "EVAL_WARMUP", eval_warmup)
+    for name, value in {"PROBE_CHARS": 128, **clock_constants}.items():
+        monkeypatch.setattr(run_clock, name, value)
+    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": time_limit,
                 "eval_every": 10**6, "sample_length": 0}
+    out = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
+    trainer = runs.make_trainer(str(tiny_corpus), out=out, settings=settings,
+                                launched_at=0.0, **dirs(tmp_path))
     monkeypatch.setattr(training_step, "train_step", clock.timed(training_step.train_step))
+    result = trainer.fit()
+    assert result.reason == "time"
+    return result.history, clock.now
 
-    def run(probe_min: int) -> tuple[list, float]:
-        monkeypatch.setattr(run_clock, "PROBE_MIN", probe_min)
-        clock.now = 0.0
-        trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / f"run{probe_min}",
-                                    settings=settings, launched_at=0.0, **dirs(tmp_path))
-        result = trainer.fit()
-        assert result.reason == "time"
-        return result.history, clock.now
 
-    monkeypatch.setattr(run_clock, "PROBE_CHARS", 128)
-    history, ended = run(probe_min=256)
+# the validation characters an evaluation reads, each stream's warm-up counted
+EVAL_READS = 630 + evaluation.EVAL_STREAMS * evaluation.EVAL_WARMUP
+
+
+@pytest.mark.parametrize("per_step, pace", [(0.125, 4e-4), (1.0, 1e-5)])
+def test_a_run_that_evaluates_only_at_its_end_times_one_to_keep_the_right_reserve(
+        tiny_corpus, tmp_path, monkeypatch, per_step, pace):
+    # training goes 1,024 (or 128) chars/s, so the guess for evaluating the 630
+    # validation characters is 0.5 s + 630 / (3 x 1,024) = 0.7 s (or 2.1 s); here an
+    # evaluation takes about 3.5 s (slower than the guess), or 0.09 s (faster)
+    history, ended = run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch,
+                                                per_step, lambda now: pace, PROBE_MIN=256)
     assert len(history) == 1  # only the final evaluation: the reserve was never measured
-    whole = pace * (630 + evaluation.EVAL_STREAMS * evaluation.EVAL_WARMUP)
     added, factor = run_clock.PROBE_MARGIN
     # the timed slice's extrapolation is kept back, with the margin: the run ends within
     # its budget, and no more than the margin and a step before it
-    assert 20.0 - added - (factor - 1) * whole - per_step <= ended <= 20.0
+    assert 20.0 - added - (factor - 1) * pace * EVAL_READS - per_step <= ended <= 20.0
     # without the timed slice the guess is kept: a slow evaluation overruns the budget,
     # and a fast one ends the run earlier
-    _, guessed_end = run(probe_min=10**9)
+    _, guessed_end = run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch,
+                                                per_step, lambda now: pace, PROBE_MIN=10**9)
     if pace > 1e-4:
         assert guessed_end > 20.5
     else:
         assert guessed_end < ended
+
+
+def test_an_evaluation_that_slows_after_half_the_budget_is_timed_again(
+        tiny_corpus, tmp_path, monkeypatch):
+    # in 100 s, with streams warmed up on 2 characters, evaluations (758 characters
+    # read) take 3 s until 60 s into the run, then twice that: the timing at half the
+    # budget (about 50 s) keeps back 4.3 s, the one at 90% (about 86 s) 7.7 s, and
+    # itself takes 2.4 s of the 9.6 s left
+    slowing = lambda now: 4e-3 if now < 60.0 else 8e-3
+    runs_like_this = dict(time_limit=100.0, eval_warmup=2, PROBE_MIN=256)
+    _, ended = run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, 0.125,
+                                          slowing, **runs_like_this)
+    added, factor = run_clock.PROBE_MARGIN
+    whole = 8e-3 * (630 + evaluation.EVAL_STREAMS * 2)
+    assert 100.0 - added - (factor - 1) * whole - 0.125 <= ended <= 100.0
+    # timed only at half the budget, the run overruns by the evaluation's slowing
+    _, timed_once = run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, 0.125,
+                                               slowing, PROBE_AT=(0.5,), **runs_like_this)
+    assert timed_once > 101.0
+
+
+def test_no_second_timing_where_the_time_left_would_not_hold_it(
+        tiny_corpus, tmp_path, monkeypatch):
+    # in 20 s at 3.5 s an evaluation, 90% of the budget leaves about 1.5 s, less than
+    # twice the 4 s the first timing took: the run is timed once, and ends in time
+    timings = []
+    real_timed = run_clock.RunClock.timed_evaluation
+    monkeypatch.setattr(run_clock.RunClock, "timed_evaluation",
+                        lambda clock, *args: (timings.append(clock.elapsed),
+                                              real_timed(clock, *args)))
+    _, ended = run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, 0.125,
+                                          lambda now: 4e-4, PROBE_MIN=256)
+    assert len(timings) == 1 and timings[0] == pytest.approx(10.0, abs=0.5)
+    assert ended <= 20.0
+    # with room for any timing, the second one is made, and it overruns the budget
+    timings.clear()
+    _, crowded = run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, 0.125,
+                                            lambda now: 4e-4, PROBE_MIN=256, PROBE_ROOM=0.0)
+    assert len(timings) == 2 and crowded > 20.0
+
+
+def test_a_session_resumed_past_both_timings_times_the_evaluation_once(monkeypatch):
+    clock = VirtualClock(per_step=1.0)
+    monkeypatch.setattr(run_clock, "time", clock)
+    # a resumed session: 95 of its 200 s spent before, then a step of 1,024 characters;
+    # the guess for evaluating 300,000 characters is 98 s, so that is 94% of the budget
+    run = run_clock.RunClock(TrainConfig(time_limit=200.0), eval_chars=300_000,
+                             elapsed=95.0)
+    run.start(launched_at=None)
+    started, clock.now = clock.now, clock.now + 1.0
+    run.count_step(started, 1024)
+    assert run.evaluation_needs_timing()
+    # it was past 90% with the reserve it had: both timings are done, though with the
+    # reserve this one gives (100 s) it is still past 90%, and has the time for another
+    run.timed_evaluation(90.0, took=0.5)
+    added, factor = run_clock.PROBE_MARGIN
+    assert run.final_reserve() == pytest.approx(added + factor * 90.0)
+    assert run.progress() > 0.9 and run.time_left() > 1.0
+    assert not run.evaluation_needs_timing()
 
 
 def test_finished_time_budget_stays_finished_on_resume(tiny_corpus, tmp_path):

@@ -28,14 +28,18 @@ from ..settings import TrainConfig
 EVAL_SPEEDUP = 3.0
 # a final evaluation that needs more than this share of --time is worth a warning
 EVAL_SHARE_WARNED = 0.25
-# A run with --time that has made no evaluation by PROBE_AT of its budget, and whose
+# A run with --time that has made no evaluation by PROBE_AT[0] of its budget, and whose
 # evaluations read at least PROBE_MIN characters, times one over PROBE_CHARS of them
 # (milestones.time_evaluation) instead of keeping the EVAL_SPEEDUP guess for its final
 # one: on 50 MB of manual pages, evaluating only at the end, runs with the guess ended
-# 9-75 s early on an Intel Xeon and 10 s late on an AMD EPYC (bench/RESULTS.md). The
-# timed one's extrapolation is kept back with PROBE_MARGIN on top, for the save and the
-# timing's noise.
-PROBE_AT = 0.5
+# 9-75 s early on an Intel Xeon and 10 s late on an AMD EPYC (bench/RESULTS.md). It
+# times one again at PROBE_AT[1], as the machine's pace drifts: at 30 minutes there, a
+# run timed only at half its budget ended 11.5 s late, its final evaluation taking 110 s
+# where that timing had said 90. (It does so if the time left is more than PROBE_ROOM
+# times what the first timing took.) The latest timing's extrapolation is kept back with
+# PROBE_MARGIN on top, for the save and the timing's noise.
+PROBE_AT = (0.5, 0.9)
+PROBE_ROOM = 2.0
 PROBE_MIN = 1 << 18
 PROBE_CHARS = 1 << 16
 PROBE_MARGIN = (1.0, 1.1)  # seconds added, and the factor
@@ -82,6 +86,9 @@ class RunClock:
         # sets up the kernels, and with --compile compiles the model
         self._first_step: tuple[float, int] | None = None
         self.eval_seconds: float | None = None  # how long the last evaluation and save took
+        self._evaluated = False  # whether eval_seconds was measured on a whole evaluation
+        self._timings = 0  # of PROBE_AT, the timings passed (evaluation_needs_timing)
+        self._timing_took = 0.0  # seconds the last timing took
         self._started, self._elapsed_before = 0.0, elapsed
         self.saved_at: float | None = None  # elapsed when the save interval began
         self._chars_at_save = 0  # trained_chars at the last save (an interval begins after)
@@ -166,16 +173,27 @@ class RunClock:
         """How far through --time the run is (not capped)."""
         return self.elapsed / max(self.time_limit - self.final_reserve(), 1e-9)
 
+    def evaluated(self, seconds: float) -> None:
+        """An evaluation (and what came with it: the save, the sample) took `seconds`:
+        the final reserve from now on."""
+        self.eval_seconds, self._evaluated = seconds, True
+
     def evaluation_needs_timing(self) -> bool:
         """Whether to time a slice of an evaluation now (see PROBE_AT): the final reserve
-        would otherwise be the guess for a long evaluation."""
-        return (bool(self.time_limit) and self.eval_seconds is None
+        would otherwise be the guess for a long evaluation, or an earlier timing that the
+        machine's pace may have left behind."""
+        return (bool(self.time_limit) and not self._evaluated
                 and self.eval_chars >= PROBE_MIN and self.speed_known()
-                and self.progress() >= PROBE_AT)
+                and self._timings < len(PROBE_AT)
+                and self.progress() >= PROBE_AT[self._timings]
+                and self.time_left() > PROBE_ROOM * self._timing_took)
 
-    def timed_evaluation(self, seconds: float) -> None:
+    def timed_evaluation(self, seconds: float, took: float) -> None:
         """A whole evaluation would take `seconds`, at the pace a timed slice of one
-        went: the final reserve, with PROBE_MARGIN."""
+        went, and the timing took `took`: the final reserve, with PROBE_MARGIN. A session
+        that begins past several of PROBE_AT (a resumed run) times once for all."""
+        passed = sum(self.progress() >= share for share in PROBE_AT)
+        self._timings, self._timing_took = max(self._timings + 1, passed), took
         added, factor = PROBE_MARGIN
         self.eval_seconds = added + factor * seconds
 

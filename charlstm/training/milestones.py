@@ -53,7 +53,7 @@ def evaluate_and_save(trainer: Trainer, reason: str | None) -> None:
     every = trainer.config.sample_every
     if every == 0 or trainer.step % every == 0 or reason is not None:
         show_sample(trainer)
-    trainer.clock.eval_seconds = clock.now() - started
+    trainer.clock.evaluated(clock.now() - started)
 
 
 def save_between(trainer: Trainer, window: ReportWindow, pending: list) -> None:
@@ -99,11 +99,12 @@ def time_evaluation(trainer: Trainer) -> None:
     chars = min(clock.PROBE_CHARS, whole)
     warm_up = min(evaluation.EVAL_STREAMS, chars) * evaluation.EVAL_WARMUP
 
-    def timed() -> float:
+    def timed() -> tuple[float, float]:
+        began = clock.now()
         trainer.evaluate(max(1, chars // 8))
         started = clock.now()
         trainer.evaluate(chars)
-        return clock.now() - started
+        return clock.now() - started, clock.now() - began
 
-    seconds = distributed.run_on_main(timed)
-    trainer.clock.timed_evaluation(seconds * (whole + warm_up) / (chars + warm_up))
+    seconds, took = distributed.run_on_main(timed)
+    trainer.clock.timed_evaluation(seconds * (whole + warm_up) / (chars + warm_up), took)
