@@ -540,12 +540,13 @@ def test_a_first_step_that_compiles_the_model_does_not_end_a_time_budget(
 
 def run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, per_step: float,
                                pace_at, time_limit: float = 20.0, eval_warmup: int = 128,
-                               **clock_constants) -> tuple[list, float]:
+                               callback=None, **clock_constants) -> tuple[list, float]:
     """A run of `time_limit` s on a virtual clock whose steps take `per_step` and whose
     evaluations
     take `pace_at(now)` seconds a character read (each stream's warm-up included),
     evaluating only at the end, each stream warmed up on `eval_warmup` characters, with
-    clock.py's constants set to `clock_constants`: its evaluations, and when it ended."""
+    clock.py's constants set to `clock_constants`, and `callback`: its evaluations, and
+    when it ended."""
     clock = VirtualClock(per_step=per_step)
     monkeypatch.setattr(run_clock, "time", clock)
     real_evaluate = evaluation.evaluate
@@ -563,7 +564,7 @@ def run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, per_step: flo
                 "eval_every": 10**6, "sample_length": 0}
     out = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
     trainer = runs.make_trainer(str(tiny_corpus), out=out, settings=settings,
-                                launched_at=0.0, **dirs(tmp_path))
+                                callback=callback, launched_at=0.0, **dirs(tmp_path))
     monkeypatch.setattr(training_step, "train_step", clock.timed(training_step.train_step))
     result = trainer.fit()
     assert result.reason == "time"
@@ -597,6 +598,14 @@ def test_a_run_that_evaluates_only_at_its_end_times_one_to_keep_the_right_reserv
         assert guessed_end < ended
 
 
+class SpeedRecorder(training.TrainingCallback):
+    def __init__(self):
+        self.speeds = []
+
+    def on_step(self, stats):
+        self.speeds.append(stats.chars_per_sec)
+
+
 def test_an_evaluation_that_slows_after_half_the_budget_is_timed_again(
         tiny_corpus, tmp_path, monkeypatch):
     # in 100 s, with streams warmed up on 2 characters, evaluations (758 characters
@@ -605,11 +614,16 @@ def test_an_evaluation_that_slows_after_half_the_budget_is_timed_again(
     # itself takes 2.4 s of the 9.6 s left
     slowing = lambda now: 4e-3 if now < 60.0 else 8e-3
     runs_like_this = dict(time_limit=100.0, eval_warmup=2, PROBE_MIN=256)
+    speeds = SpeedRecorder()
     _, ended = run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, 0.125,
-                                          slowing, **runs_like_this)
+                                          slowing, callback=speeds, **runs_like_this)
     added, factor = run_clock.PROBE_MARGIN
     whole = 8e-3 * (630 + evaluation.EVAL_STREAMS * 2)
     assert 100.0 - added - (factor - 1) * whole - 0.125 <= ended <= 100.0
+    # the speed shown counts the steps alone, not the timings between them
+    chars = TINY_SETTINGS["batch_size"] * TINY_SETTINGS["seq_len"]
+    assert len(speeds.speeds) > 10
+    assert speeds.speeds == pytest.approx([chars / 0.125] * len(speeds.speeds))
     # timed only at half the budget, the run overruns by the evaluation's slowing
     _, timed_once = run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, 0.125,
                                                slowing, PROBE_AT=(0.5,), **runs_like_this)

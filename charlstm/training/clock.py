@@ -36,8 +36,8 @@ EVAL_SHARE_WARNED = 0.25
 # times one again at PROBE_AT[1], as the machine's pace drifts: at 30 minutes there, a
 # run timed only at half its budget ended 11.5 s late, its final evaluation taking 110 s
 # where that timing had said 90. (It does so if the time left is more than PROBE_ROOM
-# times what the first timing took.) The latest timing's extrapolation is kept back with
-# PROBE_MARGIN on top, for the save and the timing's noise.
+# times what the first timing took.) The longer of the timings' extrapolations is kept
+# back, with PROBE_MARGIN on top, for the save and the timing's noise.
 PROBE_AT = (0.5, 0.9)
 PROBE_ROOM = 2.0
 PROBE_MIN = 1 << 18
@@ -190,12 +190,15 @@ class RunClock:
 
     def timed_evaluation(self, seconds: float, took: float) -> None:
         """A whole evaluation would take `seconds`, at the pace a timed slice of one
-        went, and the timing took `took`: the final reserve, with PROBE_MARGIN. A session
+        went, and the timing took `took`: the final reserve, with PROBE_MARGIN, or the
+        earlier timing's if that was longer (two back-to-back timings of the same slice
+        differed by up to 35% on an Intel Xeon, so the longer is the safer). A session
         that begins past several of PROBE_AT (a resumed run) times once for all."""
         passed = sum(self.progress() >= share for share in PROBE_AT)
         self._timings, self._timing_took = max(self._timings + 1, passed), took
         added, factor = PROBE_MARGIN
-        self.eval_seconds = added + factor * seconds
+        reserve = added + factor * seconds
+        self.eval_seconds = max(reserve, self.eval_seconds or 0.0)
 
     def time_is_up(self) -> bool:
         return bool(self.time_limit) and self.elapsed + self.final_reserve() >= self.time_limit

@@ -188,7 +188,12 @@ class Trainer:
 
     def _train_one(self, window: ReportWindow,
                    pending: list[tuple[int, torch.Tensor]]) -> tuple[str | None, float]:
-        """One step, its clock and the budget's refit: the limit reached, and the time."""
+        """One step, its clock and the budget's refit: the limit reached, and the time.
+        (Before it, the final evaluation timed, if that is due: clock.PROBE_AT.)"""
+        if self.clock.evaluation_needs_timing():
+            timing_began = clock.now()
+            milestones.time_evaluation(self)
+            window.started += clock.now() - timing_began  # the speed shown counts training
         started = clock.now()
         every = self._training_stride()
         loss, bad, self.hidden = step.train_step(self._step_parts(), self.hidden,
@@ -202,8 +207,6 @@ class Trainer:
         if self._refit_pending and self.clock.speed_known() and (
                 self.clock.training_seconds >= budget.REFIT_AFTER * self.config.time_limit):
             self._refit()
-        if self.clock.evaluation_needs_timing():
-            milestones.time_evaluation(self)
         reason = self._limit_reached()
         if reason == "time" and self.clock.evaluation_crowds_out_training():
             self._notice(
