@@ -542,11 +542,10 @@ def run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, per_step: flo
                                pace_at, time_limit: float = 20.0, eval_warmup: int = 128,
                                callback=None, **clock_constants) -> tuple[list, float]:
     """A run of `time_limit` s on a virtual clock whose steps take `per_step` and whose
-    evaluations
-    take `pace_at(now)` seconds a character read (each stream's warm-up included),
-    evaluating only at the end, each stream warmed up on `eval_warmup` characters, with
-    clock.py's constants set to `clock_constants`, and `callback`: its evaluations, and
-    when it ended."""
+    evaluations take `pace_at(now)` seconds a character read (each stream's warm-up
+    included), evaluating only at the end, each stream warmed up on `eval_warmup`
+    characters, with clock.py's constants set to `clock_constants`, and `callback`: its
+    evaluations, and when it ended."""
     clock = VirtualClock(per_step=per_step)
     monkeypatch.setattr(run_clock, "time", clock)
     real_evaluate = evaluation.evaluate
@@ -632,7 +631,7 @@ def test_an_evaluation_that_slows_after_half_the_budget_is_timed_again(
 
 def test_no_second_timing_where_the_time_left_would_not_hold_it(
         tiny_corpus, tmp_path, monkeypatch):
-    # in 20 s at 3.5 s an evaluation, 90% of the budget leaves about 1.5 s, less than
+    # in 20 s at 3.5 s an evaluation, 90% of the budget leaves about 1 s, less than
     # twice the 4 s the first timing took: the run is timed once, and ends in time
     timings = []
     real_timed = run_clock.RunClock.timed_evaluation
