@@ -86,7 +86,8 @@ class RunClock:
         # sets up the kernels, and with --compile compiles the model
         self._first_step: tuple[float, int] | None = None
         self.eval_seconds: float | None = None  # how long the last evaluation and save took
-        self._evaluated = False  # whether eval_seconds was measured on a whole evaluation
+        # before any evaluation: the longest timing's extrapolation, with PROBE_MARGIN
+        self._timed_reserve: float | None = None
         self._timings = 0  # of PROBE_AT, the timings passed (evaluation_needs_timing)
         self._timing_took = 0.0  # seconds the last timing took
         self._started, self._elapsed_before = 0.0, elapsed
@@ -149,11 +150,14 @@ class RunClock:
     def final_reserve(self) -> float:
         """Seconds kept back from --time for the final evaluation and checkpoint.
 
-        The last one measured, or before any, an estimate: evaluation goes about
-        EVAL_SPEEDUP times the training speed.
+        The last one measured, or before any, the longest timing of a slice of one
+        (PROBE_AT), or before that, an estimate: evaluation goes about EVAL_SPEEDUP
+        times the training speed.
         """
         if self.eval_seconds is not None:
             return self.eval_seconds
+        if self._timed_reserve is not None:
+            return self._timed_reserve
         if not self.training_seconds or not self.speed_known():
             return 0.5
         return 0.5 + eval_seconds(self.eval_chars, self.speed())
@@ -173,16 +177,11 @@ class RunClock:
         """How far through --time the run is (not capped)."""
         return self.elapsed / max(self.time_limit - self.final_reserve(), 1e-9)
 
-    def evaluated(self, seconds: float) -> None:
-        """An evaluation (and what came with it: the save, the sample) took `seconds`:
-        the final reserve from now on."""
-        self.eval_seconds, self._evaluated = seconds, True
-
     def evaluation_needs_timing(self) -> bool:
         """Whether to time a slice of an evaluation now (see PROBE_AT): the final reserve
         would otherwise be the guess for a long evaluation, or an earlier timing that the
         machine's pace may have left behind."""
-        return (bool(self.time_limit) and not self._evaluated
+        return (bool(self.time_limit) and self.eval_seconds is None
                 and self.eval_chars >= PROBE_MIN and self.speed_known()
                 and self._timings < len(PROBE_AT)
                 and self.progress() >= PROBE_AT[self._timings]
@@ -198,7 +197,7 @@ class RunClock:
         self._timings, self._timing_took = max(self._timings + 1, passed), took
         added, factor = PROBE_MARGIN
         reserve = added + factor * seconds
-        self.eval_seconds = max(reserve, self.eval_seconds or 0.0)
+        self._timed_reserve = max(reserve, self._timed_reserve or 0.0)
 
     def time_is_up(self) -> bool:
         return bool(self.time_limit) and self.elapsed + self.final_reserve() >= self.time_limit

@@ -6,7 +6,8 @@ sample is shown. Between evaluations, last.pt is saved without evaluating: every
 `save_every` seconds and on a stop. Every save captures the whole run (state), so a run
 saved at any milestone resumes bit for bit, and the divergence guard keeps the same
 record to roll back to. A run with --time that evaluates only at its end times a slice
-of an evaluation once, for the reserve its clock keeps for the final one.
+of an evaluation (at half its budget and at 90%), for the reserve its clock keeps for
+the final one.
 
 With several processes every process takes part (the state of all streams is gathered),
 only the main one evaluates and writes, and the others take its result.
@@ -53,7 +54,7 @@ def evaluate_and_save(trainer: Trainer, reason: str | None) -> None:
     every = trainer.config.sample_every
     if every == 0 or trainer.step % every == 0 or reason is not None:
         show_sample(trainer)
-    trainer.clock.evaluated(clock.now() - started)
+    trainer.clock.eval_seconds = clock.now() - started
 
 
 def save_between(trainer: Trainer, window: ReportWindow, pending: list) -> None:
