@@ -265,6 +265,77 @@ def test_a_long_budget_trains_small_with_more_streams_a_step(monkeypatch):
     assert "streams a step" not in short.note and "--min-lr-ratio" not in short.note
 
 
+@pytest.fixture
+def timed_by_size(monkeypatch):
+    """Step timings that follow the model's size: small trains 20,000 chars/s and a model
+    of p parameters 20,000 x small's / p; wide needs 4,000 steps. Returns the list of
+    (hidden size, batch) timed, and the budget in seconds in which wide makes `steps`
+    steps of 128 x 32."""
+    small = budget._untrained("small", 40, "lstm", CPU).num_parameters()
+    timed = []
+
+    def fake_step_seconds(model, batch_size, seq_len, device, precision, optimizer=None,
+                          repeats=1, warmup=1):
+        timed.append((model.config.hidden_size, batch_size))
+        return batch_size * seq_len * model.num_parameters() / (2e4 * small)
+
+    monkeypatch.setattr(budget, "step_seconds", fake_step_seconds)
+    monkeypatch.setitem(PRESETS["wide"], "min_steps", 4000)  # whatever the records set
+    wide_speed = 2e4 * small / budget._untrained("wide", 40, "lstm", CPU).num_parameters()
+    return timed, lambda steps: steps * 128 * 32 / wide_speed
+
+
+def test_wide_shares_small_s_settings_and_widens_only_small():
+    wide, small = PRESETS["wide"], PRESETS["small"]
+    assert wide["model"] == {**small["model"], "hidden_size": 768}
+    assert wide["train"] == small["train"] and wide["batch_growth"] == small["batch_growth"]
+    assert wide["instead_of"] == "small" and "min_chars" not in wide  # not a candidate
+    assert [name for name, spec in PRESETS.items() if "instead_of" in spec] == ["wide"]
+
+
+@pytest.mark.parametrize("share, chosen, wide_timed", [
+    (1.25, "wide", True),  # room for more than wide's steps: it takes small's place
+    (0.8, "small", True),  # timed, but too few steps
+    (0.4, "small", False),  # too few by the size estimate: not even timed
+])
+def test_a_long_budget_on_a_large_corpus_widens_small_where_wide_gets_its_steps(
+        timed_by_size, share, chosen, wide_timed):
+    """With small's batch grown to 128 (a corpus seen a few times), wide is timed at 128
+    and takes small's place when the budget gives it `min_steps` steps of 128; the start
+    line says how many it gets against how many it needs. A budget that leaves it less
+    than half of those by its size does not time it."""
+    timed, seconds_for = timed_by_size
+    needed = PRESETS["wide"]["min_steps"]
+    time_limit = seconds_for(needed * share)
+    plan = budget.plan(time_limit, 10**9, 40, CPU, "fp32")
+    assert plan.preset == chosen and plan.train["batch_size"] == 128
+    assert ((768, 128) in timed) == wide_timed
+    assert plan.model["hidden_size"] == PRESETS[chosen]["model"]["hidden_size"]
+    assert plan.epochs == pytest.approx(plan.chars_per_sec * time_limit / 10**9)
+    assert ("wide at 128 streams a step" in plan.note) == wide_timed
+    if wide_timed:
+        verdict = "at least" if chosen == "wide" else "fewer than"
+        assert (f"{needed * share:,.0f} steps of 128, {verdict} the {needed:,} from which "
+                f"it beats small") in plan.note
+        assert plan.note.startswith(f"{chosen} preset")
+    if chosen == "wide":  # trained with the settings of the grown batch, at wide's speed
+        assert plan.chars_per_sec == pytest.approx(needed * share * 128 * 32 / time_limit)
+        for name, value in PRESETS["wide"]["batch_growth"]["train"].items():
+            assert plan.train[name] == value
+
+
+def test_a_named_preset_or_a_batch_that_did_not_grow_is_not_widened(timed_by_size):
+    timed, seconds_for = timed_by_size
+    long = seconds_for(PRESETS["wide"]["min_steps"] * 3)
+    named = budget.plan(long, 10**9, 40, CPU, "fp32", candidates=["small"])
+    assert named.preset == "small" and named.train["batch_size"] == 128
+    # a corpus small passes over more than 10 times keeps its batch of 32
+    many_passes = budget.plan(long, int(2e4 * long / 20), 40, CPU, "fp32")
+    assert many_passes.preset == "small" and many_passes.train["batch_size"] == 32
+    assert 768 not in {hidden for hidden, _ in timed}
+    assert "wide" not in named.note + many_passes.note
+
+
 def test_the_evaluations_time_is_not_counted_as_training(monkeypatch):
     """A plan counts the characters of the time its evaluations leave: at 10,000 chars/s,
     700 s give small the 3,200 steps of 64 streams that `batch_growth` asks for here, but

@@ -165,13 +165,13 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     corpus (a smaller model with text still to learn from beats a bigger one). A preset
     whose speed, predicted from the last one's by parameter count, falls far short is
     not timed. The preset chosen takes the larger batch its `batch_growth` gives a
-    budget of that many characters (batch_for), and is timed again at it. The budget's
-    characters are those of the time its evaluations leave (training_seconds).
+    budget of that many characters (batch_for), and is timed again at it; unless it was
+    named, a wider one may then take its place (_widened). The budget's characters are
+    those of the time its evaluations leave (training_seconds).
     """
     def chars_in(rate: float) -> float:  # the characters trained at `rate` in the budget
         return rate * training_seconds(time_limit, rate, eval_chars)
 
-    precision_note = f"{precision} (as asked)"
     chosen, speed, size, measured, kept = None, 0.0, 0, [], ""
     names = candidates or [name for name, spec in PRESETS.items() if "min_chars" in spec]
     for name in names:
@@ -182,40 +182,93 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
                 break  # the smaller preset has not run out of text to learn from
         spec = PRESETS[name]
         train = spec["train"]
-        head_rank = auto_head_rank(vocab_size, spec["model"]["hidden_size"])
-        model = CharRNN(ModelConfig(vocab_size=vocab_size, model=cell, head_rank=head_rank,
-                                    **spec["model"])).to(device)
+        model = _untrained(name, vocab_size, cell, device)
         if chosen is not None and (chars_in(speed * size / model.num_parameters())
                                    < spec["min_chars"] / 2):
             break
         if chosen is None:  # the first candidate also decides precision auto
-            decided = precision_without_measuring(precision, device)
-            if decided is None:
-                precision, precision_note = cpu_precision(model, train["batch_size"],
-                                                          train["seq_len"], device)
-            else:
-                precision, precision_note = decided, f"{decided} (auto, on {device.type})"
-        optimizer = make_optimizer(model, train["lr"], 0.0, device)
-        timing = partial(step_seconds, model, seq_len=train["seq_len"], device=device,
-                         precision=precision, optimizer=optimizer, repeats=3, warmup=2)
+            precision, precision_note = _planned_precision(precision, model, train, device)
+        timing = _timer(model, train, device, precision)
         rate = train["batch_size"] * train["seq_len"] / timing(train["batch_size"])
         measured.append(f"{name} {rate / 1000:.0f}k chars/s")
         if chosen is not None and chars_in(rate) < spec["min_chars"]:
             break  # the larger presets are slower still
         chosen, speed, size, timed_at = name, rate, model.num_parameters(), timing
-    spec = PRESETS[chosen]
-    train, speed = _with_batch(chosen, spec, speed, chars_in, train_chars, timed_at,
-                               measured)
+    train, speed = _with_batch(chosen, PRESETS[chosen], speed, chars_in, train_chars,
+                               timed_at, measured)
+    if candidates is None:  # a preset named stays
+        chosen, speed = _widened(chosen, train, speed, size, chars_in,
+                                 partial(_untrained, vocab_size=vocab_size, cell=cell,
+                                         device=device),
+                                 partial(_timer, device=device, precision=precision),
+                                 measured)
     epochs = chars_in(speed) / max(train_chars, 1)
-    amounts = regularisation_for(spec, epochs)
+    amounts = regularisation_for(PRESETS[chosen], epochs)
     steps = steps_for(chars_in(speed), TrainConfig(**train))
     train["eval_every"] = eval_interval(steps, time_limit, eval_seconds(eval_chars, speed))
     note = (f"{chosen} preset for the {time_limit:g} s budget: measured "
             f"{', '.join(measured)}, about {epochs:.1f} passes over the {train_chars:,} "
             f"training characters{kept}, so {_amounts(amounts)}"
             f"{_fewer_evaluations(time_limit, eval_chars, speed)}")
-    return BudgetPlan(chosen, {**spec["model"], **amounts}, train, precision,
+    return BudgetPlan(chosen, {**PRESETS[chosen]["model"], **amounts}, train, precision,
                       precision_note, speed, epochs, note, eval_chars=eval_chars)
+
+
+def _planned_precision(precision: str, model: CharRNN, train: dict,
+                       device: torch.device) -> tuple[str, str]:
+    """`precision`, decided if auto (by timing `model` at `train`'s shape on a CPU that
+    may have bf16 units: cpu_precision), and the note saying how."""
+    decided = precision_without_measuring(precision, device)
+    if decided is None:
+        return cpu_precision(model, train["batch_size"], train["seq_len"], device)
+    how = "as asked" if precision != "auto" else f"auto, on {device.type}"
+    return decided, f"{decided} ({how})"
+
+
+def _untrained(name: str, vocab_size: int, cell: str, device: torch.device) -> CharRNN:
+    """Preset `name`'s model for this vocabulary and cell, as a new run starts it."""
+    spec = PRESETS[name]["model"]
+    head_rank = auto_head_rank(vocab_size, spec["hidden_size"])
+    return CharRNN(ModelConfig(vocab_size=vocab_size, model=cell, head_rank=head_rank,
+                               **spec)).to(device)
+
+
+def _timer(model: CharRNN, train: dict, device: torch.device,
+           precision: str) -> Callable[[int], float]:
+    """Seconds a training step of `model` with the settings `train` takes at a given
+    batch: the fastest of three, after two to warm up (step_seconds)."""
+    optimizer = make_optimizer(model, train["lr"], 0.0, device)
+    return partial(step_seconds, model, seq_len=train["seq_len"], device=device,
+                   precision=precision, optimizer=optimizer, repeats=3, warmup=2)
+
+
+def _widened(chosen: str, train: dict, speed: float, size: int,
+             chars_in: Callable[[float], float], untrained: Callable[[str], CharRNN],
+             timer: Callable[[CharRNN, dict], Callable[[int], float]],
+             measured: list[str]) -> tuple[str, float]:
+    """`chosen`, or the preset that takes its place (the one whose `instead_of` it is,
+    presets.py) when the budget has grown chosen's batch and gives that wider preset at
+    least its `min_steps` steps of the grown batch, with the speed of the one returned.
+    `train` holds chosen's settings with the grown batch, which the wider preset shares;
+    `speed` and `size` are chosen's speed at that batch and its parameter count. The
+    wider preset is timed at that batch, with its verdict in `measured`, unless its speed
+    estimated by parameter count gives it less than half its `min_steps`."""
+    wider = next((name for name, spec in PRESETS.items()
+                  if spec.get("instead_of") == chosen), None)
+    batch = train["batch_size"]
+    if wider is None or batch == PRESETS[chosen]["train"]["batch_size"]:
+        return chosen, speed
+    needed, step_chars = PRESETS[wider]["min_steps"], batch * train["seq_len"]
+    model = untrained(wider)
+    if chars_in(speed * size / model.num_parameters()) < needed / 2 * step_chars:
+        return chosen, speed
+    rate = step_chars / timer(model, train)(batch)
+    steps = chars_in(rate) / step_chars
+    taken = steps >= needed
+    measured.append(f"{wider} at {batch} streams a step {rate / 1000:.0f}k chars/s "
+                    f"({steps:,.0f} steps of {batch}, {'at least' if taken else 'fewer than'}"
+                    f" the {needed:,} from which it beats {chosen})")
+    return (wider, rate) if taken else (chosen, speed)
 
 
 def _fewer_evaluations(time_limit: float, eval_chars: int, speed: float) -> str:

@@ -26,12 +26,33 @@ the batch doubles, up to `max_batch`, while the run still makes `min_steps` step
 the training settings under its `train` take effect with it. In a short run many small
 steps learn fastest; in a long one over a large corpus, fewer, less noisy steps over more
 text do. Over a small corpus seen many times, they did not.
+
+`instead_of` marks a preset that a time budget takes in place of the one it names, a
+wider layer for a long run over a large corpus: when the budget has grown that one's batch
+and gives the wider one at least its `min_steps` steps of the grown batch (a wider layer
+falls behind at first and passes the narrower one only after enough steps). It shares the
+named preset's training settings and batch growth.
 """
 
 from __future__ import annotations
 
 from ..errors import UsageError
 from ..settings import defaults
+
+_SMALL_SCHEDULE = {"free_epochs": 2.0, "per_epoch": 0.02}
+# how small's batch grows with a long budget on a large corpus (in small's comments below)
+_GROWTH = {"min_steps": 3000, "max_batch": 128, "max_passes": 10.0,
+           "train": {"min_lr_ratio": 0.01, "beta1": 0.7, "stream_block": 1024,
+                     "early_batch": 32}}
+# The steps of its grown batch (128 streams, as the plan predicts them) from which `wide`
+# (LSTM 1x768) beats small, on a corpus small would see at most 10 times. On 10 MB of
+# manual pages (a 2-core Xeon without AMX, fp32, bench/RESULTS.md) 1x768 with small's
+# settings lost at 23 minutes by 0.6% (0.9323 nats against 0.9265; 13.3M characters, or
+# 3,249 steps of 128, about 3,800 as the plan would predict them from its faster first
+# steps) and won at 30 minutes by 1.7-1.9% (0.9001 against 0.9159 and 0.9173; 17.8M, or
+# 4,347 of 128, about 4,900 predicted); on 50 MB at 30 minutes, 2,400-2,700 steps of 128,
+# it tied or lost (0.7484 against 0.7534, 0.7595 against 0.7457). The line is between.
+MIN_STEPS_WIDE = 4500
 
 # What each preset changes from the settings' defaults (settings.py), which are `small`'s
 _PRESETS: dict[str, dict] = {
@@ -43,7 +64,7 @@ _PRESETS: dict[str, dict] = {
     "small": {  # the default: a minute or two on a laptop CPU
         "model": {},
         "train": {},
-        "dropout_schedule": {"free_epochs": 2.0, "per_epoch": 0.02},
+        "dropout_schedule": _SMALL_SCHEDULE,
         "min_chars": 0,
         # 10 minutes on a 2-core Xeon: tinyshakespeare (19 passes of small) 1.4438 nats
         # with small against 1.4603 with medium, pydocs (45 passes) 1.1692 against
@@ -66,9 +87,17 @@ _PRESETS: dict[str, dict] = {
         # of 0.99: 1.0087). For its first 30% (--early-share, settings.py) it trains
         # only 32 of those streams a step (--early-batch): for its first 15%, 0.9953
         # nats against 1.0218 without, side by side
-        "batch_growth": {"min_steps": 3000, "max_batch": 128, "max_passes": 10.0,
-                         "train": {"min_lr_ratio": 0.01, "beta1": 0.7,
-                                   "stream_block": 1024, "early_batch": 32}},
+        "batch_growth": _GROWTH,
+    },
+    "wide": {  # an evening over a large corpus: one wider layer
+        "model": {"hidden_size": 768},
+        "train": {},
+        "dropout_schedule": _SMALL_SCHEDULE,
+        "outgrown_epochs": 30.0,
+        "batch_growth": _GROWTH,
+        # a time budget takes it instead of small when it grows small's batch and the
+        # budget gives wide MIN_STEPS_WIDE steps of that batch (see above)
+        "instead_of": "small", "min_steps": MIN_STEPS_WIDE,
     },
     "medium": {  # tens of minutes on a laptop CPU, minutes on a GPU
         "model": {"num_layers": 2, "hidden_size": 512, "embed_size": 128, "dropout": 0.25,
