@@ -10,6 +10,8 @@ Two choices are made by timing a few real training steps instead of guessing:
   so many passes over the corpus that they stop gaining, is chosen (see presets.py). A
   budget that gives it enough characters trains it with more streams a step (timed
   again at that batch), with the learning-rate schedule and momentum that suit them.
+  A preset that widens the one chosen (`wide` for `small`) takes its place when the
+  budget has grown the batch and gives the wider one enough steps of it, timed too.
   Its dropout and weight drop then follow from how many passes over the corpus the
   budget allows. (The trainer fits them and the evaluation interval again once training
   has shown its real speed: see Trainer._refit.)

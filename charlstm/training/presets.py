@@ -45,14 +45,15 @@ _GROWTH = {"min_steps": 3000, "max_batch": 128, "max_passes": 10.0,
            "train": {"min_lr_ratio": 0.01, "beta1": 0.7, "stream_block": 1024,
                      "early_batch": 32}}
 # The steps of its grown batch (128 streams, as the plan predicts them) from which `wide`
-# (LSTM 1x768) beats small, on a corpus small would see at most 10 times. On 10 MB of
-# manual pages (a 2-core Xeon without AMX, fp32, bench/RESULTS.md) 1x768 with small's
-# settings lost at 23 minutes by 0.6% (0.9323 nats against 0.9265; 13.3M characters, or
-# 3,249 steps of 128, about 3,800 as the plan would predict them from its faster first
-# steps) and won at 30 minutes by 1.7-1.9% (0.9001 against 0.9159 and 0.9173; 17.8M, or
-# 4,347 of 128, about 4,900 predicted); on 50 MB at 30 minutes, 2,400-2,700 steps of 128,
-# it tied or lost (0.7484 against 0.7534, 0.7595 against 0.7457). The line is between.
-MIN_STEPS_WIDE = 4500
+# (LSTM 1x768) beats small, on a corpus small would see at most 10 times. On a 2-core
+# Xeon without AMX, fp32 (bench/RESULTS.md), 1x768 with small's settings: on 10 MB of
+# manual pages it lost at 23 minutes by 0.6% (0.9323 nats against 0.9265; 3,249 steps
+# of 128 counted in characters, about 3,800 as the plan would predict them from its
+# faster first steps) and won at 30 minutes by 1.7-1.9% (0.9001 against 0.9159 and
+# 0.9173; 4,347 of 128, about 4,900 predicted); on 10 MB of scripts at 30 minutes, where
+# the plan predicted 4,276, it won by 1.2% (1.0755 against 1.0885); on 50 MB at 30
+# minutes (2,400-2,700 of 128) it tied or lost. The line is between 3,800 and 4,276.
+MIN_STEPS_WIDE = 4000
 
 # What each preset changes from the settings' defaults (settings.py), which are `small`'s
 _PRESETS: dict[str, dict] = {
@@ -93,7 +94,6 @@ _PRESETS: dict[str, dict] = {
         "model": {"hidden_size": 768},
         "train": {},
         "dropout_schedule": _SMALL_SCHEDULE,
-        "outgrown_epochs": 30.0,
         "batch_growth": _GROWTH,
         # a time budget takes it instead of small when it grows small's batch and the
         # budget gives wide MIN_STEPS_WIDE steps of that batch (see above)
