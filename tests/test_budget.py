@@ -332,8 +332,13 @@ def test_a_named_preset_or_a_batch_that_did_not_grow_is_not_widened(timed_by_siz
     # a corpus small passes over more than 10 times keeps its batch of 32
     many_passes = budget.plan(long, int(2e4 * long / 20), 40, CPU, "fp32")
     assert many_passes.preset == "small" and many_passes.train["batch_size"] == 32
+    # small grown to 64 streams only: wide's estimate (about 2,100 steps of 64) is more
+    # than half of 4,000, but it was measured at 128, and at 64 gets far fewer characters
+    chars = 3000 * 64 * 32 * 1.5
+    to_64 = budget.plan(chars / 2e4, 10**9, 40, CPU, "fp32")
+    assert to_64.preset == "small" and to_64.train["batch_size"] == 64
     assert 768 not in {hidden for hidden, _ in timed}
-    assert "wide" not in named.note + many_passes.note
+    assert "wide" not in named.note + many_passes.note + to_64.note
 
 
 def test_the_evaluations_time_is_not_counted_as_training(monkeypatch):

@@ -11,7 +11,7 @@ Two choices are made by timing a few real training steps instead of guessing:
   budget that gives it enough characters trains it with more streams a step (timed
   again at that batch), with the learning-rate schedule and momentum that suit them.
   A preset that widens the one chosen (`wide` for `small`) takes its place when the
-  budget has grown the batch and gives the wider one enough steps of it, timed too.
+  budget has grown the batch to its largest and gives the wider one enough steps of it.
   Its dropout and weight drop then follow from how many passes over the corpus the
   budget allows. (The trainer fits them and the evaluation interval again once training
   has shown its real speed: see Trainer._refit.)
@@ -249,8 +249,8 @@ def _widened(chosen: str, train: dict, speed: float, size: int,
              timer: Callable[[CharRNN, dict], Callable[[int], float]],
              measured: list[str]) -> tuple[str, float]:
     """`chosen`, or the preset that takes its place (the one whose `instead_of` it is,
-    presets.py) when the budget has grown chosen's batch and gives that wider preset at
-    least its `min_steps` steps of the grown batch, with the speed of the one returned.
+    presets.py) when the budget has grown chosen's batch to its largest and gives that
+    wider preset at least its `min_steps` steps of it, with the speed of the one returned.
     `train` holds chosen's settings with the grown batch, which the wider preset shares;
     `speed` and `size` are chosen's speed at that batch and its parameter count. The
     wider preset is timed at that batch, with its verdict in `measured`, unless its speed
@@ -258,8 +258,8 @@ def _widened(chosen: str, train: dict, speed: float, size: int,
     wider = next((name for name, spec in PRESETS.items()
                   if spec.get("instead_of") == chosen), None)
     batch = train["batch_size"]
-    if wider is None or batch == PRESETS[chosen]["train"]["batch_size"]:
-        return chosen, speed
+    if wider is None or batch < PRESETS[wider]["batch_growth"]["max_batch"]:
+        return chosen, speed  # a batch that grew less: far fewer steps than measured
     needed, step_chars = PRESETS[wider]["min_steps"], batch * train["seq_len"]
     model = untrained(wider)
     if chars_in(speed * size / model.num_parameters()) < needed / 2 * step_chars:

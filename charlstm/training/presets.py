@@ -28,10 +28,10 @@ steps learn fastest; in a long one over a large corpus, fewer, less noisy steps 
 text do. Over a small corpus seen many times, they did not.
 
 `instead_of` marks a preset that a time budget takes in place of the one it names, a
-wider layer for a long run over a large corpus: when the budget has grown that one's batch
-and gives the wider one at least its `min_steps` steps of the grown batch (a wider layer
-falls behind at first and passes the narrower one only after enough steps). It shares the
-named preset's training settings and batch growth.
+wider layer for a long run over a large corpus: when the budget has grown that one's
+batch to its `max_batch` and gives the wider one at least its `min_steps` steps of it (a
+wider layer falls behind at first and passes the narrower one only after enough steps).
+It shares the named preset's training settings and batch growth.
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ _PRESETS: dict[str, dict] = {
         "train": {},
         "dropout_schedule": _SMALL_SCHEDULE,
         "batch_growth": _GROWTH,
-        # a time budget takes it instead of small when it grows small's batch and the
-        # budget gives wide MIN_STEPS_WIDE steps of that batch (see above)
+        # a time budget takes it instead of small when it grows small's batch to 128 and
+        # the budget gives wide MIN_STEPS_WIDE steps of that batch (see above)
         "instead_of": "small", "min_steps": MIN_STEPS_WIDE,
     },
     "medium": {  # tens of minutes on a laptop CPU, minutes on a GPU
