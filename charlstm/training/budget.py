@@ -199,11 +199,8 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     train, speed = _with_batch(chosen, PRESETS[chosen], speed, chars_in, train_chars,
                                timed_at, measured)
     if candidates is None:  # a preset named stays
-        chosen, speed = _widened(chosen, train, speed, size, chars_in,
-                                 partial(_untrained, vocab_size=vocab_size, cell=cell,
-                                         device=device),
-                                 partial(_timer, device=device, precision=precision),
-                                 measured)
+        chosen, speed = _widened(chosen, train, speed, size, chars_in, measured,
+                                 vocab_size, cell, device, precision)
     epochs = chars_in(speed) / max(train_chars, 1)
     amounts = regularisation_for(PRESETS[chosen], epochs)
     steps = steps_for(chars_in(speed), TrainConfig(**train))
@@ -245,9 +242,8 @@ def _timer(model: CharRNN, train: dict, device: torch.device,
 
 
 def _widened(chosen: str, train: dict, speed: float, size: int,
-             chars_in: Callable[[float], float], untrained: Callable[[str], CharRNN],
-             timer: Callable[[CharRNN, dict], Callable[[int], float]],
-             measured: list[str]) -> tuple[str, float]:
+             chars_in: Callable[[float], float], measured: list[str], vocab_size: int,
+             cell: str, device: torch.device, precision: str) -> tuple[str, float]:
     """`chosen`, or the preset that takes its place (the one whose `instead_of` it is,
     presets.py) when the budget has grown chosen's batch to its largest and gives that
     wider preset at least its `min_steps` steps of it, with the speed of the one returned.
@@ -261,10 +257,10 @@ def _widened(chosen: str, train: dict, speed: float, size: int,
     if wider is None or batch < PRESETS[wider]["batch_growth"]["max_batch"]:
         return chosen, speed  # a batch that grew less: far fewer steps than measured
     needed, step_chars = PRESETS[wider]["min_steps"], batch * train["seq_len"]
-    model = untrained(wider)
+    model = _untrained(wider, vocab_size, cell, device)
     if chars_in(speed * size / model.num_parameters()) < needed / 2 * step_chars:
         return chosen, speed
-    rate = step_chars / timer(model, train)(batch)
+    rate = step_chars / _timer(model, train, device, precision)(batch)
     steps = chars_in(rate) / step_chars
     taken = steps >= needed
     measured.append(f"{wider} at {batch} streams a step {rate / 1000:.0f}k chars/s "
