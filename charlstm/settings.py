@@ -252,7 +252,8 @@ OPTIONS = (
     Option("time_limit", "--time", "optimization",
            "Wall-clock budget from launch to the final evaluation: 90s, 10m, 1h30m. "
            "Without a model size it also picks the model, and for a large corpus the batch "
-           "with the schedule, momentum and stream blocks that suit it",
+           "with the schedule, momentum and stream blocks that suit it; with one, it fits "
+           "dropout, weight drop and the evaluation interval to that model's speed",
            kind="duration"),
     Option("seed", "--seed", "optimization",
            "Seed for initialisation, dropout and data order"),

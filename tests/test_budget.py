@@ -472,12 +472,44 @@ def test_explicit_flags_win_over_the_plan(tiny_corpus, tmp_path):
         (1e-4, 0.4, 4)
 
 
-def test_a_model_size_given_means_no_plan(tiny_corpus, tmp_path):
-    settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": 20.0}
+def tiny_model_for(time_limit: float, **given) -> dict:
+    """TINY_SETTINGS' model and batch with --time, and no dropout or evaluation interval
+    unless `given`."""
+    kept = {key: value for key, value in TINY_SETTINGS.items()
+            if key not in ("max_steps", "eval_every", "dropout")}
+    return {**kept, "time_limit": time_limit, **given}
+
+
+@pytest.mark.parametrize("per_step", [0.01, 0.1])
+def test_a_model_size_given_stays_and_its_speed_fits_dropout_and_evaluations(
+        tiny_corpus, tmp_path, monkeypatch, per_step):
+    monkeypatch.setattr(budget, "step_seconds", lambda *args, **kwargs: per_step)
+    trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run",
+                                settings=tiny_model_for(20.0), **dirs(tmp_path))
+    plan, model, config = trainer.plan, trainer.model_config, trainer.config
+    assert (model.num_layers, model.hidden_size, model.embed_size, config.batch_size) == \
+        (1, 64, 16, 8)  # as given: the plan chose no preset
+    speed = 8 * 16 / per_step
+    assert plan.chars_per_sec == pytest.approx(speed) and plan.preset == "small"
+    steps = speed * budget.training_seconds(20.0, speed, plan.eval_chars) / (8 * 16)
+    assert config.eval_every == round(steps / 4)  # four evaluations, not every 250 steps
+    assert plan.epochs == pytest.approx(steps * 8 * 16 / trainer.val_start)
+    assert model.dropout == dropout_for(PRESETS["small"], plan.epochs)
+    assert plan.refit == {"dropout", "weight_drop", "eval_every"}
+    assert trainer.info()["plan"] == plan.note
+    assert plan.note.startswith("the model given, for the 20 s budget") and \
+        f"evaluating every {config.eval_every:,} steps" in plan.note
+
+
+def test_a_model_given_keeps_its_given_dropout_and_interval(tiny_corpus, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.setattr(budget, "step_seconds", lambda *args, **kwargs: 0.01)
+    settings = tiny_model_for(20.0, dropout=0.3, eval_every=7)
     trainer = runs.make_trainer(str(tiny_corpus), out=tmp_path / "run", settings=settings,
                                 **dirs(tmp_path))
-    assert trainer.plan is None and trainer.info()["plan"] is None
-    assert trainer.model_config.hidden_size == TINY_SETTINGS["hidden_size"]
+    assert (trainer.model_config.dropout, trainer.config.eval_every) == (0.3, 7)
+    assert trainer.plan.refit == {"weight_drop"}
+    assert "dropout" not in trainer.plan.note and "weight drop" in trainer.plan.note
 
 
 def test_plan_precision_auto_is_reused_by_the_trainer(tiny_corpus, tmp_path, monkeypatch):

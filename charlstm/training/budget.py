@@ -1,6 +1,6 @@
 """Measuring this machine and fitting a run to it.
 
-Two choices are made by timing a few real training steps instead of guessing:
+These choices are made by timing a few real training steps instead of guessing:
 
 - **precision auto on a CPU**: bf16 autocast is only a win on CPUs with native bf16 matrix
   units, so it is chosen only when it measures clearly faster than fp32;
@@ -13,8 +13,13 @@ Two choices are made by timing a few real training steps instead of guessing:
   A preset that widens the one chosen (`wide` for `small`) takes its place when the
   budget has grown the batch to its largest and gives the wider one enough steps of it.
   Its dropout and weight drop then follow from how many passes over the corpus the
-  budget allows. (The trainer fits them and the evaluation interval again once training
-  has shown its real speed: see Trainer._refit.)
+  budget allows;
+- **the rest of a model given with a time budget**: its size, batch and other settings
+  stay, and its speed here sets the dropout and weight drop (those not given) and the
+  evaluation interval the same way (for_model_given).
+
+The trainer fits dropout, weight drop and the evaluation interval again once training has
+shown its real speed (see Trainer._refit).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 
@@ -171,9 +176,7 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     named, a wider one may then take its place (_widened). The budget's characters are
     those of the time its evaluations leave (training_seconds).
     """
-    def chars_in(rate: float) -> float:  # the characters trained at `rate` in the budget
-        return rate * training_seconds(time_limit, rate, eval_chars)
-
+    chars_in = partial(_chars_at, time_limit, eval_chars)
     chosen, speed, size, measured, kept = None, 0.0, 0, [], ""
     names = candidates or [name for name, spec in PRESETS.items() if "min_chars" in spec]
     for name in names:
@@ -211,6 +214,40 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
             f"{_fewer_evaluations(time_limit, eval_chars, speed)}")
     return BudgetPlan(chosen, {**PRESETS[chosen]["model"], **amounts}, train, precision,
                       precision_note, speed, epochs, note, eval_chars=eval_chars)
+
+
+def for_model_given(time_limit: float, train_chars: int, model_config: ModelConfig,
+                    train_config: TrainConfig, device: torch.device, preset: str,
+                    eval_chars: int = 0, given: Collection[str] = ()) -> BudgetPlan:
+    """A plan for a model whose size was given: the model and its training settings stay,
+    and from its speed here at its batch (timed like a preset's, precision auto decided
+    the same way) come the passes the budget allows, the dropout and weight drop of
+    `preset`'s schedule for them (those not `given`), and the evaluation interval."""
+    model = CharRNN(model_config).to(device)
+    train = train_config.to_dict()
+    precision, precision_note = _planned_precision(train_config.precision, model, train,
+                                                   device)
+    batch = train_config.batch_size
+    speed = batch * train_config.seq_len / _timer(model, train, device, precision)(batch)
+    chars = _chars_at(time_limit, eval_chars, speed)
+    epochs = chars / max(train_chars, 1)
+    amounts = {name: value for name, value in
+               regularisation_for(PRESETS[preset], epochs).items() if name not in given}
+    every = eval_interval(steps_for(chars, train_config), time_limit,
+                          eval_seconds(eval_chars, speed))
+    fitted = f"{_amounts(amounts)} ({preset} preset's schedule) and " if amounts else ""
+    note = (f"the model given, for the {time_limit:g} s budget: measured {_speed(speed)} "
+            f"chars/s at batch {batch}, about {epochs:.1f} passes over the "
+            f"{train_chars:,} training characters, so {fitted}"
+            + (_fewer_evaluations(time_limit, eval_chars, speed).removeprefix(", ")
+               or f"evaluating every {every:,} steps"))
+    return BudgetPlan(preset, amounts, {"eval_every": every}, precision, precision_note,
+                      speed, epochs, note, eval_chars=eval_chars)
+
+
+def _chars_at(time_limit: float, eval_chars: int, rate: float) -> float:
+    """The characters trained at `rate` chars/s in the budget (training_seconds)."""
+    return rate * training_seconds(time_limit, rate, eval_chars)
 
 
 def _planned_precision(precision: str, model: CharRNN, train: dict,

@@ -31,7 +31,8 @@ from ..settings import (REGULARISERS, Layer, ModelConfig, TrainConfig, defaults,
                        saved_layer, split_settings, validation_span)
 from .loop import Trainer
 
-SIZES = {"num_layers", "hidden_size", "embed_size"}  # any of these given: no budget plan
+# any of these given: the budget plan keeps the model (budget.for_model_given)
+SIZES = {"num_layers", "hidden_size", "embed_size"}
 
 
 def make_trainer(corpus: str | list[str] | None = None, *, out: Path | None = None,
@@ -106,12 +107,13 @@ def _new_run(data: corpora.Corpus, preset: str | None, chosen: dict, model_given
              train_given: dict, *, out: Path | None, resume: bool,
              callback: TrainingCallback | None, checkpoints_dir: Path,
              launched_at: float | None) -> Trainer:
-    """A run from scratch: the preset's settings, the budget plan's when --time is given
-    without a model size, then the explicit ones; in a new run folder (or `out`)."""
+    """A run from scratch: the preset's settings, the budget plan's when --time is given,
+    then the explicit ones; in a new run folder (or `out`)."""
     plan = None
-    if "time_limit" in train_given and not model_given.keys() & SIZES:
+    if "time_limit" in train_given:
         # measured by the main process alone, so that all train the same model
-        plan = distributed.run_on_main(lambda: _plan(data, preset, model_given, train_given))
+        plan = distributed.run_on_main(
+            lambda: _plan(data, preset, chosen, model_given, train_given))
         # what the plan decided and nobody gave is refitted to the speed seen in training
         plan.refit = frozenset(set(REGULARISERS) - model_given.keys()
                                | {"eval_every"} - train_given.keys())
@@ -214,13 +216,22 @@ def _find_run(*, out: Path | None, corpus: str | None, named_preset: dict | None
     return run_dir, saved, model_config, train_config
 
 
-def _plan(data: corpora.Corpus, preset: str | None, model_given: dict,
+def _plan(data: corpora.Corpus, preset: str | None, chosen: dict, model_given: dict,
           train_given: dict) -> budget.BudgetPlan:
-    """Fit the model to --time on this machine: the preset named, or the best for the
-    budget among all (the caller gave no model size), less the time its evaluations
-    of the validation split will take."""
+    """Fit the run to --time on this machine, less the time its evaluations of the
+    validation split will take: the preset named, or the best for the budget among all;
+    or, when the caller gave a model size, the dropout, weight drop and evaluation
+    interval of the model given (with the preset's other settings, `chosen`)."""
     config = TrainConfig(**train_given)
     start, end = validation_span(len(data.tokens), config)
-    return budget.plan(config.time_limit, start, len(data.vocab), choose_device(config.device),
+    device = choose_device(config.device)
+    if model_given.keys() & SIZES:
+        model_config, train_config = resolve(
+            Layer(chosen["model"], chosen["train"]), Layer(model_given, train_given),
+            vocab_size=len(data.vocab))
+        return budget.for_model_given(config.time_limit, start, model_config, train_config,
+                                      device, preset or DEFAULT_PRESET,
+                                      eval_chars=end - start, given=model_given.keys())
+    return budget.plan(config.time_limit, start, len(data.vocab), device,
                        config.precision, model_given.get("model", "lstm"),
                        [preset] if preset else None, eval_chars=end - start)
