@@ -122,7 +122,7 @@ def choose_precision(requested: str, device: torch.device, saved: str | None = N
 
 @dataclass
 class BudgetPlan:
-    preset: str  # the preset chosen
+    preset: str  # the preset chosen (for a model given: the one whose dropout it follows)
     model: dict  # ModelConfig settings (without the vocabulary size)
     train: dict  # TrainConfig settings, before explicit flags
     precision: str  # the precision the speeds were measured in
