@@ -204,10 +204,8 @@ def plan(time_limit: float, train_chars: int, vocab_size: int, device: torch.dev
     if candidates is None:  # a preset named stays
         chosen, speed = _widened(chosen, train, speed, size, chars_in, measured,
                                  vocab_size, cell, device, precision)
-    epochs = chars_in(speed) / max(train_chars, 1)
-    amounts = regularisation_for(PRESETS[chosen], epochs)
-    steps = steps_for(chars_in(speed), TrainConfig(**train))
-    train["eval_every"] = eval_interval(steps, time_limit, eval_seconds(eval_chars, speed))
+    epochs, amounts, train["eval_every"] = _fitted(chosen, speed, TrainConfig(**train),
+                                                   time_limit, eval_chars, train_chars)
     note = (f"{chosen} preset for the {time_limit:g} s budget: measured "
             f"{', '.join(measured)}, about {epochs:.1f} passes over the {train_chars:,} "
             f"training characters{kept}, so {_amounts(amounts)}"
@@ -229,12 +227,9 @@ def for_model_given(time_limit: float, train_chars: int, model_config: ModelConf
                                                    device)
     batch = train_config.batch_size
     speed = batch * train_config.seq_len / _timer(model, train, device, precision)(batch)
-    chars = _chars_at(time_limit, eval_chars, speed)
-    epochs = chars / max(train_chars, 1)
-    amounts = {name: value for name, value in
-               regularisation_for(PRESETS[preset], epochs).items() if name not in given}
-    every = eval_interval(steps_for(chars, train_config), time_limit,
-                          eval_seconds(eval_chars, speed))
+    epochs, amounts, every = _fitted(preset, speed, train_config, time_limit, eval_chars,
+                                     train_chars)
+    amounts = {name: value for name, value in amounts.items() if name not in given}
     fitted = f"{_amounts(amounts)} ({preset} preset's schedule) and " if amounts else ""
     note = (f"the model given, for the {time_limit:g} s budget: measured {_speed(speed)} "
             f"chars/s at batch {batch}, about {epochs:.1f} passes over the "
@@ -243,6 +238,18 @@ def for_model_given(time_limit: float, train_chars: int, model_config: ModelConf
                or f"evaluating every {every:,} steps"))
     return BudgetPlan(preset, amounts, {"eval_every": every}, precision, precision_note,
                       speed, epochs, note, eval_chars=eval_chars)
+
+
+def _fitted(preset: str, speed: float, config: TrainConfig, time_limit: float,
+            eval_chars: int, train_chars: int) -> tuple[float, dict[str, float], int]:
+    """For a run of `config` at `speed` chars/s: the passes over its `train_chars` that
+    the budget allows, `preset`'s dropout and weight drop for them, and the evaluation
+    interval (evaluations_in)."""
+    chars = _chars_at(time_limit, eval_chars, speed)
+    epochs = chars / max(train_chars, 1)
+    every = eval_interval(steps_for(chars, config), time_limit,
+                          eval_seconds(eval_chars, speed))
+    return epochs, regularisation_for(PRESETS[preset], epochs), every
 
 
 def _chars_at(time_limit: float, eval_chars: int, rate: float) -> float:
