@@ -551,21 +551,32 @@ def test_training_stops_early_enough_for_the_final_evaluation(tiny_corpus, tmp_p
 
 
 class VirtualClock:
-    """time.monotonic for the trainer: only training steps take time, `per_step` each
-    (the first `first_step`, if given)."""
+    """time.monotonic for the trainer: only training steps take time, `per_step` each,
+    or `per_step(now)` if it is a function (the first `first_step`, if given)."""
 
-    def __init__(self, per_step: float, first_step: float | None = None):
+    def __init__(self, per_step, first_step: float | None = None):
         self.now, self.per_step, self.first_step = 0.0, per_step, first_step
 
     def monotonic(self) -> float:
         return self.now
 
+    def step_seconds(self) -> float:
+        first, self.first_step = self.first_step, None
+        if first is not None:
+            return first
+        return self.per_step(self.now) if callable(self.per_step) else self.per_step
+
     def timed(self, step):
         def timed_step(*args):
-            first, self.first_step = self.first_step, None
-            self.now += self.per_step if first is None else first
+            self.now += self.step_seconds()
             return step(*args)
         return timed_step
+
+    def step(self, run: run_clock.RunClock, chars: int) -> None:
+        """A step of `chars` characters, counted by `run`."""
+        started = self.now
+        self.now += self.step_seconds()
+        run.count_step(started, chars)
 
 
 @pytest.mark.parametrize("eval_every, evaluated", [
@@ -646,14 +657,16 @@ def test_a_first_step_that_compiles_the_model_does_not_end_a_time_budget(
     assert result.step == 28 and recorder.notices == []
 
 
-def run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, per_step: float,
+def run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, per_step,
                                pace_at, time_limit: float = 20.0, eval_warmup: int = 128,
-                               callback=None, **clock_constants) -> tuple[list, float]:
-    """A run of `time_limit` s on a virtual clock whose steps take `per_step` and whose
-    evaluations take `pace_at(now)` seconds a character read (each stream's warm-up
-    included), evaluating only at the end, each stream warmed up on `eval_warmup`
-    characters, with clock.py's constants set to `clock_constants`, and `callback`: its
-    evaluations, and when it ended."""
+                               callback=None, eval_every: int = 10**6,
+                               **clock_constants) -> tuple[list, float]:
+    """A run of `time_limit` s on a virtual clock whose steps take `per_step` (see
+    VirtualClock) and whose evaluations take `pace_at(now)` seconds a character read
+    (each stream's warm-up included), evaluating every `eval_every` steps (by default
+    only at the end), each stream warmed up on `eval_warmup` characters, with clock.py's
+    constants set to `clock_constants`, and `callback`: its evaluations, and when it
+    ended."""
     clock = VirtualClock(per_step=per_step)
     monkeypatch.setattr(run_clock, "time", clock)
     real_evaluate = evaluation.evaluate
@@ -668,7 +681,7 @@ def run_with_paced_evaluations(tiny_corpus, tmp_path, monkeypatch, per_step: flo
     for name, value in {"PROBE_CHARS": 128, **clock_constants}.items():
         monkeypatch.setattr(run_clock, name, value)
     settings = {**TINY_SETTINGS, "max_steps": None, "time_limit": time_limit,
-                "eval_every": 10**6, "sample_length": 0}
+                "eval_every": eval_every, "sample_length": 0}
     out = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
     trainer = runs.make_trainer(str(tiny_corpus), out=out, settings=settings,
                                 callback=callback, launched_at=0.0, **dirs(tmp_path))
@@ -765,8 +778,7 @@ def test_a_session_resumed_past_both_timings_times_the_evaluation_once(monkeypat
     run = run_clock.RunClock(TrainConfig(time_limit=200.0), eval_chars=300_000,
                              elapsed=95.0)
     run.start(launched_at=None)
-    started, clock.now = clock.now, clock.now + 1.0
-    run.count_step(started, 1024)
+    clock.step(run, 1024)
     assert run.evaluation_needs_timing()
     # it was past 90% with the reserve it had: both timings are done, though with the
     # reserve this one gives (100 s) it is still past 90%, and has the time for another
@@ -775,6 +787,80 @@ def test_a_session_resumed_past_both_timings_times_the_evaluation_once(monkeypat
     assert run.final_reserve() == pytest.approx(added + factor * 90.0)
     assert run.progress() > 0.9 and run.time_left() > 1.0
     assert not run.evaluation_needs_timing()
+
+
+def test_the_reserve_follows_the_pace_training_goes_at_in_steps_of_one_size(monkeypatch):
+    clock = VirtualClock(per_step=1.0)
+    monkeypatch.setattr(run_clock, "time", clock)
+    monkeypatch.setattr(run_clock, "PACE_WINDOW", 8.0)
+    run = run_clock.RunClock(TrainConfig(time_limit=10_000.0), eval_chars=300_000)
+    run.start(launched_at=None)
+    for _ in range(12):
+        clock.step(run, 1024)
+    assert run.pace() == pytest.approx(1024.0)
+    run.evaluated(10.0)  # measured while training went 1,024 chars/s
+    assert run.final_reserve() == pytest.approx(10.0)
+    clock.per_step = 2.0  # the machine slows down: so will the final evaluation
+    for _ in range(12):
+        clock.step(run, 1024)
+    assert run.pace() == pytest.approx(512.0)
+    assert run.final_reserve() == pytest.approx(20.0)
+    clock.per_step = 0.5  # and speeds up
+    for _ in range(40):
+        clock.step(run, 1024)
+    assert run.final_reserve() == pytest.approx(5.0)
+    # steps of four times the characters in 1 s each: a pace that says nothing of the
+    # machine's, so the evaluation is kept as it was measured
+    clock.per_step = 1.0
+    for _ in range(12):
+        clock.step(run, 4096)
+    assert run.pace() == pytest.approx(4096.0)
+    assert run.final_reserve() == pytest.approx(10.0)
+
+
+def test_the_longer_timing_at_todays_pace_is_kept(monkeypatch):
+    clock = VirtualClock(per_step=1.0)
+    monkeypatch.setattr(run_clock, "time", clock)
+    monkeypatch.setattr(run_clock, "PACE_WINDOW", 8.0)
+    run = run_clock.RunClock(TrainConfig(time_limit=10_000.0), eval_chars=300_000)
+    run.start(launched_at=None)
+    added, factor = run_clock.PROBE_MARGIN
+    for _ in range(12):
+        clock.step(run, 1024)
+    run.timed_evaluation(90.0, took=1.0)  # at 1,024 chars/s
+    clock.per_step = 2.0
+    for _ in range(12):
+        clock.step(run, 1024)
+    assert run.final_reserve() == pytest.approx(added + factor * 180.0)
+    # timed again at half the pace, shorter than the first at this pace: that one stays
+    run.timed_evaluation(100.0, took=1.0)
+    assert run.final_reserve() == pytest.approx(added + factor * 180.0)
+    clock.per_step = 1.0  # back to the first pace: 90 s, and the second's 50 s
+    for _ in range(12):
+        clock.step(run, 1024)
+    assert run.final_reserve() == pytest.approx(added + factor * 90.0)
+
+
+def test_a_run_whose_training_slows_after_its_last_evaluation_still_ends_in_time(
+        tiny_corpus, tmp_path, monkeypatch):
+    # in 100 s, steps take 0.125 s and evaluations (758 characters read) 3 s until 50 s
+    # into the run, then both twice that: the evaluation at step 300 (37.5 s) is the
+    # last before the final one, which then takes 6 s
+    slowing_steps = lambda now: 0.125 if now < 50.0 else 0.25
+    slowing_evaluations = lambda now: 4e-3 if now < 50.0 else 8e-3
+    runs_like_this = dict(time_limit=100.0, eval_warmup=2, eval_every=300)
+    history, ended = run_with_paced_evaluations(
+        tiny_corpus, tmp_path, monkeypatch, slowing_steps, slowing_evaluations,
+        PACE_WINDOW=8.0, **runs_like_this)
+    assert [record["step"] for record in history][0] == 300 and len(history) == 2
+    # it stops at the first step past the budget less the reserve, so it ends within
+    # a step of the budget, one way or the other
+    assert ended == pytest.approx(100.0, abs=0.25)
+    # with the evaluation kept at the pace it was measured, the run ends 3 s late
+    _, unscaled = run_with_paced_evaluations(
+        tiny_corpus, tmp_path, monkeypatch, slowing_steps, slowing_evaluations,
+        PACE_WINDOW=1e9, **runs_like_this)
+    assert unscaled > 102.5
 
 
 def test_finished_time_budget_stays_finished_on_resume(tiny_corpus, tmp_path):

@@ -43,6 +43,15 @@ PROBE_ROOM = 2.0
 PROBE_MIN = 1 << 18
 PROBE_CHARS = 1 << 16
 PROBE_MARGIN = (1.0, 1.1)  # seconds added, and the factor
+# An evaluation measured (or timed) while training went at one pace is taken to last as
+# much longer as training is slower now: at 60 minutes on 50 MB of manual pages, on an
+# Intel Xeon, training slowed from 19.8k to 15.4k chars/s after the last evaluation
+# (73 s), the final one took about 90 s, and the run ended 18.8 s late (bench/RESULTS.md).
+# The pace is the last PACE_WINDOW to 5/4 of it seconds of training, in steps of the
+# current size only: the early batch's smaller steps go at another pace, which says
+# nothing of the machine's, so an evaluation measured at another step size is kept as it
+# was. With several processes every one computes it from the agreed clock (see `agree`).
+PACE_WINDOW = 60.0
 
 IMPORTED_AT = time.monotonic()
 
@@ -86,13 +95,17 @@ class RunClock:
         # sets up the kernels, and with --compile compiles the model
         self._first_step: tuple[float, int] | None = None
         self.eval_seconds: float | None = None  # how long the last evaluation and save took
-        # before any evaluation: the longest timing's extrapolation, with PROBE_MARGIN
-        self._timed_reserve: float | None = None
+        self._eval_pace: float | None = None  # the training pace when it was measured
+        self._timed: list[tuple[float, float | None]] = []  # (seconds, pace) per timing
         self._timings = 0  # of PROBE_AT, the timings passed (evaluation_needs_timing)
         self._timing_took = 0.0  # seconds the last timing took
         self._started, self._elapsed_before = 0.0, elapsed
         self.saved_at: float | None = None  # elapsed when the save interval began
         self._chars_at_save = 0  # trained_chars at the last save (an interval begins after)
+        # (training_seconds, trained_chars) after a step, every quarter PACE_WINDOW, the
+        # last five, since the step size became `_step_size` (see `pace`)
+        self._marks: list[tuple[float, int]] = []
+        self._step_size = 0
 
     @property
     def time_limit(self) -> float | None:
@@ -107,6 +120,7 @@ class RunClock:
     def count_step(self, step_started: float, chars: int) -> float:
         """A step of `chars` characters begun at `step_started` has ended: the time now."""
         ended = now()
+        self._mark(chars)
         if self._first_step is None:
             self._first_step = (ended - step_started, chars)
         self.trained_chars += chars
@@ -139,6 +153,38 @@ class RunClock:
             seconds, chars = seconds - self._first_step[0], chars - self._first_step[1]
         return chars / seconds
 
+    def _mark(self, chars: int) -> None:
+        """Before counting a step of `chars`: mark the clock as the steps before left it
+        (after `agree`, the same on every process), for `pace`. A new step size starts
+        the marks again, and forgets the pace any evaluation was measured at."""
+        if chars != self._step_size:
+            self._step_size, self._marks = chars, []
+            self._eval_pace, self._timed = None, [(s, None) for s, _ in self._timed]
+        if self._first_step is None:  # it also set up the kernels: no mark before it
+            return
+        if not self._marks or self.training_seconds - self._marks[-1][0] >= PACE_WINDOW / 4:
+            self._marks = self._marks[-4:] + [(self.training_seconds, self.trained_chars)]
+
+    def pace(self) -> float | None:
+        """Characters per second over the last PACE_WINDOW (to 5/4 of it) seconds of
+        training in steps of the current size, or None before a quarter of that."""
+        if not self._marks:
+            return None
+        seconds, chars = self._marks[0]
+        span = self.training_seconds - seconds
+        if span < PACE_WINDOW / 4:
+            return None
+        return (self.trained_chars - chars) / span
+
+    def _at_pace_now(self, seconds: float, pace: float | None) -> float:
+        """`seconds` measured when training went at `pace`, at today's pace."""
+        now = self.pace()
+        return seconds if pace is None or now is None else seconds * pace / now
+
+    def evaluated(self, seconds: float) -> None:
+        """An evaluation and its save took `seconds`, at the training pace of now."""
+        self.eval_seconds, self._eval_pace = seconds, self.pace()
+
     def speed_known(self) -> bool:
         """Whether the steps so far tell the speed: any step does, except a first step
         with --compile alone, which compiled the model (minutes, on a CPU) and says
@@ -151,13 +197,15 @@ class RunClock:
         """Seconds kept back from --time for the final evaluation and checkpoint.
 
         The last one measured, or before any, the longest timing of a slice of one
-        (PROBE_AT), or before that, an estimate: evaluation goes about EVAL_SPEEDUP
-        times the training speed.
+        (PROBE_AT) with PROBE_MARGIN, each at the pace training goes now (PACE_WINDOW),
+        or before that, an estimate: evaluation goes about EVAL_SPEEDUP times the
+        training speed.
         """
         if self.eval_seconds is not None:
-            return self.eval_seconds
-        if self._timed_reserve is not None:
-            return self._timed_reserve
+            return self._at_pace_now(self.eval_seconds, self._eval_pace)
+        if self._timed:
+            added, factor = PROBE_MARGIN
+            return added + factor * max(self._at_pace_now(*timing) for timing in self._timed)
         if not self.training_seconds or not self.speed_known():
             return 0.5
         return 0.5 + eval_seconds(self.eval_chars, self.speed())
@@ -190,14 +238,13 @@ class RunClock:
     def timed_evaluation(self, seconds: float, took: float) -> None:
         """A whole evaluation would take `seconds`, at the pace a timed slice of one
         went, and the timing took `took`: the final reserve, with PROBE_MARGIN, or the
-        earlier timing's if that was longer (two back-to-back timings of the same slice
-        differed by up to 35% on an Intel Xeon, so the longer is the safer). A session
-        that begins past several of PROBE_AT (a resumed run) times once for all."""
+        earlier timing's if that was longer at today's pace (two back-to-back timings of
+        the same slice differed by up to 35% on an Intel Xeon, so the longer is the
+        safer). A session that begins past several of PROBE_AT (a resumed run) times
+        once for all."""
         passed = sum(self.progress() >= share for share in PROBE_AT)
         self._timings, self._timing_took = max(self._timings + 1, passed), took
-        added, factor = PROBE_MARGIN
-        reserve = added + factor * seconds
-        self._timed_reserve = max(reserve, self._timed_reserve or 0.0)
+        self._timed.append((seconds, self.pace()))
 
     def time_is_up(self) -> bool:
         return bool(self.time_limit) and self.elapsed + self.final_reserve() >= self.time_limit

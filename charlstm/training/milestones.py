@@ -54,7 +54,7 @@ def evaluate_and_save(trainer: Trainer, reason: str | None) -> None:
     every = trainer.config.sample_every
     if every == 0 or trainer.step % every == 0 or reason is not None:
         show_sample(trainer)
-    trainer.clock.eval_seconds = clock.now() - started
+    trainer.clock.evaluated(clock.now() - started)
 
 
 def save_between(trainer: Trainer, window: ReportWindow, pending: list) -> None:
