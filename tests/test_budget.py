@@ -572,11 +572,12 @@ class VirtualClock:
             return step(*args)
         return timed_step
 
-    def step(self, run: run_clock.RunClock, chars: int) -> None:
-        """A step of `chars` characters, counted by `run`."""
-        started = self.now
-        self.now += self.step_seconds()
-        run.count_step(started, chars)
+    def step(self, run: run_clock.RunClock, chars: int, count: int = 1) -> None:
+        """`count` steps of `chars` characters, counted by `run`."""
+        for _ in range(count):
+            started = self.now
+            self.now += self.step_seconds()
+            run.count_step(started, chars)
 
 
 @pytest.mark.parametrize("eval_every, evaluated", [
@@ -789,55 +790,50 @@ def test_a_session_resumed_past_both_timings_times_the_evaluation_once(monkeypat
     assert not run.evaluation_needs_timing()
 
 
-def test_the_reserve_follows_the_pace_training_goes_at_in_steps_of_one_size(monkeypatch):
+def steady_clock(monkeypatch) -> tuple[VirtualClock, run_clock.RunClock]:
+    """A run's clock on a virtual one, its pace taken over 8 s, after 12 steps of 1,024
+    characters in 1 s each."""
     clock = VirtualClock(per_step=1.0)
     monkeypatch.setattr(run_clock, "time", clock)
     monkeypatch.setattr(run_clock, "PACE_WINDOW", 8.0)
     run = run_clock.RunClock(TrainConfig(time_limit=10_000.0), eval_chars=300_000)
     run.start(launched_at=None)
-    for _ in range(12):
-        clock.step(run, 1024)
+    clock.step(run, 1024, count=12)
+    return clock, run
+
+
+def test_the_reserve_follows_the_pace_training_goes_at_in_steps_of_one_size(monkeypatch):
+    clock, run = steady_clock(monkeypatch)
     assert run.pace() == pytest.approx(1024.0)
     run.evaluated(10.0)  # measured while training went 1,024 chars/s
     assert run.final_reserve() == pytest.approx(10.0)
     clock.per_step = 2.0  # the machine slows down: so will the final evaluation
-    for _ in range(12):
-        clock.step(run, 1024)
+    clock.step(run, 1024, count=12)
     assert run.pace() == pytest.approx(512.0)
     assert run.final_reserve() == pytest.approx(20.0)
     clock.per_step = 0.5  # and speeds up
-    for _ in range(40):
-        clock.step(run, 1024)
+    clock.step(run, 1024, count=40)
     assert run.final_reserve() == pytest.approx(5.0)
     # steps of four times the characters in 1 s each: a pace that says nothing of the
     # machine's, so the evaluation is kept as it was measured
     clock.per_step = 1.0
-    for _ in range(12):
-        clock.step(run, 4096)
+    clock.step(run, 4096, count=12)
     assert run.pace() == pytest.approx(4096.0)
     assert run.final_reserve() == pytest.approx(10.0)
 
 
 def test_the_longer_timing_at_todays_pace_is_kept(monkeypatch):
-    clock = VirtualClock(per_step=1.0)
-    monkeypatch.setattr(run_clock, "time", clock)
-    monkeypatch.setattr(run_clock, "PACE_WINDOW", 8.0)
-    run = run_clock.RunClock(TrainConfig(time_limit=10_000.0), eval_chars=300_000)
-    run.start(launched_at=None)
+    clock, run = steady_clock(monkeypatch)
     added, factor = run_clock.PROBE_MARGIN
-    for _ in range(12):
-        clock.step(run, 1024)
     run.timed_evaluation(90.0, took=1.0)  # at 1,024 chars/s
     clock.per_step = 2.0
-    for _ in range(12):
-        clock.step(run, 1024)
+    clock.step(run, 1024, count=12)
     assert run.final_reserve() == pytest.approx(added + factor * 180.0)
     # timed again at half the pace, shorter than the first at this pace: that one stays
     run.timed_evaluation(100.0, took=1.0)
     assert run.final_reserve() == pytest.approx(added + factor * 180.0)
     clock.per_step = 1.0  # back to the first pace: 90 s, and the second's 50 s
-    for _ in range(12):
-        clock.step(run, 1024)
+    clock.step(run, 1024, count=12)
     assert run.final_reserve() == pytest.approx(added + factor * 90.0)
 
 

@@ -159,7 +159,8 @@ class RunClock:
         the marks again, and forgets the pace any evaluation was measured at."""
         if chars != self._step_size:
             self._step_size, self._marks = chars, []
-            self._eval_pace, self._timed = None, [(s, None) for s, _ in self._timed]
+            self._eval_pace = None
+            self._timed = [(seconds, None) for seconds, _ in self._timed]
         if self._first_step is None:  # it also set up the kernels: no mark before it
             return
         if not self._marks or self.training_seconds - self._marks[-1][0] >= PACE_WINDOW / 4:
