@@ -412,10 +412,10 @@ def refit(plan: BudgetPlan, config: TrainConfig, amounts: dict[str, float], spee
           step: int, time_left: float, train_chars: int, trained: int | None = None,
           progress: float = 0.0) -> Refit | None:
     """The plan's dropout, weight drop and evaluation interval (those nobody gave:
-    `plan.refit`)
-    for the speed training has shown, `speed` chars/s at `step` with `time_left` seconds
-    to go, instead of the few steps timed before it: a measurement disturbed by whatever
-    else ran on the machine would otherwise set them for the wrong number of passes.
+    `plan.refit`) for the speed training has shown, `speed` chars/s at `step` with
+    `time_left` seconds to go, instead of the few steps timed before it: a measurement
+    disturbed by whatever else ran on the machine would otherwise set them for the wrong
+    number of passes.
     None unless the speed is off by more than REFIT_MARGIN and a setting changes.
     `amounts` (dropout and weight drop) and `config` hold the settings in force;
     `trained` is the characters trained so far (by default `step` whole steps' worth),
