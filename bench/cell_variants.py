@@ -1,10 +1,13 @@
-"""Layer normalisation and the multiplicative LSTM against the fused LSTM, at one wall clock.
+"""Layer normalisation, the multiplicative LSTM and residual stacks against the fused LSTM,
+at one wall clock.
 
     python bench/cell_variants.py --corpus PATH [--minutes 10] [--cell lstm --cell layernorm
                                   --cell multiplicative] [--batch 128] [--seq-len 32]
-                                  [--hidden 512] [--lr 1e-2] [--precision fp32|bf16]
+                                  [--hidden 512] [--lr 1e-2] [--precision fp32|bf16|auto]
                                   [--no-compile] [--in-charlstm]
                                   [--probe-every 250] [--no-record]
+    python bench/cell_variants.py --corpus PATH --in-charlstm --cell lstm --cell lstm:2
+                                  --cell residual:2 --cell residual:3
 
 Issue 32 asks to try the known levers for character-level LSTMs, layer normalisation
 (Ba, Kiros and Hinton, 2016) and the multiplicative LSTM (Krause, Lu, Murray and Renals,
@@ -24,6 +27,13 @@ corpus's last 10%, read by 64 streams that carry their state) is measured at the
 every `--probe-every` steps on the split's first 100,000 characters, to compare the cells
 at equal steps as well as at equal time. The cells train one after another, so a change in
 the machine's speed during the run falls on one of them: the steps show it.
+
+Issue 32 also asks for depth with residual connections between stacked layers, if they
+help. `residual:N` (with --in-charlstm only) is N fused LSTM layers, nn.LSTM one layer
+each, every layer after the first adding its input to its output (as in Wu et al., 2016,
+Google's neural machine translation system); `lstm:N` is charlstm's own N-layer nn.LSTM.
+Both take charlstm's whole plan for an N-layer model of that width (its dropout and weight
+drop fitted, the plan timing the very stack it trains).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,6 +55,7 @@ from runner import markdown_table, train as run_train  # noqa: E402
 
 from charlstm.device import autocast  # noqa: E402
 from charlstm.model.charrnn import CharRNN, detach_state  # noqa: E402
+from charlstm.model.dropout import run_with_weight_drop  # noqa: E402
 from charlstm.settings import ModelConfig  # noqa: E402
 from charlstm.training.optim import make_optimizer, set_learning_rate  # noqa: E402
 
@@ -117,7 +129,39 @@ def unpacked(state, x: torch.Tensor, hidden_size: int):
     return state[0][0], state[1][0]
 
 
-CELLS = {"lstm": None, "layernorm": LayerNormLSTM, "multiplicative": MultiplicativeLSTM}
+class ResidualStack(nn.Module):
+    """`num_layers` fused LSTM layers (an nn.LSTM of one layer each), every layer after the
+    first adding its input to its output, with dropout between layers as nn.LSTM applies
+    it, and weight drop on each layer's recurrent matrix as charlstm's. Its state is
+    nn.LSTM's: (h, c), each (num_layers, B, H)."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.LSTM(input_size if k == 0 else hidden_size, hidden_size, batch_first=True)
+            for k in range(num_layers))
+        self.dropout = dropout
+        with torch.no_grad():  # the forget gates start open, as in CharRNN
+            for layer in self.layers:
+                layer.bias_ih_l0[hidden_size:2 * hidden_size].fill_(1.0)
+                layer.bias_hh_l0[hidden_size:2 * hidden_size].fill_(0.0)
+
+    def forward(self, x: torch.Tensor, state, weight_drop: float = 0.0):
+        hs, cs = [], []
+        for k, layer in enumerate(self.layers):
+            inner = None if state is None else tuple(s[k:k + 1].contiguous() for s in state)
+            if k:
+                x = F.dropout(x, self.dropout, self.training)
+            out, (h, c) = run_with_weight_drop(layer, weight_drop, x, inner)
+            x = x + out if k else out
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.cat(hs), torch.cat(cs))
+
+
+CELLS = {"lstm": None, "layernorm": LayerNormLSTM, "multiplicative": MultiplicativeLSTM,
+         "residual": ResidualStack}
+COMPILED = ("layernorm", "multiplicative")  # the cells written one time step at a time
 
 
 class CompiledForTraining(nn.Module):
@@ -153,14 +197,33 @@ class CompiledForTraining(nn.Module):
         return time.perf_counter() - started
 
 
+class WithResidualStack(CharRNN):
+    """CharRNN whose stacked layers are a ResidualStack."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.rnn = ResidualStack(config.embed_size, config.hidden_size, config.num_layers,
+                                 config.dropout if config.num_layers > 1 else 0.0)
+
+    def _run(self, x: torch.Tensor, state):
+        return self.rnn(x, state, self.config.weight_drop if self.training else 0.0)
+
+
 def as_charlstm(cell: str, argv: list[str]) -> None:
     """Run charlstm's command line with ARGV, every model it trains having `cell` as its
-    recurrent layer (one layer only): the whole of charlstm's training (the plan, its
-    batches, schedule, divergence guard and evaluation) around another cell. The cell is
-    compiled as the model is built, before the first step, so that its compiling counts
-    against the budget but not in the speed the plan's refit reads from the steps."""
+    recurrent layer (one layer only) or, for `residual`, its stack: the whole of
+    charlstm's training (the plan, its batches, schedule, divergence guard and evaluation)
+    around another cell. A compiled cell is compiled as the model is built, before the
+    first step, so that its compiling counts against the budget but not in the speed the
+    plan's refit reads from the steps. A residual stack is also what the plan times."""
     from charlstm.cli import main as command_line
-    from charlstm.training import loop
+    from charlstm.training import budget, loop
+
+    if cell == "residual":
+        loop.CharRNN = budget.CharRNN = WithResidualStack
+        sys.argv = ["charlstm", *argv]
+        command_line()
+        return
 
     class WithCell(CharRNN):
         def __init__(self, config: ModelConfig):
@@ -179,19 +242,40 @@ def as_charlstm(cell: str, argv: list[str]) -> None:
     command_line()
 
 
+def cell_and_layers(spec: str) -> tuple[str, int]:
+    """'NAME' or 'NAME:LAYERS' as (name, layers)."""
+    name, _, layers = spec.partition(":")
+    if name not in CELLS or not (layers or "1").isdigit() or int(layers or 1) < 1:
+        raise argparse.ArgumentTypeError(f"{spec!r}: NAME[:LAYERS], NAME one of "
+                                         f"{', '.join(CELLS)}")
+    if (name in COMPILED and int(layers or 1) > 1) or (name == "residual" and
+                                                      int(layers or 2) < 2):
+        raise argparse.ArgumentTypeError(f"{spec!r}: {name} is written for "
+                                         + ("one layer" if name in COMPILED else
+                                            "two layers or more"))
+    return name, int(layers or (2 if name == "residual" else 1))
+
+
 def in_charlstm(args) -> None:
     """`charlstm train CORPUS --time MINUTES` with each cell, one after another, in fresh
-    folders: the plan's settings with each cell, fp32 (what `auto` measures best here for
-    the fused LSTM; measuring it for a compiled cell would compile it twice more)."""
+    folders: the plan's settings with each cell (and, for a stack, its layers), at
+    `--precision`; by default fp32 when a compiled cell is among them (what `auto`
+    measured best for the fused LSTM on the CPU these cells were first measured on;
+    measuring it for a compiled cell would compile it twice more), else auto."""
     rows, reference = [], None
-    for cell in args.cell or ["lstm", "layernorm"]:
+    cells = args.cell or [("lstm", 1), ("layernorm", 1)]
+    precision = args.precision or ("fp32" if any(c in COMPILED for c, _ in cells) else "auto")
+    for cell, layers in cells:
         launcher = [sys.executable, str(Path(__file__).resolve()), "--as-charlstm", cell]
+        stack = ["--num-layers", str(layers), "--hidden-size", str(args.hidden)] * (layers > 1)
         run = run_train([str(args.corpus), "--time", f"{args.minutes * 60:g}s", "--eval-chars",
-                     "0", "--sample-length", "0", "--precision", "fp32"], launcher=launcher)
-        print(f"{cell}: {run.val_loss:.4f} after {run.last['step']:,} steps", flush=True)
+                         "0", "--sample-length", "0", "--precision", precision, *stack],
+                        launcher=launcher)
+        name = cell if layers == 1 else f"{cell}, {layers} layers"
+        print(f"{name}: {run.val_loss:.4f} after {run.last['step']:,} steps", flush=True)
         reference = run.val_loss if reference is None else reference
         settings = run.config["train"]
-        rows.append([cell, f"{run.seconds:.1f} s", f"{run.last['step']:,}",
+        rows.append([name, f"{run.seconds:.1f} s", f"{run.last['step']:,}",
                      f"{run.val_loss:.4f}",
                      f"{run.val_loss - reference:+.4f}" if rows else "reference",
                      f"{run.model()}, batch {settings['batch_size']} (early "
@@ -199,13 +283,16 @@ def in_charlstm(args) -> None:
     header = ["cell", "wall clock", "steps", "val loss (nats)", "vs the first", "model"]
     table = markdown_table(header, rows)
     body = (f"`charlstm train {args.corpus} --time {args.minutes * 60:g}s --eval-chars 0 "
-            "--sample-length 0 --precision fp32`, run by `bench/cell_variants.py "
-            "--as-charlstm CELL` (charlstm's command line with CELL as the recurrent layer, "
-            "compiled while training; compiling counts against the budget), one after "
-            "another; validation loss in nats over the whole split (the last 10%).\n\n"
-            + table)
-    publish("The plan with a layer-normalised or multiplicative LSTM in charlstm's loop",
-            table, not args.no_record, body)
+            f"--sample-length 0 --precision {precision}` (and for N layers `--num-layers N "
+            f"--hidden-size {args.hidden}`), run by `bench/cell_variants.py --as-charlstm "
+            "CELL` (charlstm's command line with CELL as the recurrent layer, a compiled "
+            "cell compiled while training, its compiling counted against the budget; or "
+            "with a residual stack of fused layers), one after another; validation loss in "
+            "nats over the whole split (the last 10%).\n\n" + table)
+    title = ("The plan with stacked and residual LSTM layers in charlstm's loop"
+             if any(layers > 1 for _, layers in cells) else
+             "The plan with a layer-normalised or multiplicative LSTM in charlstm's loop")
+    publish(title, table, not args.no_record, body)
 
 
 def read_corpus(path: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -312,13 +399,17 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, required=True)
-    parser.add_argument("--cell", action="append", choices=list(CELLS))
+    parser.add_argument("--cell", action="append", type=cell_and_layers,
+                        metavar="NAME[:LAYERS]",
+                        help=f"one of {', '.join(CELLS)}; LAYERS (and residual) with "
+                             "--in-charlstm only")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seq-len", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--lr", type=float, default=1e-2, help="peak learning rate")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "auto"],
+                        help="default: fp32 (auto for --in-charlstm without compiled cells)")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--probe-every", type=int, default=250)
     parser.add_argument("--in-charlstm", action="store_true",
@@ -329,9 +420,13 @@ def main() -> None:
     if args.in_charlstm:
         in_charlstm(args)
         return
+    cells = args.cell or [(c, 1) for c in CELLS if c != "residual"]
+    if any(c == "residual" or layers > 1 for c, layers in cells) or args.precision == "auto":
+        parser.error("stacks and --precision auto run with --in-charlstm only")
+    args.precision = args.precision or "fp32"
     corpus = read_corpus(args.corpus)
     results = []
-    for cell in args.cell or list(CELLS):
+    for cell, _ in cells:
         r = train(cell, corpus, args)
         results.append(r)
         print(f"{cell}: {r['steps']:,} steps in {r['seconds']:.0f} s after "
