@@ -7,7 +7,7 @@ at one wall clock.
                                   [--no-compile] [--in-charlstm]
                                   [--probe-every 250] [--no-record]
     python bench/cell_variants.py --corpus PATH --in-charlstm --cell lstm --cell lstm:2
-                                  --cell residual:2 --cell residual:3
+                                  --cell residual:2 --cell residual:3 [--train-args ARGS]
 
 Issue 32 asks to try the known levers for character-level LSTMs, layer normalisation
 (Ba, Kiros and Hinton, 2016) and the multiplicative LSTM (Krause, Lu, Murray and Renals,
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -269,8 +270,8 @@ def in_charlstm(args) -> None:
         launcher = [sys.executable, str(Path(__file__).resolve()), "--as-charlstm", cell]
         stack = ["--num-layers", str(layers), "--hidden-size", str(args.hidden)] * (layers > 1)
         run = run_train([str(args.corpus), "--time", f"{args.minutes * 60:g}s", "--eval-chars",
-                         "0", "--sample-length", "0", "--precision", precision, *stack],
-                        launcher=launcher)
+                         "0", "--sample-length", "0", "--precision", precision, *stack,
+                         *shlex.split(args.train_args)], launcher=launcher)
         name = cell if layers == 1 else f"{cell}, {layers} layers"
         print(f"{name}: {run.val_loss:.4f} after {run.last['step']:,} steps", flush=True)
         reference = run.val_loss if reference is None else reference
@@ -283,8 +284,9 @@ def in_charlstm(args) -> None:
     header = ["cell", "wall clock", "steps", "val loss (nats)", "vs the first", "model"]
     table = markdown_table(header, rows)
     body = (f"`charlstm train {args.corpus} --time {args.minutes * 60:g}s --eval-chars 0 "
-            f"--sample-length 0 --precision {precision}` (and for N layers `--num-layers N "
-            f"--hidden-size {args.hidden}`), run by `bench/cell_variants.py --as-charlstm "
+            f"--sample-length 0 --precision {precision}"
+            + (f" {args.train_args}" if args.train_args else "")
+            + f"` (and for N layers `--num-layers N --hidden-size {args.hidden}`), run by `bench/cell_variants.py --as-charlstm "
             "CELL` (charlstm's command line with CELL as the recurrent layer, a compiled "
             "cell compiled while training, its compiling counted against the budget; or "
             "with a residual stack of fused layers), one after another; validation loss in "
@@ -415,6 +417,9 @@ def main() -> None:
     parser.add_argument("--in-charlstm", action="store_true",
                         help="train each cell by `charlstm train CORPUS --time MINUTES` "
                              "(the plan and all of charlstm's loop) instead of this loop")
+    parser.add_argument("--train-args", default="", metavar="ARGS",
+                        help="with --in-charlstm: more `charlstm train` arguments for every "
+                             "run (the settings a plan gave another model, say)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     if args.in_charlstm:
