@@ -244,17 +244,19 @@ def as_charlstm(cell: str, argv: list[str]) -> None:
 
 
 def cell_and_layers(spec: str) -> tuple[str, int]:
-    """'NAME' or 'NAME:LAYERS' as (name, layers)."""
-    name, _, layers = spec.partition(":")
-    if name not in CELLS or not (layers or "1").isdigit() or int(layers or 1) < 1:
+    """'NAME' or 'NAME:LAYERS' as (name, layers): a compiled cell has one layer, a
+    residual stack two or more (two unless given)."""
+    name, _, count = spec.partition(":")
+    if name not in CELLS or (count and not count.isdigit()):
         raise argparse.ArgumentTypeError(f"{spec!r}: NAME[:LAYERS], NAME one of "
                                          f"{', '.join(CELLS)}")
-    if (name in COMPILED and int(layers or 1) > 1) or (name == "residual" and
-                                                      int(layers or 2) < 2):
-        raise argparse.ArgumentTypeError(f"{spec!r}: {name} is written for "
-                                         + ("one layer" if name in COMPILED else
-                                            "two layers or more"))
-    return name, int(layers or (2 if name == "residual" else 1))
+    fewest = 2 if name == "residual" else 1
+    layers = int(count) if count else fewest
+    if layers < fewest or (name in COMPILED and layers > 1):
+        raise argparse.ArgumentTypeError(
+            f"{spec!r}: {name} takes " + ("one layer" if name in COMPILED else
+                                          f"at least {fewest} layers"))
+    return name, layers
 
 
 def in_charlstm(args) -> None:
@@ -286,11 +288,12 @@ def in_charlstm(args) -> None:
     body = (f"`charlstm train {args.corpus} --time {args.minutes * 60:g}s --eval-chars 0 "
             f"--sample-length 0 --precision {precision}"
             + (f" {args.train_args}" if args.train_args else "")
-            + f"` (and for N layers `--num-layers N --hidden-size {args.hidden}`), run by `bench/cell_variants.py --as-charlstm "
-            "CELL` (charlstm's command line with CELL as the recurrent layer, a compiled "
-            "cell compiled while training, its compiling counted against the budget; or "
-            "with a residual stack of fused layers), one after another; validation loss in "
-            "nats over the whole split (the last 10%).\n\n" + table)
+            + f"` (and for N layers `--num-layers N --hidden-size {args.hidden}`), run by "
+            "`bench/cell_variants.py --as-charlstm CELL` (charlstm's command line with CELL "
+            "as the recurrent layer, a compiled cell compiled while training, its compiling "
+            "counted against the budget; or with a residual stack of fused layers), one "
+            "after another; validation loss in nats over the whole split (the last 10%).\n\n"
+            + table)
     title = ("The plan with stacked and residual LSTM layers in charlstm's loop"
              if any(layers > 1 for _, layers in cells) else
              "The plan with a layer-normalised or multiplicative LSTM in charlstm's loop")
